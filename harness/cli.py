@@ -1,0 +1,162 @@
+"""``batchbench`` command line (= ``python -m harness``). Thin: parse, call the library, print.
+
+Every bad input ends with exit code 2 and one line on stderr naming the field; a point that
+fails at run time is recorded with its status and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from typing import Sequence
+
+from harness import __version__
+from harness.errors import SpecError
+
+EXPORT_FORMATS = ("csv", "json", "parquet")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"batchbench: error: {message}\n")
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="batchbench", description="Benchmark and profile mini-batch gradient descent.")
+    parser.add_argument("--version", action="version", version=f"batchbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a sweep and store its points", description="Run a sweep: every dataset size x batch size x device x repeat, phase-timed, stored point by point.")
+    run.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")
+    axes = run.add_argument_group("axes")
+    axes.add_argument("--batch-sizes", help="comma list of sizes, power-of-two ranges (1..1024, 1..full) and 'full' [1..full]")
+    axes.add_argument("--dataset-sizes", help="comma list of dataset sizes [the data set's size and half of it]")
+    axes.add_argument("--devices", help="cpu, cuda, cuda:N, mps or auto (all available) [auto]")
+    axes.add_argument("--repeats", help="repeats with seeds seed, seed+1, ... [1]")
+    work = run.add_argument_group("workload")
+    work.add_argument("--dataset", help="blobs, linreg, digits, mnist-like, or a .npz/.csv/.parquet file [blobs]")
+    work.add_argument("--target-column", help="target column of a .csv/.parquet file [y]")
+    work.add_argument("--model", help="linear, mlp, cnn, module:callable or path/to/file.py:callable [mlp]")
+    work.add_argument("--hidden", help="mlp hidden widths, e.g. 32 or 256,256 [32]")
+    work.add_argument("--optimizer", help="sgd or adam [sgd]")
+    work.add_argument("--lr", help="learning rate [0.1]")
+    work.add_argument("--momentum", help="SGD momentum [0]")
+    work.add_argument("--sampling", help="shuffle (without replacement, per epoch) or replacement [shuffle]")
+    work.add_argument("--loader", help="tensor (indexing) or dataloader (per-sample collation) [tensor]")
+    work.add_argument("--seed", help="seed of the data order and of the initial weights [0]")
+    work.add_argument("--data-seed", help="seed of data generation, subsampling and the holdout split [0]")
+    budget = run.add_argument_group("budget (one of)")
+    budget.add_argument("--steps", help="training steps per point [500]")
+    budget.add_argument("--epochs", help="epochs per point (steps = ceil(epochs x train size / batch size))")
+    check = run.add_argument_group("loss checks")
+    check.add_argument("--check-every", help="N (steps), Ts (seconds, e.g. 30s), epoch, or auto (20 per point) [auto]")
+    check.add_argument("--check-set", help="holdout or train [holdout]")
+    check.add_argument("--holdout-fraction", help="share of the data held out as the check set [0.2]")
+    timing = run.add_argument_group("timing")
+    timing.add_argument("--threads", help="torch threads, pinned and recorded per point [1]")
+    timing.add_argument("--timing", help="CUDA timing: events (one sync per window) or sync (per phase) [auto: events]")
+    timing.add_argument("--burn-in-steps", help="warm-up steps left out of statistics (at most half the steps) [5]")
+    out = run.add_argument_group("output")
+    out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
+    out.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
+    out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+
+    export = sub.add_parser("export", help="write a stored table as CSV, JSON or Parquet")
+    export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
+    export.add_argument("--table", default="points", help="points, checks, steps, samples or runs [points]")
+    export.add_argument("--format", default="csv", help="csv, json or parquet [csv]")
+    export.add_argument("--run", action="append", dest="runs", metavar="ID", help="only this run (repeatable) [all runs]")
+    export.add_argument("-o", "--output", help="file to write [stdout]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _export(args)
+    except SpecError as exc:
+        print(f"batchbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("batchbench: interrupted; finished points are stored (rerun with --resume to continue)", file=sys.stderr)
+        return 130
+
+
+_SPEC_FLAGS = (
+    "batch_sizes", "dataset_sizes", "devices", "repeats", "dataset", "target_column", "model", "hidden",
+    "optimizer", "lr", "momentum", "sampling", "loader", "seed", "data_seed", "steps", "epochs",
+    "check_every", "check_set", "holdout_fraction", "threads", "timing", "burn_in_steps",
+)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.spec import build_spec, load_toml
+    from harness.store import DEFAULT_STORE
+    from harness.sweep import plan, run_sweep
+
+    file_values = load_toml(args.spec_file) if args.spec_file else {}
+    spec = build_spec(file_values, {name: getattr(args, name) for name in _SPEC_FLAGS})
+    the_plan = plan(spec)  # every input check happens here, before the store is touched
+    store = _open_store(args.store or DEFAULT_STORE)
+    with store:
+        run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False)
+        points = store.load("points", [run_id])
+    if not args.quiet:
+        from harness.console import points_table
+
+        print(points_table(points))
+    failed = int((points["status"] != "ok").sum())
+    note = f", {failed} not ok (see the status column)" if failed else ""
+    print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
+    return 0
+
+
+def _open_store(path: str):
+    from harness.store import Store
+
+    try:
+        return Store(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise SpecError("--store", f"cannot open {path} as a SQLite store: {exc}") from None
+
+
+def _export(args: argparse.Namespace) -> int:
+    from harness.records import TABLES
+    from harness.store import Store
+
+    if args.table not in TABLES:
+        raise SpecError("--table", f"{args.table!r} is not a table; use {', '.join(TABLES)}")
+    if args.format not in EXPORT_FORMATS:
+        raise SpecError("--format", f"{args.format!r} is not a format; use {', '.join(EXPORT_FORMATS)}")
+    with Store.open_existing(args.store) as store:
+        frame = store.load(args.table, args.runs)
+    if args.format == "csv":
+        payload: str | bytes = frame.to_csv(index=False)
+    elif args.format == "json":
+        payload = frame.to_json(orient="records", indent=1) + "\n"
+    else:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise SpecError("--format", "parquet needs pyarrow: pip install 'batchbench[parquet]'") from None
+        import io
+
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        payload = buffer.getvalue()
+    if args.output:
+        mode = "wb" if isinstance(payload, bytes) else "w"
+        with open(args.output, mode) as handle:
+            handle.write(payload)
+        print(f"wrote {len(frame)} rows of {args.table} to {args.output}", file=sys.stderr)
+    elif isinstance(payload, bytes):
+        sys.stdout.buffer.write(payload)
+    else:
+        sys.stdout.write(payload)
+    return 0

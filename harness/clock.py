@@ -1,0 +1,106 @@
+"""PhaseClock: the only code that reads clocks for phase timing.
+
+The training loop calls ``mark()`` at every phase boundary of every step (step start, after
+``data``, after ``derivative``, after ``update``); consecutive marks bound the phases, so
+phases can never nest or overlap. ``collect()`` turns the marks of one measurement window
+into seconds.
+
+Modes (recorded per point as ``timing_mode``):
+
+- ``cpu``: ``time.perf_counter_ns`` at each mark (or an injected clock, for tests).
+- ``events``: a CUDA event recorded on the current stream at each mark; nothing waits for the
+  GPU until ``collect()`` synchronises once, at the end of the window. The times are those of
+  the GPU stream reaching each boundary, which is what a phase costs when the host runs ahead.
+- ``sync``: synchronise the device, then read the host clock, at every mark. Exact host-side
+  phase times, at the price of draining the queue at each boundary (also used for MPS).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+MARKS_PER_STEP = 4
+"""Step start, end of ``data``, end of ``derivative``, end of ``update``."""
+
+
+class PhaseClock:
+    """Collects boundary marks; cheap enough to call four times per step at batch size 1."""
+
+    def __init__(self, mode: str, device: torch.device | None = None, now_ns: Callable[[], int] = time.perf_counter_ns):
+        if mode not in ("cpu", "events", "sync"):
+            raise ValueError(f"timing mode must be cpu, events or sync, not {mode!r}")
+        self.mode = mode
+        self._marks: list = []
+        append = self._marks.append
+        if mode == "cpu":
+
+            def mark() -> None:
+                append(now_ns())
+
+        elif mode == "sync":
+            synchronize = _synchronizer(device)
+
+            def mark() -> None:
+                synchronize()
+                append(now_ns())
+
+        else:
+            event = torch.cuda.Event
+
+            def mark() -> None:
+                ev = event(enable_timing=True)
+                ev.record()
+                append(ev)
+
+        self.mark: Callable[[], None] = mark
+
+    def collect(self) -> np.ndarray:
+        """Seconds of each mark since the first mark of the window; starts a new window.
+        In ``events`` mode this is the one point where the host waits for the GPU."""
+        marks = self._marks
+        if not marks:
+            return np.empty(0)
+        if self.mode == "events":
+            marks[-1].synchronize()
+            first = marks[0]
+            seconds = np.array([0.0] + [first.elapsed_time(ev) / 1e3 for ev in marks[1:]])
+        else:
+            raw = np.array(marks, dtype=np.int64)
+            seconds = (raw - raw[0]) / 1e9
+        marks.clear()
+        return seconds
+
+
+def split_steps(seconds: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-step phase times from one window's marks: ``4 n + 1`` marks (the last one closes
+    the window) give ``n`` steps. ``step_wall`` runs from a step's start to the next one's,
+    so it includes the loop's own bookkeeping that no phase covers."""
+    n = (len(seconds) - 1) // MARKS_PER_STEP
+    if n <= 0:
+        empty = np.empty(0)
+        return {"data": empty, "derivative": empty, "update": empty, "step_wall": empty}
+    starts = seconds[0 : MARKS_PER_STEP * n + 1 : MARKS_PER_STEP]
+    grid = seconds[: MARKS_PER_STEP * n].reshape(n, MARKS_PER_STEP)
+    return {
+        "data": grid[:, 1] - grid[:, 0],
+        "derivative": grid[:, 2] - grid[:, 1],
+        "update": grid[:, 3] - grid[:, 2],
+        "step_wall": np.diff(starts),
+    }
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all queued work on ``device`` (no-op on the CPU)."""
+    _synchronizer(device)()
+
+
+def _synchronizer(device: torch.device | None) -> Callable[[], None]:
+    if device is not None and device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    if device is not None and device.type == "mps":
+        return torch.mps.synchronize
+    return lambda: None

@@ -1,0 +1,230 @@
+"""Data sets: built-ins and user files, returned as plain tensors. Nothing here knows of timing.
+
+Built-ins (``name: natural size``):
+
+- ``blobs`` (1000): 3 Gaussian classes in 2-D, std 2 -- the classic mini-batch experiment.
+- ``linreg`` (1000): least squares, 16 features, float targets ``X @ w + 0.1 noise``; the
+  optimum is known (``linreg_optimum``).
+- ``digits`` (1797): scikit-learn's bundled 8x8 handwritten digits, real data, 10 classes.
+- ``mnist-like`` (5000): 784 features (28x28), 10 classes, synthetic.
+
+Files: ``.npz`` (arrays ``X`` and ``y``), ``.csv`` and ``.parquet`` (a ``y`` column, or the
+one named by ``--target-column``; every other column a numeric feature). Integer, boolean or
+string targets mean classification (cross-entropy); float targets mean regression (MSE).
+
+Generated sets are generated at each requested size; real and file data are subsampled
+(seeded, without replacement). The train/check split is seeded by ``data_seed`` too, so every
+point of a sweep sees the same data.
+"""
+
+from __future__ import annotations
+
+import functools
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import SpecError
+from harness.spec import DataInfo
+
+BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000}
+FILE_SUFFIXES = (".npz", ".csv", ".parquet")
+LINREG_FEATURES = 16
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features (float32, one row a sample) and targets: int64 class ids or float32 values."""
+
+    name: str
+    X: torch.Tensor
+    y: torch.Tensor
+    task: str  # "classification" | "regression"
+    n_classes: int | None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "classification" else 1
+
+
+@dataclass(frozen=True)
+class Split:
+    """The training set and the check set (the holdout, or the training set itself)."""
+
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_check: torch.Tensor
+    y_check: torch.Tensor
+    task: str
+    n_classes: int | None
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "classification" else 1
+
+
+def is_file(name: str) -> bool:
+    return Path(name).suffix.lower() in FILE_SUFFIXES
+
+
+def info(name: str, target_column: str | None = None) -> DataInfo:
+    """Natural and maximum size of a data set; reads a file once to count its rows."""
+    if name in ("blobs", "linreg", "mnist-like"):
+        return DataInfo(natural_size=BUILTIN_SIZES[name], max_size=None)
+    if name == "digits":
+        return DataInfo(natural_size=BUILTIN_SIZES[name], max_size=BUILTIN_SIZES[name])
+    if is_file(name):
+        rows = _read_file(name, target_column).n_samples
+        return DataInfo(natural_size=rows, max_size=rows)
+    allowed = ", ".join(BUILTIN_SIZES)
+    if Path(name).suffix:
+        raise SpecError("--dataset", f"{name!r} has an unsupported suffix; use a built-in ({allowed}) or a .npz, .csv or .parquet file")
+    raise SpecError("--dataset", f"unknown data set {name!r}; use a built-in ({allowed}) or a .npz, .csv or .parquet file")
+
+
+def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None = None) -> Dataset:
+    """The data set at ``size`` samples (generated, or a seeded subsample)."""
+    rng = np.random.default_rng(data_seed)
+    if name == "blobs":
+        from sklearn.datasets import make_blobs
+
+        X, y = make_blobs(n_samples=size, centers=3, n_features=2, cluster_std=2.0, random_state=data_seed)
+        return _dataset(name, X, y)
+    if name == "linreg":
+        X = rng.standard_normal((size, LINREG_FEATURES))
+        w = np.random.default_rng(10_000 + data_seed).standard_normal(LINREG_FEATURES)
+        y = X @ w + 0.1 * rng.standard_normal(size)
+        return _dataset(name, X, y.astype(np.float64))
+    if name == "mnist-like":
+        return _dataset(name, *_mnist_like(size, data_seed))
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        full = _dataset(name, bunch.data / 16.0, bunch.target)
+    else:
+        full = _read_file(name, target_column)
+    if size > full.n_samples:
+        raise SpecError("--dataset-sizes", f"{size} is larger than {name} ({full.n_samples} samples)")
+    if size == full.n_samples:
+        return full
+    keep = torch.from_numpy(np.sort(rng.choice(full.n_samples, size=size, replace=False)))
+    return Dataset(full.name, full.X[keep], full.y[keep], full.task, full.n_classes)
+
+
+def split(data: Dataset, check_set: str, holdout_fraction: float, *, data_seed: int = 0) -> Split:
+    """Seeded train/holdout split; ``check_set='train'`` checks the loss on the training set."""
+    if check_set == "train":
+        return Split(data.X, data.y, data.X, data.y, data.task, data.n_classes)
+    n = data.n_samples
+    n_check = max(1, round(n * holdout_fraction))
+    order = torch.from_numpy(np.random.default_rng(data_seed + 1).permutation(n))
+    check, train = order[:n_check], order[n_check:]
+    return Split(data.X[train], data.y[train], data.X[check], data.y[check], data.task, data.n_classes)
+
+
+def linreg_optimum(data: Dataset) -> tuple[np.ndarray, float]:
+    """Least-squares weights (with bias) and the minimal mean squared error on ``data``."""
+    X = np.c_[data.X.double().numpy(), np.ones(data.n_samples)]
+    y = data.y.double().numpy()
+    w, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return w, float(np.mean((X @ w - y) ** 2))
+
+
+def _mnist_like(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten smooth random 28x28 class prototypes plus pixel noise: image-shaped, learnable,
+    not separable at a glance (the noise is as large as the prototypes' spread)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((10, 7, 7))
+    prototypes = np.kron(coarse, np.ones((4, 4))).reshape(10, 784)
+    y = rng.integers(0, 10, size=size)
+    X = prototypes[y] + 1.5 * rng.standard_normal((size, 784))
+    return X, y
+
+
+def _dataset(name: str, X: np.ndarray, y: np.ndarray) -> Dataset:
+    """Convert arrays to tensors and decide the task from the targets' type."""
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim > 2:
+        X = X.reshape(X.shape[0], -1)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise SpecError("--dataset", f"{name}: X must hold at least one row of features, got shape {X.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise SpecError("--dataset", f"{name}: y must be one target per row of X ({X.shape[0]}), got shape {y.shape}")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise SpecError("--dataset", f"{name}: features must be numeric, got {X.dtype}")
+    X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        raise SpecError("--dataset", f"{name}: features contain NaN or infinite values")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all():
+            raise SpecError("--dataset", f"{name}: targets contain NaN or infinite values")
+        return Dataset(name, torch.from_numpy(X), torch.from_numpy(y.astype(np.float32)), "regression", None)
+    classes, ids = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise SpecError("--dataset", f"{name}: classification targets need at least 2 classes, found {len(classes)}")
+    return Dataset(name, torch.from_numpy(X), torch.from_numpy(ids.astype(np.int64)), "classification", len(classes))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_file(path_text: str, target_column: str | None) -> Dataset:
+    """Read a user file once per process (planning and running share it)."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise SpecError("--dataset", f"file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        if target_column is not None:
+            raise SpecError("--target-column", "applies to .csv and .parquet files; a .npz file holds arrays X and y")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                missing = [k for k in ("X", "y") if k not in archive.files]
+                if missing:
+                    raise SpecError("--dataset", f"{path} has no array {' or '.join(missing)}; a .npz needs arrays X and y (found: {', '.join(archive.files) or 'none'})")
+                X, y = archive["X"], archive["y"]
+        except SpecError:
+            raise
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise SpecError("--dataset", f"cannot read {path} as .npz (corrupt or truncated?): {detail}") from None
+        return _dataset(str(path), X, y)
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except ImportError as exc:
+        raise SpecError("--dataset", f"reading {path} needs pyarrow: pip install 'batchbench[parquet]' ({exc})") from None
+    except Exception as exc:  # pandas raises many types for a bad file
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise SpecError("--dataset", f"cannot read {path}: {detail}") from None
+    column = target_column or "y"
+    if column not in frame.columns:
+        flagname = "--target-column" if target_column else "--dataset"
+        raise SpecError(flagname, f"{path} has no column {column!r}; columns: {', '.join(map(str, frame.columns))} (choose one with --target-column)")
+    features = frame.drop(columns=[column])
+    bad = [str(c) for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
+    if bad:
+        raise SpecError("--dataset", f"{path}: feature columns must be numeric, not: {', '.join(bad)}")
+    if features.shape[1] == 0:
+        raise SpecError("--dataset", f"{path} has no feature columns besides {column!r}")
+    return _dataset(str(path), features.to_numpy(), frame[column].to_numpy())

@@ -1,0 +1,136 @@
+"""The record tables and their columns: a contract that tests, reports and asv history rely on.
+
+Tidy tables, one observation a row, units in column names (``_s``, ``_bytes``, ``_pct``).
+A column whose feature does not apply (or is not measured on this device) is null, never a
+made-up number. Columns beyond DESIGN.md's list are appended at the end of a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+RUNS = {
+    "run_id": "TEXT PRIMARY KEY",
+    "started_at": "TEXT",
+    "finished_at": "TEXT",
+    "spec_json": "TEXT",
+    "env_json": "TEXT",
+    "spec_hash": "TEXT",
+}
+
+POINTS = {
+    "run_id": "TEXT",
+    "point_id": "TEXT",
+    "status": "TEXT",  # ok | oom | diverged | error | skipped
+    "error": "TEXT",
+    "model": "TEXT",
+    "dataset": "TEXT",
+    "dataset_size": "INTEGER",
+    "n_features": "INTEGER",
+    "n_classes": "INTEGER",
+    "batch_size": "INTEGER",
+    "device": "TEXT",
+    "device_name": "TEXT",
+    "threads": "INTEGER",
+    "optimizer": "TEXT",
+    "lr": "REAL",
+    "lr_policy": "TEXT",
+    "momentum": "REAL",
+    "sampling": "TEXT",  # shuffle | replacement
+    "seed": "INTEGER",
+    "repeat": "INTEGER",
+    "timing_mode": "TEXT",  # cpu | events | sync
+    "steps": "INTEGER",
+    "epochs": "REAL",
+    "samples_seen": "INTEGER",
+    "warmup_steps": "INTEGER",
+    "wall_s": "REAL",
+    "samples_per_s": "REAL",
+    "steps_per_s": "REAL",
+    "data_s": "REAL",
+    "derivative_s": "REAL",
+    "update_s": "REAL",
+    "loss_check_s": "REAL",
+    "data_total_s": "REAL",
+    "derivative_total_s": "REAL",
+    "update_total_s": "REAL",
+    "loss_check_total_s": "REAL",
+    "step_wall_s": "REAL",
+    "target_loss": "REAL",
+    "steps_to_target": "INTEGER",
+    "samples_to_target": "INTEGER",
+    "time_to_target_s": "REAL",
+    "compute_to_target_s": "REAL",
+    "final_train_loss": "REAL",
+    "final_eval_loss": "REAL",
+    "final_eval_acc": "REAL",
+    "peak_device_mem_bytes": "INTEGER",
+    "peak_rss_bytes": "INTEGER",
+    "gpu_util_mean_pct": "REAL",
+    "cpu_util_mean_pct": "REAL",
+    "noise_scale": "REAL",
+    # batchbench additions
+    "train_size": "INTEGER",
+    "check_size": "INTEGER",
+    "check_set": "TEXT",  # holdout | train
+    "check_every": "TEXT",  # steps ("25"), seconds ("30s") or "epoch"
+    "hidden": "TEXT",
+    "n_params": "INTEGER",
+    "loader": "TEXT",  # tensor | dataloader
+    "init_seed": "INTEGER",
+    "step_wall_iqr_s": "REAL",
+    "flags": "TEXT",  # comma list: noisy (IQR/median > 10%), phase_mismatch (phase sum vs step wall > 10%)
+}
+
+CHECKS = {
+    "run_id": "TEXT",
+    "point_id": "TEXT",
+    "step": "INTEGER",
+    "epoch": "REAL",
+    "samples_seen": "INTEGER",
+    "wall_s": "REAL",  # since training started, loss checks included (this one too)
+    "compute_s": "REAL",  # the same, loss checks excluded
+    "train_loss": "REAL",  # mean batch loss since the previous check (null at step 0)
+    "eval_loss": "REAL",
+    "eval_acc": "REAL",
+    "noise_scale": "REAL",
+}
+
+STEPS = {
+    "run_id": "TEXT",
+    "point_id": "TEXT",
+    "step": "INTEGER",
+    "warmup": "INTEGER",
+    "data_s": "REAL",
+    "derivative_s": "REAL",
+    "update_s": "REAL",
+    "batch_loss": "REAL",
+}
+
+SAMPLES = {
+    "run_id": "TEXT",
+    "point_id": "TEXT",
+    "t_s": "REAL",
+    "cpu_pct": "REAL",
+    "rss_bytes": "INTEGER",
+    "gpu_util_pct": "REAL",
+    "gpu_mem_bytes": "INTEGER",
+    "gpu_power_w": "REAL",
+}
+
+TABLES = {"runs": RUNS, "points": POINTS, "checks": CHECKS, "steps": STEPS, "samples": SAMPLES}
+STATUSES = ("ok", "oom", "diverged", "error", "skipped")
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """One finished point: its ``points`` row and its ``checks`` and ``steps`` rows."""
+
+    point: dict[str, Any]
+    checks: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return self.point["status"]

@@ -1,0 +1,441 @@
+"""What to run: a ``SweepSpec`` (the axes, parsed from TOML and CLI flags alike) and its
+expansion into one ``RunSpec`` per sweep point x repeat.
+
+All validation happens here, before anything runs, so a bad value never leaves a half-written
+store behind: every problem is a ``SpecError`` naming the field and the allowed values.
+This module is pure (no torch, no files but the TOML reader): what it needs to know about the
+machine and the data set is passed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from harness.errors import SpecError
+
+DEFAULT_THREADS = 1
+"""Torch intra-op threads per point. One thread keeps a step's time stable when another
+process shares the machine (with the default of one thread per core a step on a busy 2-core
+box ran 60x slower); raise it with ``--threads`` to measure a many-core setup."""
+
+DEFAULT_STEPS = 500
+DEFAULT_BURN_IN_STEPS = 5
+AUTO_CHECKS = 20
+"""``--check-every auto`` spreads this many loss checks over a point's budget."""
+
+CHOICES = {
+    "optimizer": ("sgd", "adam"),
+    "check_set": ("holdout", "train"),
+    "timing": ("auto", "events", "sync"),
+    "sampling": ("shuffle", "replacement"),
+    "loader": ("tensor", "dataloader"),
+}
+
+_DEVICE_RE = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
+_RANGE_RE = re.compile(r"^(\d+)\.\.(\d+|full)$")
+
+
+def flag(field: str) -> str:
+    """The CLI spelling of a spec field, used in every message."""
+    return "--" + field.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The axes and options of a sweep, as the user gave them (before expansion)."""
+
+    dataset: str = "blobs"
+    dataset_sizes: tuple[int, ...] = ()
+    """Empty: the data set's natural size and half of it (two sizes, as the quick sweep shows)."""
+    batch_sizes: tuple[str, ...] = ("1..full",)
+    devices: tuple[str, ...] = ("auto",)
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (32,)
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    steps: int | None = None
+    epochs: float | None = None
+    check_every: str = "auto"
+    check_set: str = "holdout"
+    holdout_fraction: float = 0.2
+    threads: int = DEFAULT_THREADS
+    repeats: int = 1
+    seed: int = 0
+    data_seed: int = 0
+    timing: str = "auto"
+    burn_in_steps: int = DEFAULT_BURN_IN_STEPS
+    sampling: str = "shuffle"
+    loader: str = "tensor"
+    target_column: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @property
+    def spec_hash(self) -> str:
+        """Identifies the sweep for ``--resume``: same spec, same hash."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One sweep point x repeat: everything ``train.run_point`` needs, nothing it must guess."""
+
+    dataset: str
+    dataset_size: int
+    train_size: int
+    check_size: int
+    batch_size: int
+    device: str
+    timing_mode: str
+    model: str
+    hidden: tuple[int, ...]
+    optimizer: str
+    lr: float
+    momentum: float
+    sampling: str
+    loader: str
+    steps: int
+    warmup_steps: int
+    check_every: str
+    check_set: str
+    holdout_fraction: float
+    threads: int
+    seed: int
+    """Seeds the data order (the epoch permutations); base seed + repeat."""
+    init_seed: int
+    """Seeds the model's initial weights: shared by every point of a sweep, so batch sizes
+    start from the same weights and repeats differ only in their data order."""
+    data_seed: int
+    repeat: int
+    target_column: str | None = None
+
+    @property
+    def point_id(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    @property
+    def epochs(self) -> float:
+        return self.steps * self.batch_size / self.train_size
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What expansion must know of a data set: its natural size and how many rows exist
+    (None where the data are generated at any size)."""
+
+    natural_size: int
+    max_size: int | None
+
+
+# ---------------------------------------------------------------- parsing single values
+
+
+def _tokens(field: str, value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        items = [str(v).strip() for v in value]
+    elif isinstance(value, (str, int, float)):
+        items = [t.strip() for t in str(value).split(",")]
+    else:
+        raise SpecError(flag(field), f"expected a comma list, got {value!r}")
+    if not items or any(t == "" for t in items):
+        raise SpecError(flag(field), f"empty entry in {value!r}; give a comma list")
+    return items
+
+
+def _int(field: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise SpecError(flag(field), f"{value!r} is not an integer; use an integer >= {minimum}")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise SpecError(flag(field), f"{value!r} is not an integer; use an integer >= {minimum}") from None
+    if number < minimum:
+        raise SpecError(flag(field), f"{number} is not allowed; use an integer >= {minimum}")
+    return number
+
+
+def _float(field: str, value: Any, low: float, high: float | None = None, *, low_open: bool = True) -> float:
+    allowed = f"a number {'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+    if isinstance(value, bool):
+        raise SpecError(flag(field), f"{value!r} is not a number; use {allowed}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(flag(field), f"{value!r} is not a number; use {allowed}") from None
+    bad = (
+        not math.isfinite(number)
+        or (number <= low if low_open else number < low)
+        or (high is not None and number >= high)
+    )
+    if bad:
+        raise SpecError(flag(field), f"{value!r} is not allowed; use {allowed}")
+    return number
+
+
+def _choice(field: str, value: Any) -> str:
+    allowed = CHOICES[field]
+    text = str(value).strip().lower()
+    if text not in allowed:
+        raise SpecError(flag(field), f"{value!r} is not one of {', '.join(allowed)}")
+    return text
+
+
+def parse_batch_tokens(value: Any) -> tuple[str, ...]:
+    """Check the grammar of ``--batch-sizes``: integers, power-of-two ranges ``a..b`` (b may be
+    ``full``) and ``full``. Sizes are resolved against each training set in ``expand``."""
+    tokens = _tokens("batch_sizes", value)
+    allowed = "use positive integers, power-of-two ranges like 1..1024 or 1..full, or 'full'"
+    for token in tokens:
+        if token == "full":
+            continue
+        match = _RANGE_RE.match(token)
+        if match:
+            low, high = match.group(1), match.group(2)
+            if int(low) < 1 or (high != "full" and int(high) < int(low)):
+                raise SpecError("--batch-sizes", f"range {token!r} is empty; {allowed}")
+            continue
+        if not token.lstrip("-").isdigit():
+            raise SpecError("--batch-sizes", f"{token!r} is not a batch size; {allowed}")
+        if int(token) < 1:
+            raise SpecError("--batch-sizes", f"{token} is not allowed; {allowed}")
+    return tuple(tokens)
+
+
+def parse_devices(value: Any) -> tuple[str, ...]:
+    tokens = [t.lower() for t in _tokens("devices", value)]
+    for token in tokens:
+        if not _DEVICE_RE.match(token):
+            raise SpecError("--devices", f"{token!r} is not a device; use cpu, cuda, cuda:N, mps or auto")
+    return tuple(tokens)
+
+
+def parse_check_every(value: Any) -> str:
+    text = str(value).strip().lower()
+    allowed = "use a step count (e.g. 50), seconds (e.g. 30s), 'epoch' or 'auto'"
+    if text in ("auto", "epoch"):
+        return text
+    if text.endswith("s"):
+        try:
+            seconds = float(text[:-1])
+        except ValueError:
+            raise SpecError("--check-every", f"{value!r} is not a schedule; {allowed}") from None
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise SpecError("--check-every", f"{value!r} is not allowed; {allowed}")
+        return f"{seconds:g}s"
+    if text.isdigit() and int(text) >= 1:
+        return str(int(text))
+    raise SpecError("--check-every", f"{value!r} is not a schedule; {allowed}")
+
+
+_PARSERS = {
+    "dataset": lambda v: str(v).strip(),
+    "dataset_sizes": lambda v: tuple(_int("dataset_sizes", t, 1) for t in _tokens("dataset_sizes", v)),
+    "batch_sizes": parse_batch_tokens,
+    "devices": parse_devices,
+    "model": lambda v: str(v).strip(),
+    "hidden": lambda v: tuple(_int("hidden", t, 1) for t in _tokens("hidden", v)),
+    "optimizer": lambda v: _choice("optimizer", v),
+    "lr": lambda v: _float("lr", v, 0.0),
+    "momentum": lambda v: _float("momentum", v, 0.0, 1.0, low_open=False),
+    "steps": lambda v: _int("steps", v, 1),
+    "epochs": lambda v: _float("epochs", v, 0.0),
+    "check_every": parse_check_every,
+    "check_set": lambda v: _choice("check_set", v),
+    "holdout_fraction": lambda v: _float("holdout_fraction", v, 0.0, 1.0),
+    "threads": lambda v: _int("threads", v, 1),
+    "repeats": lambda v: _int("repeats", v, 1),
+    "seed": lambda v: _int("seed", v, 0),
+    "data_seed": lambda v: _int("data_seed", v, 0),
+    "timing": lambda v: _choice("timing", v),
+    "burn_in_steps": lambda v: _int("burn_in_steps", v, 0),
+    "sampling": lambda v: _choice("sampling", v),
+    "loader": lambda v: _choice("loader", v),
+    "target_column": lambda v: str(v).strip(),
+}
+FIELDS = tuple(f.name for f in dataclasses.fields(SweepSpec))
+assert set(_PARSERS) == set(FIELDS)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a spec file; keys are the flag names (``batch-sizes`` or ``batch_sizes``)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("spec", f"file not found: {path}")
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise SpecError("spec", f"{path} is not valid TOML: {detail}") from None
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in FIELDS:
+            raise SpecError("spec", f"unknown key {key!r} in {path}; allowed: {', '.join(f.replace('_', '-') for f in FIELDS)}")
+        values[name] = value
+    return values
+
+
+def build_spec(file_values: Mapping[str, Any] | None = None, cli_values: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Merge a spec file's values with CLI flags (flags win; None means not given) and parse
+    every value. A budget flag replaces the file's budget, so ``--epochs`` beats ``steps``."""
+    merged: dict[str, Any] = dict(file_values or {})
+    cli = {k: v for k, v in (cli_values or {}).items() if v is not None}
+    if "steps" in cli or "epochs" in cli:
+        merged.pop("steps", None)
+        merged.pop("epochs", None)
+    merged.update(cli)
+    parsed = {name: _PARSERS[name](value) for name, value in merged.items()}
+    if parsed.get("steps") is not None and parsed.get("epochs") is not None:
+        raise SpecError("--steps", "give --steps or --epochs, not both")
+    return SweepSpec(**parsed)
+
+
+# ---------------------------------------------------------------- expansion
+
+
+def split_sizes(dataset_size: int, check_set: str, holdout_fraction: float) -> tuple[int, int]:
+    """(train, check) sizes: a holdout takes round(size x fraction) samples, at least one each."""
+    if check_set == "train":
+        return dataset_size, dataset_size
+    check = max(1, round(dataset_size * holdout_fraction))
+    train = dataset_size - check
+    if train < 1:
+        raise SpecError(
+            "--dataset-sizes",
+            f"{dataset_size} leaves no training samples with --holdout-fraction {holdout_fraction:g}; use a larger size",
+        )
+    return train, check
+
+
+def resolve_batch_sizes(tokens: Sequence[str], train_size: int, dataset_size: int) -> list[int]:
+    """Batch sizes for one training set: sorted, unique; ``full`` is the training set's size."""
+    sizes: set[int] = set()
+    for token in tokens:
+        if token == "full":
+            sizes.add(train_size)
+            continue
+        match = _RANGE_RE.match(token)
+        if match:
+            low = int(match.group(1))
+            high = train_size if match.group(2) == "full" else int(match.group(2))
+            power = 1 << max(0, (low - 1).bit_length())
+            while power <= min(high, train_size):
+                sizes.add(power)
+                power *= 2
+            if match.group(2) == "full":
+                sizes.add(train_size)
+            elif high > train_size:
+                raise SpecError(
+                    "--batch-sizes",
+                    f"range {token} goes past the training set ({train_size} samples at dataset size "
+                    f"{dataset_size}); use at most {train_size}, or {low}..full",
+                )
+            continue
+        size = int(token)
+        if size > train_size:
+            raise SpecError(
+                "--batch-sizes",
+                f"{size} is larger than the training set ({train_size} samples at dataset size "
+                f"{dataset_size}); use at most {train_size} or 'full'",
+            )
+        sizes.add(size)
+    if not sizes:
+        raise SpecError("--batch-sizes", f"{','.join(tokens)} gives no batch size for a training set of {train_size}")
+    return sorted(sizes)
+
+
+def resolve_devices(tokens: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Concrete device names (``cuda`` is ``cuda:0``); an unavailable one is an error."""
+    out: list[str] = []
+    for token in tokens:
+        names = list(available) if token == "auto" else ["cuda:0" if token == "cuda" else token]
+        for name in names:
+            if name not in available:
+                have = ", ".join(available)
+                raise SpecError("--devices", f"{token} is not available on this machine; available: {have}")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def timing_mode(device: str, timing: str) -> str:
+    """``cpu`` on the CPU; CUDA uses events unless ``--timing sync``; MPS synchronises."""
+    if device == "cpu":
+        return "cpu"
+    if device.startswith("cuda"):
+        return "sync" if timing == "sync" else "events"
+    return "sync"
+
+
+def check_interval(check_every: str, steps: int) -> str:
+    """The recorded check schedule: ``auto`` becomes a step count."""
+    if check_every == "auto":
+        return str(max(1, steps // AUTO_CHECKS))
+    return check_every
+
+
+def expand(spec: SweepSpec, data: DataInfo, available_devices: Sequence[str]) -> list[RunSpec]:
+    """One ``RunSpec`` per dataset size x batch size x device x repeat, in the order they run
+    (repeats innermost, so an interrupted sweep has whole points before it has repeats)."""
+    sizes = spec.dataset_sizes or tuple(sorted({max(1, data.natural_size // 2), data.natural_size}))
+    for size in sizes:
+        if data.max_size is not None and size > data.max_size:
+            raise SpecError(
+                "--dataset-sizes", f"{size} is larger than {spec.dataset} ({data.max_size} samples); use at most {data.max_size}"
+            )
+    devices = resolve_devices(spec.devices, available_devices)
+    runs: list[RunSpec] = []
+    for size in sizes:
+        train_size, check_size = split_sizes(size, spec.check_set, spec.holdout_fraction)
+        for batch_size in resolve_batch_sizes(spec.batch_sizes, train_size, size):
+            if spec.epochs is not None:
+                steps = max(1, math.ceil(spec.epochs * train_size / batch_size))
+            else:
+                steps = spec.steps if spec.steps is not None else DEFAULT_STEPS
+            for device in devices:
+                for repeat in range(spec.repeats):
+                    runs.append(
+                        RunSpec(
+                            dataset=spec.dataset,
+                            dataset_size=size,
+                            train_size=train_size,
+                            check_size=check_size,
+                            batch_size=batch_size,
+                            device=device,
+                            timing_mode=timing_mode(device, spec.timing),
+                            model=spec.model,
+                            hidden=spec.hidden,
+                            optimizer=spec.optimizer,
+                            lr=spec.lr,
+                            momentum=spec.momentum,
+                            sampling=spec.sampling,
+                            loader=spec.loader,
+                            steps=steps,
+                            warmup_steps=min(spec.burn_in_steps, steps // 2),
+                            check_every=check_interval(spec.check_every, steps),
+                            check_set=spec.check_set,
+                            holdout_fraction=spec.holdout_fraction,
+                            threads=spec.threads,
+                            seed=spec.seed + repeat,
+                            init_seed=spec.seed,
+                            data_seed=spec.data_seed,
+                            repeat=repeat,
+                            target_column=spec.target_column,
+                        )
+                    )
+    return runs
