@@ -2,14 +2,14 @@
 
 The training loop calls ``mark()`` at every phase boundary of every step (step start, after
 ``data``, after ``derivative``, after ``update``); consecutive marks bound the phases, so
-phases can never nest or overlap. ``collect()`` turns the marks of one measurement window
-into seconds.
+phases can never nest or overlap. ``windows()`` turns them into seconds, one array per
+measurement window (the steps between two loss checks).
 
 Modes (recorded per point as ``timing_mode``):
 
 - ``cpu``: ``time.perf_counter_ns`` at each mark (or an injected clock, for tests).
 - ``events``: a CUDA event recorded on the current stream at each mark; nothing waits for the
-  GPU until ``collect()`` synchronises once, at the end of the window. The times are those of
+  GPU until ``close_window()`` synchronises once, at the end of the window. The times are those of
   the GPU stream reaching each boundary, which is what a phase costs when the host runs ahead.
 - ``sync``: synchronise the device, then read the host clock, at every mark. Exact host-side
   phase times, at the price of draining the queue at each boundary (also used for MPS).
@@ -28,13 +28,20 @@ MARKS_PER_STEP = 4
 
 
 class PhaseClock:
-    """Collects boundary marks; cheap enough to call four times per step at batch size 1."""
+    """Collects boundary marks; cheap enough to call four times per step at batch size 1.
+
+    Marks accumulate across a point; ``close_window()`` ends a measurement window (before a
+    loss check, and at the end). On the CPU nothing is converted until ``windows()`` at the
+    end of the point, so the loop between checks does no bookkeeping at all."""
 
     def __init__(self, mode: str, device: torch.device | None = None, now_ns: Callable[[], int] = time.perf_counter_ns):
         if mode not in ("cpu", "events", "sync"):
             raise ValueError(f"timing mode must be cpu, events or sync, not {mode!r}")
         self.mode = mode
         self._marks: list = []
+        self._window_ends: list[int] = []
+        self._resolved: list[float] = []  # events mode: seconds since the first event, per mark
+        self._first_event = None
         append = self._marks.append
         if mode == "cpu":
 
@@ -58,21 +65,36 @@ class PhaseClock:
 
         self.mark: Callable[[], None] = mark
 
-    def collect(self) -> np.ndarray:
-        """Seconds of each mark since the first mark of the window; starts a new window.
-        In ``events`` mode this is the one point where the host waits for the GPU."""
-        marks = self._marks
-        if not marks:
-            return np.empty(0)
+    def close_window(self) -> None:
+        """End the current window with a mark. In ``events`` mode this is the window's one
+        sync: the host waits for the last event, then reads and frees the window's events."""
+        self.mark()
         if self.mode == "events":
+            marks = self._marks
             marks[-1].synchronize()
-            first = marks[0]
-            seconds = np.array([0.0] + [first.elapsed_time(ev) / 1e3 for ev in marks[1:]])
+            if self._first_event is None:
+                self._first_event = marks[0]
+            first = self._first_event
+            self._resolved.extend(first.elapsed_time(ev) / 1e3 for ev in marks)
+            self._window_ends.append(len(self._resolved))
+            marks.clear()
         else:
-            raw = np.array(marks, dtype=np.int64)
-            seconds = (raw - raw[0]) / 1e9
-        marks.clear()
-        return seconds
+            self._window_ends.append(len(self._marks))
+
+    def windows(self) -> list[np.ndarray]:
+        """Seconds of every closed window's marks (since the point's first mark), one array per
+        window; marks after the last ``close_window()`` are dropped."""
+        if self.mode == "events":
+            seconds = np.array(self._resolved)
+        else:
+            raw = np.array(self._marks, dtype=np.int64)
+            seconds = (raw - raw[0]) / 1e9 if raw.size else np.empty(0)
+        out, start = [], 0
+        for end in self._window_ends:
+            if end > start:
+                out.append(seconds[start:end])
+            start = end
+        return out
 
 
 def split_steps(seconds: np.ndarray) -> dict[str, np.ndarray]:

@@ -191,32 +191,16 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
     mark = clock.mark
     due = _schedule(run.check_every, run, now_ns)
     batch_size, train_size = run.batch_size, run.train_size
-    pending: list[torch.Tensor] = []
-    losses_at_check = [0]  # index into trace.batch_loss where the current check window starts
+    pending: list[torch.Tensor] = []  # batch losses, kept on the device until the point ends
+    since_check = [0]  # index into pending where the current check window starts
     t_start = now_ns()
-
-    def close_window() -> None:
-        """The window's one sync: resolve marks and batch losses (not inside any phase)."""
-        clock.mark()
-        parts = split_steps(clock.collect())
-        if len(parts["data"]):
-            trace.data.append(parts["data"])
-            trace.derivative.append(parts["derivative"])
-            trace.update.append(parts["update"])
-            trace.step_wall.append(parts["step_wall"])
-        if pending:
-            values = torch.stack(pending).float().cpu().tolist()
-            pending.clear()
-            trace.batch_loss.extend(values)
-            bad = next((v for v in values if not math.isfinite(v)), None)
-            if bad is not None:
-                raise Diverged(f"batch loss became {bad} by step {len(trace.batch_loss)}")
 
     def loss_check(step: int) -> None:
         t0 = now_ns()
         eval_loss, eval_acc = evaluate(model, X_check, y_check, split.task)
-        window = trace.batch_loss[losses_at_check[0] :]
-        losses_at_check[0] = len(trace.batch_loss)
+        window = pending[since_check[0] :]
+        since_check[0] = len(pending)
+        train_loss = torch.stack(window).float().mean().item() if window else None  # sync, in the check
         t1 = now_ns()
         trace.check_ns.append(t1 - t0)
         trace.checks.append(
@@ -226,46 +210,54 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
                 "samples_seen": step * batch_size,
                 "wall_s": (t1 - t_start) / 1e9,
                 "compute_s": (t0 - t_start - sum(trace.check_ns[:-1])) / 1e9,
-                "train_loss": float(np.mean(window)) if window else None,
+                "train_loss": train_loss,
                 "eval_loss": eval_loss,
                 "eval_acc": eval_acc,
                 "noise_scale": None,
             }
         )
-        if not math.isfinite(eval_loss):
-            raise Diverged(f"check-set loss became {eval_loss} at step {step}")
+        for name, value in (("check-set", eval_loss), ("training batch", train_loss)):
+            if value is not None and not math.isfinite(value):
+                raise Diverged(f"{name} loss became {value} by step {step}")
 
-    loss_check(0)
-    measure_start, checks_before = t_start, 0
-    for step in range(run.steps):
-        if step == run.warmup_steps:
-            close_window()  # the measured window starts on an idle device
-            measure_start, checks_before = now_ns(), sum(trace.check_ns)
-        mark()
-        xb, yb = fetch()
-        mark()
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        mark()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        mark()
-        pending.append(loss.detach())
-        trace.steps_done = step + 1
-        if due(step + 1):
-            close_window()
-            loss_check(step + 1)
-    close_window()
-    synchronize(device)
-    measure_end = now_ns()
-    trace.measured_ns = measure_end - measure_start
-    trace.measured_check_ns = sum(trace.check_ns) - checks_before
-    if trace.checks[-1]["step"] != run.steps:
-        loss_check(run.steps)
-    trace.wall_ns = now_ns() - t_start
-    # Outside the timed loop: the final loss on the whole training set.
-    X_dev, y_dev = X.to(device), y.to(device)
-    trace.final_train_loss = evaluate(model, X_dev, y_dev, split.task)[0]
+    try:
+        loss_check(0)
+        measure_start, checks_before = t_start, 0
+        for step in range(run.steps):
+            if step == run.warmup_steps:
+                clock.close_window()  # the measured window starts on an idle device
+                measure_start, checks_before = now_ns(), sum(trace.check_ns)
+            mark()
+            xb, yb = fetch()
+            mark()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            mark()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            mark()
+            pending.append(loss.detach())
+            if due(step + 1):
+                clock.close_window()
+                loss_check(step + 1)
+        clock.close_window()
+        synchronize(device)
+        measure_end = now_ns()
+        trace.measured_ns = measure_end - measure_start
+        trace.measured_check_ns = sum(trace.check_ns) - checks_before
+        if trace.checks[-1]["step"] != run.steps:
+            loss_check(run.steps)
+        trace.wall_ns = now_ns() - t_start
+        # Outside the timed loop: the final loss on the whole training set.
+        trace.final_train_loss = evaluate(model, X.to(device), y.to(device), split.task)[0]
+    finally:  # also for a failed point: keep what was measured
+        for window in clock.windows():
+            parts = split_steps(window)
+            for name in ("data", "derivative", "update", "step_wall"):
+                getattr(trace, name).append(parts[name])
+        if pending:
+            trace.batch_loss = torch.stack(pending).float().cpu().tolist()
+        trace.steps_done = len(pending)
 
 
 def _fetcher(run: RunSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:

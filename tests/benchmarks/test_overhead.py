@@ -1,0 +1,32 @@
+"""Harness overhead: its samples/s beside a plain hand-written loop (same data, model, seed,
+threads), interleaved in rounds inside one process. Timed with ``--benchmark-only``; in CI
+(``--benchmark-disable``) it runs one short round so the code path is exercised, untimed.
+
+Targets: within 3% of the plain loop at B >= 32, within 5% at B = 1. Pin the process for
+stable numbers: ``taskset -c 1 scripts/test tests/benchmarks --benchmark-only -s``.
+"""
+
+import pytest
+
+from harness.overhead import compare
+
+TOLERANCE = {1: 0.05, 32: 0.03, 256: 0.03}
+
+
+@pytest.mark.parametrize("batch_size", sorted(TOLERANCE))
+def test_harness_throughput_matches_a_plain_loop(benchmark, batch_size):
+    rounds = 1 if benchmark.disabled else 31
+    result = benchmark.pedantic(compare, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        {
+            "batch_size": batch_size,
+            "device": "cpu",
+            "threads": 1,
+            "ratio": result.ratio,
+            "harness_samples_per_s": sorted(result.harness_samples_per_s),
+            "plain_samples_per_s": sorted(result.plain_samples_per_s),
+        }
+    )
+    print(f"\nB={batch_size}: harness/plain samples/s median ratio {result.ratio:.4f} over {len(result.ratios)} rounds")
+    if not benchmark.disabled:
+        assert result.ratio >= 1 - TOLERANCE[batch_size]

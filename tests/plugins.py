@@ -1,0 +1,109 @@
+"""Plug-in models for the tests, loaded as ``tests/plugins.py:NAME`` like a user's file."""
+
+import time
+
+import torch
+from torch import nn
+
+FORWARD_COST_S = 0.004
+FORWARD_DURATIONS_S: list[float] = []
+
+
+def busy_wait(seconds: float) -> None:
+    """Spin on the clock: a sleep would let the vCPU idle and slow the work after it."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class KnownCostForward(nn.Module):
+    """A linear model whose training forward costs FORWARD_COST_S, timed by its own clock."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if self.training:
+            start = time.perf_counter()
+            busy_wait(FORWARD_COST_S)
+            out = self.linear(x)
+            FORWARD_DURATIONS_S.append(time.perf_counter() - start)
+            return out
+        return self.linear(x)
+
+
+def known_cost(n_features, n_outputs):
+    return KnownCostForward(n_features, n_outputs)
+
+
+class Exploding(nn.Module):
+    """Outputs that overflow after a few steps: the loss turns inf/NaN."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.linear(x)
+        return out * (1e39 if self.calls > 20 else 1.0)
+
+
+def exploding(n_features, n_outputs):
+    return Exploding(n_features, n_outputs)
+
+
+class RaisesOOM(nn.Module):
+    """Raises CUDA's OutOfMemoryError (on any device) when the batch is large."""
+
+    def __init__(self, n_features, n_outputs, limit=64):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.limit = limit
+
+    def forward(self, x):
+        if self.training and x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return self.linear(x)
+
+
+def oom_above_64(n_features, n_outputs):
+    return RaisesOOM(n_features, n_outputs)
+
+
+class Broken(nn.Module):
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if self.training:
+            raise ValueError("bug in user model")
+        return self.linear(x)
+
+
+def broken(n_features, n_outputs):
+    return Broken(n_features, n_outputs)
+
+
+class Slow(nn.Module):
+    """A model slow enough (about 20 ms a step) that a test can kill a sweep midway."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if self.training:
+            busy_wait(0.02)
+        return self.linear(x)
+
+
+def slow(n_features, n_outputs):
+    return Slow(n_features, n_outputs)
+
+
+def not_a_module(n_features, n_outputs):
+    return "nope"

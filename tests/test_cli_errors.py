@@ -1,0 +1,96 @@
+"""Every bad input: exit code 2, one line on stderr naming the field, the store untouched."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import plugin
+
+FAST = ["--steps", "8", "--dataset-sizes", "60", "--batch-sizes", "4", "--quiet"]
+
+
+def _bad_npz(tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, X=np.zeros((20, 3)), y=np.zeros(20, dtype=int))
+    bad = tmp_path / "truncated.npz"
+    bad.write_bytes(good.read_bytes()[:50])
+    return bad
+
+
+CASES = {
+    "batch zero": (["--batch-sizes", "0"], "--batch-sizes"),
+    "batch negative": (["--batch-sizes", "-8"], "--batch-sizes"),
+    "batch non-numeric": (["--batch-sizes", "big"], "--batch-sizes"),
+    "batch larger than set": (["--batch-sizes", "4096"], "--batch-sizes"),
+    "unknown device": (["--devices", "tpu"], "--devices"),
+    "cuda without gpu": (["--devices", "cuda:7"], "--devices"),
+    "threads zero": (["--threads", "0"], "--threads"),
+    "negative steps": (["--steps", "-3"], "--steps"),
+    "negative lr": (["--lr", "-0.1"], "--lr"),
+    "unknown model": (["--model", "transformer"], "--model"),
+    "plug-in file missing": (["--model", "nowhere/model.py:make"], "--model"),
+    "plug-in attribute missing": (["--model", plugin("no_such_factory")], "--model"),
+    "plug-in module missing": (["--model", "no_such_module_xyz:make"], "--model"),
+    "plug-in returns no module": (["--model", plugin("not_a_module")], "--model"),
+    "missing data file": (["--dataset", "missing.npz"], "--dataset"),
+    "unknown dataset": (["--dataset", "imagenet"], "--dataset"),
+    "both budgets": (["--epochs", "1"], "--steps"),
+    "bad check schedule": (["--check-every", "often"], "--check-every"),
+    "dataset size too large for digits": (["--dataset", "digits", "--dataset-sizes", "5000"], "--dataset-sizes"),
+    "unknown flag": (["--frobnicate", "3"], "unrecognized arguments"),
+}
+
+
+@pytest.mark.parametrize("args,field", CASES.values(), ids=CASES.keys())
+def test_bad_input_exits_2_with_one_line_and_no_store(cli, tmp_path, args, field):
+    store = tmp_path / "store.sqlite"
+    code, out, err = cli("run", *FAST, "--store", store, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("batchbench: error:") and field in lines[0]
+    assert "Traceback" not in err
+    assert not store.exists()
+
+
+def test_corrupt_npz_and_malformed_toml(cli, tmp_path):
+    store = tmp_path / "store.sqlite"
+    code, _, err = cli("run", *FAST, "--store", store, "--dataset", _bad_npz(tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--dataset" in err and "corrupt" in err
+    toml = tmp_path / "bad.toml"
+    toml.write_text("batch_sizes = [1, 2\nsteps = \n")
+    code, _, err = cli("run", toml, "--store", store)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not valid TOML" in err
+    code, _, err = cli("run", tmp_path / "absent.toml", "--store", store)
+    assert code == 2 and "file not found" in err
+    assert not store.exists()
+
+
+def test_bad_input_leaves_an_existing_store_byte_for_byte(cli, tmp_path):
+    store = tmp_path / "store.sqlite"
+    assert cli("run", *FAST, "--store", store)[0] == 0
+    before = store.read_bytes()
+    code, _, _ = cli("run", *FAST, "--store", store, "--batch-sizes", "0")
+    assert code == 2 and store.read_bytes() == before
+
+
+def test_export_errors(cli, tmp_path):
+    code, _, err = cli("export", "--store", tmp_path / "none.sqlite")
+    assert code == 2 and "--store" in err and len(err.strip().splitlines()) == 1
+    store = tmp_path / "store.sqlite"
+    cli("run", *FAST, "--store", store)
+    code, _, err = cli("export", "--store", store, "--table", "nope")
+    assert code == 2 and "--table" in err
+    code, _, err = cli("export", "--store", store, "--format", "xml")
+    assert code == 2 and "--format" in err
+
+
+def test_the_real_process_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--batch-sizes", "0", "--store", str(tmp_path / "s.sqlite")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--batch-sizes" in proc.stderr

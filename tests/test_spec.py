@@ -1,0 +1,70 @@
+import pytest
+
+from harness.errors import SpecError
+from harness.spec import DataInfo, build_spec, expand, load_toml, resolve_batch_sizes
+
+CPU = ["cpu"]
+
+
+def test_batch_size_ranges_are_powers_of_two_and_full_is_the_training_set():
+    assert resolve_batch_sizes(["1..full"], 800, 1000) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 800]
+    assert resolve_batch_sizes(["1..16", "full", "3"], 800, 1000) == [1, 2, 3, 4, 8, 16, 800]
+    assert resolve_batch_sizes(["3..16"], 800, 1000) == [4, 8, 16]
+
+
+@pytest.mark.parametrize("tokens", [["1024"], ["1..1024"]])
+def test_batch_size_larger_than_training_set_names_its_size(tokens):
+    with pytest.raises(SpecError, match=r"--batch-sizes: .*800 samples at dataset size 1000"):
+        resolve_batch_sizes(tokens, 800, 1000)
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "abc", "4..2", "1.5", ""])
+def test_bad_batch_sizes_are_rejected(value):
+    with pytest.raises(SpecError, match="--batch-sizes"):
+        build_spec(cli_values={"batch_sizes": value})
+
+
+def test_flags_override_the_file_and_a_budget_flag_replaces_the_files_budget():
+    spec = build_spec({"lr": 0.5, "steps": 100, "model": "linear"}, {"lr": "0.01", "epochs": "2"})
+    assert spec.lr == 0.01 and spec.epochs == 2.0 and spec.steps is None and spec.model == "linear"
+    with pytest.raises(SpecError, match="not both"):
+        build_spec({}, {"steps": "5", "epochs": "2"})
+
+
+def test_toml_keys_accept_dashes_and_reject_unknown_keys(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('batch-sizes = [1, 2, "full"]\ndataset_sizes = [100]\nsteps = 20\n')
+    spec = build_spec(load_toml(path))
+    assert spec.batch_sizes == ("1", "2", "full") and spec.dataset_sizes == (100,) and spec.steps == 20
+    path.write_text("batchsize = 3\n")
+    with pytest.raises(SpecError, match="unknown key 'batchsize'"):
+        load_toml(path)
+
+
+def test_expand_gives_one_run_per_point_and_repeat_with_stable_ids():
+    spec = build_spec(cli_values={"batch_sizes": "1,4,full", "dataset_sizes": "50,100", "repeats": "2", "steps": "10"})
+    runs = expand(spec, DataInfo(1000, None), CPU)
+    assert len(runs) == 2 * 3 * 2
+    assert [r.train_size for r in runs[:6]] == [40] * 6
+    assert {r.batch_size for r in runs if r.dataset_size == 100} == {1, 4, 80}
+    assert {r.seed for r in runs} == {0, 1} and {r.init_seed for r in runs} == {0}
+    again = expand(spec, DataInfo(1000, None), CPU)
+    assert [r.point_id for r in runs] == [r.point_id for r in again]
+    assert len({r.point_id for r in runs}) == len(runs)
+
+
+def test_epochs_budget_and_auto_checks_and_burn_in_at_most_half():
+    spec = build_spec(cli_values={"batch_sizes": "1,full", "dataset_sizes": "100", "epochs": "2", "check_set": "train"})
+    small, full = expand(spec, DataInfo(100, None), CPU)
+    assert (small.steps, full.steps) == (200, 2)
+    assert small.check_every == "10" and full.check_every == "1"
+    assert small.warmup_steps == 5 and full.warmup_steps == 1
+
+
+def test_unavailable_devices_are_errors():
+    spec = build_spec(cli_values={"devices": "cuda:7"})
+    with pytest.raises(SpecError, match="--devices: cuda:7 is not available.*available: cpu"):
+        expand(spec, DataInfo(100, None), CPU)
+    with pytest.raises(SpecError, match="--devices: 'tpu' is not a device"):
+        build_spec(cli_values={"devices": "tpu"})
+    assert [r.device for r in expand(build_spec(cli_values={"devices": "auto", "batch_sizes": "1"}), DataInfo(100, None), CPU)][:1] == ["cpu"]

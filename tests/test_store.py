@@ -1,0 +1,115 @@
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, plugin
+from harness.records import CHECKS, POINTS, STEPS
+from harness.spec import build_spec
+from harness.store import Store
+from harness.sweep import plan, run_sweep
+
+FAST = {"dataset_sizes": "100", "batch_sizes": "2,8,full", "steps": "20", "devices": "cpu"}
+
+
+def test_sweep_stores_contract_columns_and_environment(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = run_sweep(plan(build_spec(cli_values=FAST)), store, progress=False)
+        points, checks, steps = (store.load(t, [run_id]) for t in ("points", "checks", "steps"))
+        runs = store.load("runs")
+    assert list(points.columns) == list(POINTS) and list(checks.columns) == list(CHECKS) and list(steps.columns) == list(STEPS)
+    assert sorted(points["batch_size"]) == [2, 8, 80] and set(points["status"]) == {"ok"}
+    assert len(steps) == 3 * 20 and checks.groupby("point_id").size().min() >= 2
+    env = json.loads(runs.loc[0, "env_json"])
+    assert env["torch_version"] and env["threads"] == 1 and "cpu" in env["devices"] and env["cpu_model"]
+    assert runs.loc[0, "finished_at"] is not None
+    # columns of features not built yet stay null
+    assert points["noise_scale"].isna().all() and points["steps_to_target"].isna().all()
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    flags = {**FAST, "batch_sizes": "32,full", "model": plugin("oom_above_64")}
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = run_sweep(plan(build_spec(cli_values=flags)), store, progress=False)
+        points = store.load("points", [run_id]).sort_values("batch_size")
+    assert list(points["status"]) == ["ok", "oom"]
+
+
+def test_resume_runs_only_missing_points_and_the_database_refuses_duplicates(tmp_path):
+    spec = build_spec(cli_values=FAST)
+    the_plan = plan(spec)
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id, _ = store.start_run(spec.to_json(), spec.spec_hash, {}, resume=False)
+        from harness.train import run_point
+
+        first = the_plan.runs[0]
+        store.add_point(run_id, run_point(first, the_plan.splits[first.dataset_size], the_plan.factory))
+        ran = []
+        resumed = run_sweep(the_plan, store, resume=True, progress=False, on_point=lambda run, _: ran.append(run.point_id))
+        assert resumed == run_id and first.point_id not in ran and len(ran) == len(the_plan.runs) - 1
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_point(run_id, run_point(first, the_plan.splits[first.dataset_size], the_plan.factory))
+        fresh = run_sweep(the_plan, store, resume=False, progress=False)
+        assert fresh != run_id
+
+
+def test_sigkill_midway_then_resume_gives_every_point_exactly_once(tmp_path):
+    store_path = tmp_path / "s.sqlite"
+    args = [sys.executable, "-m", "harness", "run", "--model", plugin("slow"), "--dataset-sizes", "64",
+            "--batch-sizes", "1,2,4,8,16,32,full", "--steps", "15", "--devices", "cpu", "--quiet", "--store", str(store_path)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store_path.exists():
+            try:
+                with sqlite3.connect(store_path, timeout=1) as conn:
+                    done = conn.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(store_path) as conn:
+        killed_at = conn.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+    assert 2 <= killed_at < 7
+    resumed = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    with sqlite3.connect(store_path) as conn:
+        rows = conn.execute("SELECT run_id, point_id, batch_size FROM points").fetchall()
+        runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert runs == 1
+    assert len(rows) == 7 and len({r[1] for r in rows}) == 7
+    assert sorted(r[2] for r in rows) == [1, 2, 4, 8, 16, 32, 51]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_export_formats(cli, tmp_path, fmt):
+    store = tmp_path / "s.sqlite"
+    assert cli("run", "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "10", "--quiet", "--store", store)[0] == 0
+    out = tmp_path / f"points.{fmt}"
+    code, _, err = cli("export", "--store", store, "--table", "points", "--format", fmt, "-o", out)
+    assert code == 0, err
+    frame = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](out)
+    assert sorted(frame["batch_size"]) == [4, 8] and "derivative_s" in frame.columns
+    code, stdout, _ = cli("export", "--store", store, "--table", "steps")
+    assert code == 0 and stdout.splitlines()[0].startswith("run_id,point_id,step,warmup")
+    assert len(stdout.splitlines()) == 1 + 2 * 10
+
+
+def test_run_prints_the_table(cli, tmp_path):
+    code, out, err = cli("run", "--dataset-sizes", "100", "--batch-sizes", "4,full", "--steps", "10", "--store", tmp_path / "s.sqlite")
+    assert code == 0
+    header = out.splitlines()[0]
+    for title in ("size", "batch", "device", "samples/s", "data ms", "deriv ms", "update ms", "eval loss"):
+        assert title in header
+    assert len(out.splitlines()) == 2 + 2 and "2 points" in err

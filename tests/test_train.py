@@ -1,0 +1,131 @@
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import plugin
+from harness import models
+from harness.spec import build_spec
+from harness.sweep import plan
+from harness.train import batch_indices, make_loss, run_point
+
+
+def _plan(**flags):
+    values = {"dataset_sizes": "200", "batch_sizes": "8", "steps": "40", "devices": "cpu"}
+    values.update({k: str(v) for k, v in flags.items()})
+    return plan(build_spec(cli_values=values))
+
+
+def _run(**flags):
+    p = _plan(**flags)
+    return [run_point(run, p.splits[run.dataset_size], p.factory) for run in p.runs]
+
+
+def test_known_cost_forward_is_measured_in_derivative_only():
+    import plugins
+
+    (result,) = _run(model=plugin("known_cost"), steps=60, check_every=30)
+    point = result.point
+    own = sys.modules[models.resolve(plugin("known_cost")).__module__].FORWARD_DURATIONS_S
+    cost = plugins.FORWARD_COST_S
+    assert point["status"] == "ok"
+    # derivative holds the forward's busy-wait, agreeing with the plug-in's own clock
+    # (plus the loss and backward of a tiny linear model, well under a millisecond)
+    forward = np.median(own[-55:])
+    assert cost <= forward <= point["derivative_s"] < forward + 0.001
+    # and the other phases do not absorb it
+    assert point["data_s"] < cost / 4 and point["update_s"] < cost / 4
+    # the phases add up to the step's wall time
+    phase_sum = point["data_s"] + point["derivative_s"] + point["update_s"]
+    assert phase_sum == pytest.approx(point["step_wall_s"], rel=0.1)
+    assert 1 / point["steps_per_s"] == pytest.approx(point["step_wall_s"], rel=0.2)
+
+
+def test_same_seed_gives_bit_identical_curves_and_data_order():
+    a, b = _run(seed=3)[0], _run(seed=3)[0]
+    assert [c["eval_loss"] for c in a.checks] == [c["eval_loss"] for c in b.checks]
+    assert [s["batch_loss"] for s in a.steps] == [s["batch_loss"] for s in b.steps]
+    c = _run(seed=4)[0]
+    assert [s["batch_loss"] for s in a.steps] != [s["batch_loss"] for s in c.steps]
+
+
+def test_data_order_is_seeded_and_every_epoch_is_a_permutation():
+    def take(seed, sampling="shuffle", n=10, batch=3, count=20):
+        stream = batch_indices(n, batch, seed, sampling)
+        return torch.cat([next(stream) for _ in range(count)])
+
+    first = take(1)
+    assert torch.equal(first, take(1))
+    assert not torch.equal(first, take(2))
+    for epoch in range(6):  # 60 indices = 6 epochs of 10, each a permutation
+        assert sorted(first[epoch * 10 : (epoch + 1) * 10].tolist()) == list(range(10))
+    stream = batch_indices(10, 3, 1)
+    assert all(len(next(stream)) == 3 for _ in range(50))
+    with_replacement = take(1, "replacement")
+    assert any(len(set(with_replacement[e * 10 : (e + 1) * 10].tolist())) < 10 for e in range(6))
+
+
+def test_global_rng_does_not_change_the_data_order():
+    torch.manual_seed(123)
+    a = next(batch_indices(100, 10, 5))
+    torch.manual_seed(456)
+    assert torch.equal(a, next(batch_indices(100, 10, 5)))
+
+
+def test_regression_output_column_does_not_broadcast_against_targets():
+    loss = make_loss("regression")
+    out = torch.tensor([[1.0], [2.0], [3.0]])
+    target = torch.tensor([1.0, 2.0, 5.0])
+    assert loss(out, target).item() == pytest.approx(4 / 3)
+
+
+def test_linreg_regression_learns():
+    (result,) = _run(dataset="linreg", model="linear", lr=0.05, steps=200, batch_sizes=16)
+    losses = [c["eval_loss"] for c in result.checks]
+    assert result.point["n_classes"] is None and losses[-1] < losses[0] / 20
+
+
+def test_records_steps_checks_and_warmup():
+    (result,) = _run(steps=40, check_every=10, burn_in_steps=5)
+    point = result.point
+    assert len(result.steps) == 40
+    assert [s["warmup"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0]
+    assert [c["step"] for c in result.checks] == [0, 10, 20, 30, 40]
+    assert point["steps"] == 40 and point["samples_seen"] == 320 and point["warmup_steps"] == 5
+    assert point["timing_mode"] == "cpu" and point["threads"] == 1
+    assert all(c["compute_s"] <= c["wall_s"] for c in result.checks)
+    assert point["loss_check_total_s"] == pytest.approx(point["loss_check_s"] * 5, rel=1.0)
+
+
+def test_epoch_check_schedule():
+    (result,) = _run(check_every="epoch", steps=55, batch_sizes=32)  # 160 train samples: 5 steps an epoch
+    assert [c["step"] for c in result.checks] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]
+
+
+def test_diverging_loss_is_a_status_not_a_crash():
+    (result,) = _run(model=plugin("exploding"), steps=60, check_every=10)
+    assert result.status == "diverged"
+    assert "inf" in result.point["error"] or "nan" in result.point["error"]
+    assert result.checks and result.point.get("samples_per_s") is None  # partial curve kept, no made-up numbers
+
+
+def test_oom_and_user_errors_are_statuses(tmp_path):
+    results = _run(model=plugin("oom_above_64"), batch_sizes="32,128", steps=10)
+    assert [r.status for r in results] == ["ok", "oom"]
+    assert "OutOfMemoryError" in results[1].point["error"]
+    (broken,) = _run(model=plugin("broken"), steps=10)
+    assert broken.status == "error" and "bug in user model" in broken.point["error"]
+
+
+def test_dataloader_sees_the_same_batches_as_tensor_indexing():
+    tensor = _run(loader="tensor")[0]
+    loader = _run(loader="dataloader")[0]
+    assert [s["batch_loss"] for s in tensor.steps] == [s["batch_loss"] for s in loader.steps]
+    assert loader.point["loader"] == "dataloader"
+
+
+@pytest.mark.parametrize("model,dataset", [("cnn", "digits"), ("mlp", "mnist-like"), ("linear", "blobs")])
+def test_builtin_models_train_on_builtin_data(model, dataset):
+    (result,) = _run(model=model, dataset=dataset, steps=30, dataset_sizes=300)
+    assert result.status == "ok" and result.point["samples_per_s"] > 0
