@@ -222,7 +222,7 @@ def _read_file(path_text: str, target_column: str | None) -> Dataset:
         flagname = "--target-column" if target_column else "--dataset"
         raise SpecError(flagname, f"{path} has no column {column!r}; columns: {', '.join(map(str, frame.columns))} (choose one with --target-column)")
     features = frame.drop(columns=[column])
-    bad = [str(c) for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
+    bad = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if bad:
         raise SpecError("--dataset", f"{path}: feature columns must be numeric, not: {', '.join(bad)}")
     if features.shape[1] == 0:
