@@ -45,10 +45,21 @@ def _parser() -> _Parser:
     work.add_argument("--optimizer", help="sgd or adam [sgd]")
     work.add_argument("--lr", help="learning rate [0.1]")
     work.add_argument("--momentum", help="SGD momentum [0]")
-    work.add_argument("--sampling", help="shuffle (without replacement, per epoch) or replacement [shuffle]")
+    work.add_argument("--sampling", help="comma list of shuffle (without replacement, per epoch) and replacement (i.i.d.) [shuffle]")
     work.add_argument("--loader", help="tensor (indexing) or dataloader (per-sample collation) [tensor]")
     work.add_argument("--seed", help="seed of the data order and of the initial weights [0]")
     work.add_argument("--data-seed", help="seed of data generation, subsampling and the holdout split [0]")
+    lr = run.add_argument_group("learning rate across batch sizes")
+    lr.add_argument("--lr-policy", help="constant, linear or sqrt (scale --lr from --base-batch-size), or tuned (every --lr-grid value) [constant]")
+    lr.add_argument("--base-batch-size", help="batch size at which --lr applies under linear/sqrt [32]")
+    lr.add_argument("--lr-grid", help="comma list of learning rates tried by --lr-policy tuned [0.001,0.003,...,1]")
+    lr.add_argument("--warmup-steps", help="linear learning-rate warm-up over the first N steps [0]")
+    target = run.add_argument_group("convergence target (one of)")
+    target.add_argument("--target-loss", help="check-set loss to reach")
+    target.add_argument("--target-accuracy", help="check-set accuracy to reach (classification)")
+    target.add_argument("--target", help="rel:F = L_ref + F (L_0 - L_ref), L_ref the best check loss of the sweep at that dataset size")
+    target.add_argument("--stop-at-target", action="store_const", const=True, default=None, help="end a point at the check that reaches --target-loss/--target-accuracy")
+    target.add_argument("--noise-samples", help="estimate the gradient noise scale at each check from this many per-example gradients (0: off) [0]")
     budget = run.add_argument_group("budget (one of)")
     budget.add_argument("--steps", help="training steps per point [500]")
     budget.add_argument("--epochs", help="epochs per point (steps = ceil(epochs x train size / batch size))")
@@ -65,6 +76,11 @@ def _parser() -> _Parser:
     out.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
 
+    analyze = sub.add_parser("analyze", help="steps-to-target, critical batch size and recommendations for a stored sweep")
+    analyze.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
+    analyze.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to analyze (repeatable) [the latest]")
+    analyze.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
     export = sub.add_parser("export", help="write a stored table as CSV, JSON or Parquet")
     export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
     export.add_argument("--table", default="points", help="points, checks, steps, samples or runs [points]")
@@ -79,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "analyze":
+            return _analyze(args)
         return _export(args)
     except SpecError as exc:
         print(f"batchbench: error: {exc}", file=sys.stderr)
@@ -92,6 +110,8 @@ _SPEC_FLAGS = (
     "batch_sizes", "dataset_sizes", "devices", "repeats", "dataset", "target_column", "model", "hidden",
     "optimizer", "lr", "momentum", "sampling", "loader", "seed", "data_seed", "steps", "epochs",
     "check_every", "check_set", "holdout_fraction", "threads", "timing", "burn_in_steps",
+    "lr_policy", "base_batch_size", "lr_grid", "warmup_steps", "target_loss", "target_accuracy", "target",
+    "stop_at_target", "noise_samples",
 )
 
 
@@ -114,6 +134,22 @@ def _run(args: argparse.Namespace) -> int:
     failed = int((points["status"] != "ok").sum())
     note = f", {failed} not ok (see the status column)" if failed else ""
     print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from harness.console import analysis_json, analysis_text
+    from harness.convergence import analyze
+    from harness.store import Store
+
+    with Store.open_existing(args.store) as store:
+        runs = args.runs or store.run_ids()[-1:]
+        unknown = sorted(set(runs) - set(store.run_ids()))
+        if unknown:
+            raise SpecError("--run", f"no run {unknown[0]} in {args.store}; runs: {', '.join(store.run_ids()[-5:]) or 'none'}")
+        points, checks = store.load("points", runs), store.load("checks", runs)
+    groups = analyze(points, checks)
+    print(analysis_json(groups) if args.json else analysis_text(groups, points))
     return 0
 
 

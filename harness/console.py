@@ -49,3 +49,83 @@ def points_table(points) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _num(value, fmt: str = "{:,.4g}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def analysis_text(groups, points) -> str:
+    """``batchbench analyze``: per group, a row per batch size, the critical-batch fit, the
+    noise scale and the best batch sizes, each with its number."""
+    if not groups:
+        failed = "" if len(points) == 0 else f" ({len(points)} points, none ok)"
+        return f"nothing to analyze{failed}"
+    has_target = points[["target_loss", "target_accuracy"]].notna().any().any()
+    out = []
+    for group in groups:
+        key = group.key
+        out.append(" · ".join(f"{v}" if k != "dataset_size" else f"{v} samples" for k, v in key.items()))
+        rows = [["batch", "lr", "steps→target [95% CI]", "samples→target", "time→target s", "compute→target s", "samples/s", "eval loss"]]
+        for r in group.table.to_dict("records"):
+            ci = f" [{_num(r['steps_ci_low'], '{:.0f}')}, {_num(r['steps_ci_high'], '{:.0f}')}]" if r["steps_ci_low"] is not None else ""
+            reached = "" if r["reached"] == r["repeats"] else f" ({r['reached']}/{r['repeats']} reached)"
+            rows.append([
+                str(r["batch_size"]), _num(r["lr"], "{:.4g}"), _num(r["steps_to_target"], "{:.0f}") + ci + reached,
+                _num(r["samples_to_target"], "{:,.0f}"), _num(r["time_to_target_s"], "{:.3f}"),
+                _num(r["compute_to_target_s"], "{:.3f}"), _num(r["samples_per_s"], "{:,.0f}"), _num(r["final_eval_loss"], "{:.4f}"),
+            ])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for n, row in enumerate(rows):
+            out.append("  " + "  ".join(c.rjust(w) if i != 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+            if n == 0:
+                out.append("  " + "  ".join("-" * w for w in widths))
+        if not has_target:
+            out.append("  no target set: use --target-loss, --target-accuracy or --target rel:F for steps-to-target and the fit")
+        elif group.fit is None:
+            out.append("  fit: needs steps-to-target at two or more batch sizes")
+        else:
+            f = group.fit
+            out.append(
+                f"  fit S(B) = S_min (1 + B_crit/B): B_crit = {f.b_crit:,.4g}, S_min = {f.s_min:,.4g} steps, "
+                f"E_min = {f.e_min:,.4g} samples, RMS log error {f.rms_log_error:.3f} ({len(f.batch_sizes)} batch sizes)"
+            )
+        if group.noise_start is not None or group.noise_at_target is not None:
+            out.append(f"  noise scale B_simple: {_num(group.noise_start)} at step 0, {_num(group.noise_at_target)} at target")
+        table = group.table.set_index("batch_size")
+        best = []
+        for label, batch, column, fmt in (
+            ("time-to-target", group.best_time, "time_to_target_s", "{:.3f} s"),
+            ("compute-to-target", group.best_compute, "compute_to_target_s", "{:.3f} s"),
+            ("throughput", group.best_throughput, "samples_per_s", "{:,.0f} samples/s"),
+        ):
+            if batch is not None:
+                best.append(f"by {label} {batch} ({fmt.format(table.loc[batch, column])})")
+        if best:
+            out.append("  best batch size: " + ", ".join(best))
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def analysis_json(groups) -> str:
+    import json
+
+    def clean(value):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+    payload = []
+    for g in groups:
+        payload.append(
+            {
+                "group": {k: clean(v) for k, v in g.key.items()},
+                "batch_sizes": [{k: clean(v) for k, v in row.items()} for row in g.table.to_dict("records")],
+                "fit": None if g.fit is None else {"b_crit": g.fit.b_crit, "s_min": g.fit.s_min, "e_min": g.fit.e_min, "rms_log_error": g.fit.rms_log_error},
+                "best_batch_size": {"time_to_target": g.best_time, "compute_to_target": g.best_compute, "throughput": g.best_throughput},
+                "noise_scale": {"start": g.noise_start, "at_target": g.noise_at_target},
+            }
+        )
+    return json.dumps(payload, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v))

@@ -3,8 +3,9 @@
 Built-ins (``name: natural size``):
 
 - ``blobs`` (1000): 3 Gaussian classes in 2-D, std 2 -- the classic mini-batch experiment.
-- ``linreg`` (1000): least squares, 16 features, float targets ``X @ w + 0.1 noise``; the
-  optimum is known (``linreg_optimum``).
+- ``linreg`` (1000): least squares, 16 features scaled by ``(1 + j) ** -0.5`` (condition
+  number 16, so large batches still need tens of steps), float targets ``X @ w + 0.1 noise``;
+  the optimum is known (``linreg_optimum``) and the loss floor is the noise, 0.01.
 - ``digits`` (1797): scikit-learn's bundled 8x8 handwritten digits, real data, 10 classes.
 - ``mnist-like`` (5000): 784 features (28x28), 10 classes, synthetic.
 
@@ -106,7 +107,7 @@ def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None 
         X, y = make_blobs(n_samples=size, centers=3, n_features=2, cluster_std=2.0, random_state=data_seed)
         return _dataset(name, X, y)
     if name == "linreg":
-        X = rng.standard_normal((size, LINREG_FEATURES))
+        X = rng.standard_normal((size, LINREG_FEATURES)) * (1 + np.arange(LINREG_FEATURES)) ** -0.5
         w = np.random.default_rng(10_000 + data_seed).standard_normal(LINREG_FEATURES)
         y = X @ w + 0.1 * rng.standard_normal(size)
         return _dataset(name, X, y.astype(np.float64))

@@ -36,10 +36,11 @@ class OverheadResult:
         return float(np.median(self.ratios))
 
 
-def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32", threads: int = 1) -> Plan:
+def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32", threads: int = 1, noise_samples: int = 0) -> Plan:
     flags = {
         "dataset": dataset, "dataset_sizes": str(dataset_size), "batch_sizes": str(batch_size),
         "steps": str(steps), "model": model, "hidden": hidden, "threads": str(threads), "devices": "cpu",
+        "noise_samples": str(noise_samples),
     }
     return plan(build_spec(cli_values=flags))
 

@@ -81,6 +81,14 @@ POINTS = {
     "init_seed": "INTEGER",
     "step_wall_iqr_s": "REAL",
     "flags": "TEXT",  # comma list: noisy (IQR/median > 10%), phase_mismatch (phase sum vs step wall > 10%)
+    "base_lr": "REAL",  # --lr before the policy scaled it (null when tuned)
+    "base_batch_size": "INTEGER",
+    "lr_warmup_steps": "INTEGER",
+    "target_accuracy": "REAL",
+    "target_rel": "REAL",  # F of --target rel:F
+    "final_train_acc": "REAL",
+    "noise_samples": "INTEGER",
+    "noise_scale_total_s": "REAL",  # time spent estimating the noise scale, outside every phase
 }
 
 CHECKS = {
@@ -94,7 +102,8 @@ CHECKS = {
     "train_loss": "REAL",  # mean batch loss since the previous check (null at step 0)
     "eval_loss": "REAL",
     "eval_acc": "REAL",
-    "noise_scale": "REAL",
+    "noise_scale": "REAL",  # B_simple = tr(Sigma) / |G|^2 at this check's parameters
+    "noise_scale_s": "REAL",  # time the estimate took (excluded from wall_s and compute_s)
 }
 
 STEPS = {

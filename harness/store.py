@@ -92,6 +92,21 @@ class Store:
             self._insert("checks", [{**row, "run_id": run_id, "point_id": point_id} for row in result.checks])
             self._insert("steps", [{**row, "run_id": run_id, "point_id": point_id} for row in result.steps])
 
+    def update_points(self, run_id: str, updates: Iterable[dict[str, Any]]) -> None:
+        """Set columns of stored points (keyed by ``point_id``), in one transaction: used for
+        results known only once the whole sweep is in, such as a relative target."""
+        with self.conn:
+            for row in updates:
+                columns = [c for c in row if c != "point_id"]
+                unknown = set(columns) - set(TABLES["points"])
+                if unknown:
+                    raise KeyError(f"points has no column(s) {sorted(unknown)}")
+                assignments = ", ".join(f'"{c}" = ?' for c in columns)
+                self.conn.execute(
+                    f"UPDATE points SET {assignments} WHERE run_id = ? AND point_id = ?",
+                    [row[c] for c in columns] + [run_id, row["point_id"]],
+                )
+
     def finish_run(self, run_id: str) -> None:
         with self.conn:
             self.conn.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (_now(), run_id))

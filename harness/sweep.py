@@ -43,6 +43,8 @@ def plan(spec: SweepSpec) -> Plan:
         data = datasets.load(spec.dataset, size, data_seed=spec.data_seed, target_column=spec.target_column)
         splits[size] = datasets.split(data, spec.check_set, spec.holdout_fraction, data_seed=spec.data_seed)
     first = next(iter(splits.values()))
+    if spec.target_accuracy is not None and first.task != "classification":
+        raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
     models.build(spec.model, factory, n_features=first.n_features, n_outputs=first.n_outputs, hidden=spec.hidden)
     devices = tuple(dict.fromkeys(r.device for r in runs))
     return Plan(spec=spec, runs=tuple(runs), splits=splits, factory=factory, devices=devices)
@@ -72,5 +74,11 @@ def run_sweep(
             if on_point is not None:
                 on_point(run, result)
             bar.update(1)
+    if plan.spec.target is not None:
+        from harness.convergence import relative_targets
+        from harness.spec import target_rel
+
+        updates = relative_targets(store.load("points", [run_id]), store.load("checks", [run_id]), target_rel(plan.spec))
+        store.update_points(run_id, updates)
     store.finish_run(run_id)
     return run_id

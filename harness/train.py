@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness import models, stats
+from harness import convergence, models, stats
 from harness.clock import PhaseClock, split_steps, synchronize
 from harness.datasets import Split
 from harness.env import device_name
@@ -53,7 +53,9 @@ class _Trace:
     measured_ns: int | None = None
     measured_check_ns: int = 0
     final_train_loss: float | None = None
+    final_train_acc: float | None = None
     n_params: int | None = None
+    noise_ns: list[int] = field(default_factory=list)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle") -> Iterator[torch.Tensor]:
@@ -193,9 +195,12 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
     batch_size, train_size = run.batch_size, run.train_size
     pending: list[torch.Tensor] = []  # batch losses, kept on the device until the point ends
     since_check = [0]  # index into pending where the current check window starts
+    noise = _noise_estimator(run, model, loss_fn, X, y, device)
     t_start = now_ns()
 
-    def loss_check(step: int) -> None:
+    def loss_check(step: int) -> bool:
+        """Evaluate, record, and say whether the target is reached. The noise-scale estimate
+        follows, timed apart and left out of every wall and compute time."""
         t0 = now_ns()
         eval_loss, eval_acc = evaluate(model, X_check, y_check, split.task)
         window = pending[since_check[0] :]
@@ -203,53 +208,66 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
         train_loss = torch.stack(window).float().mean().item() if window else None  # sync, in the check
         t1 = now_ns()
         trace.check_ns.append(t1 - t0)
-        trace.checks.append(
-            {
-                "step": step,
-                "epoch": step * batch_size / train_size,
-                "samples_seen": step * batch_size,
-                "wall_s": (t1 - t_start) / 1e9,
-                "compute_s": (t0 - t_start - sum(trace.check_ns[:-1])) / 1e9,
-                "train_loss": train_loss,
-                "eval_loss": eval_loss,
-                "eval_acc": eval_acc,
-                "noise_scale": None,
-            }
-        )
+        excluded = sum(trace.noise_ns)
+        check = {
+            "step": step,
+            "epoch": step * batch_size / train_size,
+            "samples_seen": step * batch_size,
+            "wall_s": (t1 - t_start - excluded) / 1e9,
+            "compute_s": (t0 - t_start - excluded - sum(trace.check_ns[:-1])) / 1e9,
+            "train_loss": train_loss,
+            "eval_loss": eval_loss,
+            "eval_acc": eval_acc,
+            "noise_scale": None,
+            "noise_scale_s": None,
+        }
+        trace.checks.append(check)
         for name, value in (("check-set", eval_loss), ("training batch", train_loss)):
             if value is not None and not math.isfinite(value):
                 raise Diverged(f"{name} loss became {value} by step {step}")
+        if noise is not None:
+            n0 = now_ns()
+            check["noise_scale"] = convergence.b_simple(noise())
+            n1 = now_ns()
+            trace.noise_ns.append(n1 - n0)
+            check["noise_scale_s"] = (n1 - n0) / 1e9
+        return convergence.reached(check, run.target_loss, run.target_accuracy)
 
+    lr_warmup, base_lr = run.lr_warmup_steps, run.lr
     try:
-        loss_check(0)
-        measure_start, checks_before = t_start, 0
-        for step in range(run.steps):
+        stop = loss_check(0) and run.stop_at_target
+        measure_start, checks_before, noise_before = t_start, 0, 0
+        for step in range(0 if stop else run.steps):
             if step == run.warmup_steps:
                 clock.close_window()  # the measured window starts on an idle device
-                measure_start, checks_before = now_ns(), sum(trace.check_ns)
+                measure_start, checks_before, noise_before = now_ns(), sum(trace.check_ns), sum(trace.noise_ns)
             mark()
             xb, yb = fetch()
             mark()
             loss = loss_fn(model(xb), yb)
             loss.backward()
             mark()
+            if step < lr_warmup:  # linear learning-rate warm-up (Goyal et al. 2017)
+                for group in optimizer.param_groups:
+                    group["lr"] = base_lr * (step + 1) / lr_warmup
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             mark()
             pending.append(loss.detach())
             if due(step + 1):
                 clock.close_window()
-                loss_check(step + 1)
+                if loss_check(step + 1) and run.stop_at_target:
+                    break
         clock.close_window()
         synchronize(device)
         measure_end = now_ns()
-        trace.measured_ns = measure_end - measure_start
+        trace.measured_ns = measure_end - measure_start - (sum(trace.noise_ns) - noise_before)
         trace.measured_check_ns = sum(trace.check_ns) - checks_before
-        if trace.checks[-1]["step"] != run.steps:
-            loss_check(run.steps)
-        trace.wall_ns = now_ns() - t_start
+        if trace.checks[-1]["step"] != len(pending):
+            loss_check(len(pending))
+        trace.wall_ns = now_ns() - t_start - sum(trace.noise_ns)
         # Outside the timed loop: the final loss on the whole training set.
-        trace.final_train_loss = evaluate(model, X.to(device), y.to(device), split.task)[0]
+        trace.final_train_loss, trace.final_train_acc = evaluate(model, X.to(device), y.to(device), split.task)
     finally:  # also for a failed point: keep what was measured
         for window in clock.windows():
             parts = split_steps(window)
@@ -258,6 +276,18 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
         if pending:
             trace.batch_loss = torch.stack(pending).float().cpu().tolist()
         trace.steps_done = len(pending)
+
+
+def _noise_estimator(run: RunSpec, model, loss_fn, X: torch.Tensor, y: torch.Tensor, device: torch.device):
+    """The noise-scale estimator on a fixed, seeded subsample of the training set (the same
+    subsample at every check, so the curve shows the parameters changing, not the sample)."""
+    if run.noise_samples < 2:
+        return None
+    from harness.noise import NoiseScale
+
+    generator = torch.Generator().manual_seed(run.data_seed + 7919)
+    rows = torch.randperm(run.train_size, generator=generator)[: run.noise_samples].sort().values
+    return NoiseScale(model, loss_fn, X[rows].to(device), y[rows].to(device), population=run.train_size)
 
 
 def _fetcher(run: RunSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
@@ -311,7 +341,6 @@ def _result(run: RunSpec, split: Split, trace: _Trace, status: str, error: str |
         "threads": run.threads,
         "optimizer": run.optimizer,
         "lr": run.lr,
-        "lr_policy": "constant",
         "momentum": run.momentum if run.optimizer == "sgd" else None,
         "sampling": run.sampling,
         "seed": run.seed,
@@ -329,17 +358,31 @@ def _result(run: RunSpec, split: Split, trace: _Trace, status: str, error: str |
         "n_params": trace.n_params,
         "loader": run.loader,
         "init_seed": run.init_seed,
+        "lr_policy": run.lr_policy,
+        "base_lr": run.base_lr,
+        "base_batch_size": run.base_batch_size if run.lr_policy in ("linear", "sqrt") else None,
+        "lr_warmup_steps": run.lr_warmup_steps,
+        "target_loss": run.target_loss,
+        "target_accuracy": run.target_accuracy,
+        "target_rel": run.target_rel,
+        "noise_samples": run.noise_samples or None,
     }
+    point.update(convergence.to_target(trace.checks, run.batch_size, target_loss=run.target_loss, target_accuracy=run.target_accuracy))
     if trace.checks:
         last = trace.checks[-1]
         point["final_eval_loss"] = last["eval_loss"]
         point["final_eval_acc"] = last["eval_acc"]
+        scales = [c["noise_scale"] for c in trace.checks if c["noise_scale"] is not None]
+        point["noise_scale"] = scales[-1] if scales else None
+    if trace.noise_ns:
+        point["noise_scale_total_s"] = sum(trace.noise_ns) / 1e9
     if trace.check_ns:
         point["loss_check_s"] = stats.median(np.array(trace.check_ns) / 1e9)
         point["loss_check_total_s"] = sum(trace.check_ns) / 1e9
     if status == "ok":
         point.update(_timing_summary(run, trace))
         point["final_train_loss"] = trace.final_train_loss
+        point["final_train_acc"] = trace.final_train_acc
     return PointResult(point=point, checks=trace.checks, steps=steps_rows)
 
 

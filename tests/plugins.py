@@ -107,3 +107,26 @@ def slow(n_features, n_outputs):
 
 def not_a_module(n_features, n_outputs):
     return "nope"
+
+
+def zero_linear(n_features, n_outputs):
+    """A linear model starting at exactly zero: the noise-scale test's known state."""
+    model = nn.Linear(n_features, n_outputs)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    return model
+
+
+class WithBatchNorm(nn.Module):
+    """Batch norm in training mode cannot be vmapped per example: the noise scale falls back."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_features, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, n_outputs))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def with_batchnorm(n_features, n_outputs):
+    return WithBatchNorm(n_features, n_outputs)

@@ -1,0 +1,258 @@
+"""Convergence, as pure functions on recorded curves (numpy and pandas; no torch).
+
+- ``to_target``: steps, samples, wall time (loss checks included, as MLPerf counts) and compute
+  time (checks excluded, as AlgoPerf counts) to the first check that reaches a target. The
+  resolution is the check interval: a target reached between two checks is seen at the later.
+- ``b_simple``: the gradient noise scale from gradient moments (see ``harness.noise``).
+- ``fit_critical_batch``: S(B) = S_min (1 + B_crit / B) fitted to steps-to-target in log space
+  (McCandlish et al. 2018); E_min = B_crit S_min is the fewest samples any batch size needs.
+- ``best_trials``: with ``--lr-policy tuned``, the learning rate per batch size with the fewest
+  steps to target (Shallue et al. 2019: the best any trial achieves).
+- ``analyze``: all of the above per group of a stored sweep, for ``batchbench analyze``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
+GROUP_KEYS = ("dataset", "dataset_size", "device", "model", "optimizer", "sampling", "lr_policy")
+
+
+@dataclass(frozen=True)
+class GradientMoments:
+    """Moments of the mean of ``n`` per-example gradients drawn without replacement from
+    ``population``: its squared norm and the unbiased trace of the per-example covariance."""
+
+    n: int
+    population: int
+    mean_sq_norm: float
+    trace_cov: float
+    method: str
+
+
+def b_simple(moments: GradientMoments) -> float | None:
+    """tr(Sigma) / |G|^2, with |G|^2 corrected by (1/n - 1/N) tr(Sigma); None when the
+    corrected |G|^2 is not positive (the gradient is lost in its noise: no finite estimate)."""
+    if moments.n < 2 or not math.isfinite(moments.trace_cov):
+        return None
+    correction = (1 / moments.n - 1 / moments.population) * moments.trace_cov
+    signal = moments.mean_sq_norm - correction
+    if signal <= 0 or moments.trace_cov <= 0:
+        return None
+    return moments.trace_cov / signal
+
+
+def reached(check: Mapping[str, Any], target_loss: float | None, target_accuracy: float | None) -> bool:
+    if target_loss is not None:
+        value = check.get("eval_loss")
+        return value is not None and math.isfinite(value) and value <= target_loss
+    if target_accuracy is not None:
+        value = check.get("eval_acc")
+        return value is not None and value >= target_accuracy
+    return False
+
+
+def to_target(checks: Iterable[Mapping[str, Any]], batch_size: int, *, target_loss: float | None = None, target_accuracy: float | None = None) -> dict[str, Any]:
+    """Steps/samples/time to the first check that reaches the target; nulls when none does."""
+    for check in checks:
+        if reached(check, target_loss, target_accuracy):
+            return {
+                "steps_to_target": int(check["step"]),
+                "samples_to_target": int(check["step"]) * batch_size,
+                "time_to_target_s": check["wall_s"],
+                "compute_to_target_s": check["compute_s"],
+            }
+    return dict.fromkeys(TARGET_COLUMNS)
+
+
+def relative_target(initial_loss: float, reference_loss: float, fraction: float) -> float:
+    """``rel:F``: L_ref + F (L_0 - L_ref)."""
+    return reference_loss + fraction * (initial_loss - reference_loss)
+
+
+def relative_targets(points, checks, fraction: float) -> list[dict[str, Any]]:
+    """For ``--target rel:F``: per dataset size, L_ref is the best (lowest) check loss any
+    point of the sweep reached and L_0 each point's loss at step 0; returns each point's
+    ``target_loss`` and to-target columns, for the store to update."""
+    updates = []
+    finite = checks[np.isfinite(checks["eval_loss"].astype(float))]
+    for _, group in points.groupby("dataset_size"):
+        group_checks = finite[finite["point_id"].isin(set(group["point_id"]))]
+        if group_checks.empty:
+            continue
+        reference = float(group_checks["eval_loss"].min())
+        for record in group.to_dict("records"):
+            own = group_checks[group_checks["point_id"] == record["point_id"]].sort_values("step")
+            start = own[own["step"] == 0]["eval_loss"]
+            if start.empty:
+                continue
+            target = relative_target(float(start.iloc[0]), reference, fraction)
+            row = {"point_id": record["point_id"], "target_loss": target}
+            row.update(to_target(own.to_dict("records"), int(record["batch_size"]), target_loss=target))
+            updates.append(row)
+    return updates
+
+
+@dataclass(frozen=True)
+class CriticalBatchFit:
+    b_crit: float
+    s_min: float
+    e_min: float
+    rms_log_error: float
+    batch_sizes: tuple[int, ...]
+    steps: tuple[float, ...]
+
+    def predict(self, batch_size) -> np.ndarray:
+        return self.s_min * (1 + self.b_crit / np.asarray(batch_size, dtype=float))
+
+
+def fit_critical_batch(batch_sizes: Sequence[float], steps: Sequence[float]) -> CriticalBatchFit | None:
+    """Least squares of log S = log S_min + log(1 + B_crit / B) over B_crit (a log grid, then
+    a golden-section refinement); log S_min has a closed form for each B_crit. None with fewer
+    than two batch sizes that reached the target."""
+    pairs = sorted((float(b), float(s)) for b, s in zip(batch_sizes, steps) if s is not None and np.isfinite(s) and s > 0)
+    if len({b for b, _ in pairs}) < 2:
+        return None
+    B = np.array([b for b, _ in pairs])
+    log_s = np.log([s for _, s in pairs])
+
+    def residual(log_bc: float) -> tuple[float, float]:
+        shape = np.log1p(np.exp(log_bc) / B)
+        log_s_min = float(np.mean(log_s - shape))
+        return float(np.sqrt(np.mean((log_s - log_s_min - shape) ** 2))), log_s_min
+
+    grid = np.linspace(np.log(B.min()) - 9, np.log(B.max()) + 9, 721)
+    errors = [residual(g)[0] for g in grid]
+    best = int(np.argmin(errors))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if residual(a)[0] < residual(b)[0]:
+            high = b
+        else:
+            low = a
+    log_bc = (low + high) / 2
+    rms, log_s_min = residual(log_bc)
+    b_crit, s_min = float(np.exp(log_bc)), float(np.exp(log_s_min))
+    return CriticalBatchFit(b_crit, s_min, b_crit * s_min, rms, tuple(int(b) for b in B), tuple(float(np.exp(v)) for v in log_s))
+
+
+def median_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float | None, float | None, float | None]:
+    """Median and a bootstrap percentile interval for it (None bounds with one value)."""
+    data = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if data.size == 0:
+        return None, None, None
+    med = float(np.median(data))
+    if data.size == 1:
+        return med, None, None
+    rng = np.random.default_rng(seed)
+    boots = np.median(rng.choice(data, size=(resamples, data.size), replace=True), axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boots, [tail, 100 - tail])
+    return med, float(low), float(high)
+
+
+def best_trials(points, by: str = "steps_to_target"):
+    """The rows of the best learning rate per group and batch size: the fewest median
+    ``by`` over repeats (ties: less median time to target). Points that did not reach the
+    target never win; a batch size where no trial did keeps its best-throughput trial so it
+    still appears (with null steps)."""
+    import pandas as pd
+
+    if len(points) == 0:
+        return points
+    keys = [k for k in GROUP_KEYS if k in points.columns] + ["batch_size"]
+    chosen = []
+    for _, group in points.groupby(keys, dropna=False, sort=True):
+        per_lr = group.groupby("lr", dropna=False).agg(score=(by, "median"), time=("time_to_target_s", "median"), speed=("samples_per_s", "median"))
+        if per_lr["score"].notna().any():
+            best_lr = per_lr.sort_values(["score", "time"], na_position="last").index[0]
+        else:
+            best_lr = per_lr.sort_values("speed", ascending=False, na_position="last").index[0]
+        chosen.append(group[group["lr"] == best_lr])
+    return pd.concat(chosen, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class GroupAnalysis:
+    key: dict[str, Any]
+    table: Any  # DataFrame: one row per batch size
+    fit: CriticalBatchFit | None
+    best_time: int | None
+    best_compute: int | None
+    best_throughput: int | None
+    noise_start: float | None
+    noise_at_target: float | None
+
+
+def analyze(points, checks) -> list[GroupAnalysis]:
+    """Per group of points (data set, size, device, model, optimizer, sampling, policy):
+    a row per batch size (best learning rate when tuned; medians and CIs over repeats), the
+    critical-batch fit, the best batch sizes, and the noise scale at the start and at target."""
+    import pandas as pd
+
+    if len(points) == 0:
+        return []
+    ok = points[points["status"] == "ok"]
+    if len(ok) == 0:
+        return []
+    chosen = best_trials(ok) if (ok["lr_policy"] == "tuned").any() else ok
+    keys = [k for k in GROUP_KEYS if k in chosen.columns]
+    out = []
+    for key_values, group in chosen.groupby(keys, dropna=False, sort=True):
+        rows = []
+        for batch, per_b in group.groupby("batch_size", sort=True):
+            steps, low, high = median_ci(per_b["steps_to_target"].tolist())
+            rows.append(
+                {
+                    "batch_size": int(batch),
+                    "lr": float(per_b["lr"].median()),
+                    "repeats": len(per_b),
+                    "reached": int(per_b["steps_to_target"].notna().sum()),
+                    "steps_to_target": steps,
+                    "steps_ci_low": low,
+                    "steps_ci_high": high,
+                    "samples_to_target": median_ci(per_b["samples_to_target"].tolist())[0],
+                    "time_to_target_s": median_ci(per_b["time_to_target_s"].tolist())[0],
+                    "compute_to_target_s": median_ci(per_b["compute_to_target_s"].tolist())[0],
+                    "samples_per_s": median_ci(per_b["samples_per_s"].tolist())[0],
+                    "final_eval_loss": median_ci(per_b["final_eval_loss"].tolist())[0],
+                }
+            )
+        table = pd.DataFrame(rows)
+        fit = fit_critical_batch(table["batch_size"], table["steps_to_target"])
+        ids = set(group["point_id"])
+        point_checks = checks[checks["point_id"].isin(ids)] if len(checks) else checks
+        start = point_checks[point_checks["step"] == 0]["noise_scale"] if len(point_checks) else []
+        at_target = []
+        for record in group.to_dict("records"):
+            if record.get("steps_to_target") is not None and not pd.isna(record.get("steps_to_target")):
+                hit = point_checks[(point_checks["point_id"] == record["point_id"]) & (point_checks["step"] == record["steps_to_target"])]
+                at_target += hit["noise_scale"].dropna().tolist()
+        out.append(
+            GroupAnalysis(
+                key=dict(zip(keys, key_values if isinstance(key_values, tuple) else (key_values,))),
+                table=table,
+                fit=fit,
+                best_time=_argbest(table, "time_to_target_s", min),
+                best_compute=_argbest(table, "compute_to_target_s", min),
+                best_throughput=_argbest(table, "samples_per_s", max),
+                noise_start=median_ci(list(start))[0] if len(start) else None,
+                noise_at_target=median_ci(at_target)[0],
+            )
+        )
+    return out
+
+
+def _argbest(table, column: str, pick) -> int | None:
+    valid = table.dropna(subset=[column])
+    if valid.empty:
+        return None
+    index = valid[column].idxmin() if pick is min else valid[column].idxmax()
+    return int(valid.loc[index, "batch_size"])
