@@ -70,6 +70,7 @@ def _parser() -> _Parser:
     timing = run.add_argument_group("timing")
     timing.add_argument("--threads", help="torch threads, pinned and recorded per point [1]")
     timing.add_argument("--timing", help="CUDA timing: events (one sync per window) or sync (per phase) [auto: events]")
+    timing.add_argument("--sample-interval", help="monitor interval for CPU/GPU utilisation and memory: seconds, 100ms, or 0 (off) [0.1 s on CPU, 0.02 s on GPU]")
     timing.add_argument("--burn-in-steps", help="warm-up steps left out of statistics (at most half the steps) [5]")
     out = run.add_argument_group("output")
     out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
@@ -80,6 +81,24 @@ def _parser() -> _Parser:
     analyze.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
     analyze.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to analyze (repeatable) [the latest]")
     analyze.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    fit = sub.add_parser("fit", help="memory against batch size, and the largest batch that fits",
+                         description="Probe a few batch sizes, fit peak memory = fixed + per_sample x B, and predict the largest batch under the memory limit; on CUDA also find it by probing.")
+    fit.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file (data set, model, optimizer); flags override it")
+    fit.add_argument("--dataset", help="data set, as for run [blobs]")
+    fit.add_argument("--target-column", help="target column of a .csv/.parquet file [y]")
+    fit.add_argument("--model", help="model, as for run [mlp]")
+    fit.add_argument("--hidden", help="mlp hidden widths [32]")
+    fit.add_argument("--optimizer", help="sgd or adam (Adam keeps two states per parameter) [sgd]")
+    fit.add_argument("--momentum", help="SGD momentum (keeps one state per parameter) [0]")
+    fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
+    fit.add_argument("--threads", help="torch threads [1]")
+    fit.add_argument("--batch-sizes", default="64..2048", help="probe batch sizes (may exceed the data set: probes sample with replacement) [64..2048]")
+    fit.add_argument("--memory-limit", help="e.g. 8GiB [the device's capacity: GPU memory, or physical RAM]")
+    fit.add_argument("--margin", default="0.1", help="share of the limit kept free [0.1]")
+    fit.add_argument("--verify", action="store_true", default=None, help="also find the limit by OOM probing (default on CUDA only)")
+    fit.add_argument("--json", action="store_true", help="print JSON")
+    fit.add_argument("--quiet", action="store_true", help="no progress lines")
 
     export = sub.add_parser("export", help="write a stored table as CSV, JSON or Parquet")
     export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
@@ -97,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "analyze":
             return _analyze(args)
+        if args.command == "fit":
+            return _fit(args)
         return _export(args)
     except SpecError as exc:
         print(f"batchbench: error: {exc}", file=sys.stderr)
@@ -111,7 +132,7 @@ _SPEC_FLAGS = (
     "optimizer", "lr", "momentum", "sampling", "loader", "seed", "data_seed", "steps", "epochs",
     "check_every", "check_set", "holdout_fraction", "threads", "timing", "burn_in_steps",
     "lr_policy", "base_batch_size", "lr_grid", "warmup_steps", "target_loss", "target_accuracy", "target",
-    "stop_at_target", "noise_samples",
+    "stop_at_target", "noise_samples", "sample_interval",
 )
 
 
@@ -150,6 +171,37 @@ def _analyze(args: argparse.Namespace) -> int:
         points, checks = store.load("points", runs), store.load("checks", runs)
     groups = analyze(points, checks)
     print(analysis_json(groups) if args.json else analysis_text(groups, points))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.capacity import fit_capacity
+    from harness.console import capacity_text
+    from harness.memory import parse_bytes
+    from harness.spec import _float, build_spec, load_toml, parse_batch_tokens, resolve_batch_sizes
+    from harness.sweep import plan
+
+    tokens = parse_batch_tokens(args.batch_sizes)
+    if any("full" in t for t in tokens):
+        raise SpecError("--batch-sizes", "probes have no 'full'; give sizes or ranges like 64..4096")
+    probe_sizes = resolve_batch_sizes(tokens, 2**40, 2**40)
+    if len(probe_sizes) < 2:
+        raise SpecError("--batch-sizes", "the fit needs at least two probe batch sizes, e.g. 64..2048")
+    limit = parse_bytes(args.memory_limit) if args.memory_limit else None
+    margin = _float("margin", args.margin, 0.0, 1.0, low_open=False)
+    file_values = load_toml(args.spec_file) if args.spec_file else {}
+    flags = {name: getattr(args, name) for name in ("dataset", "target_column", "model", "hidden", "optimizer", "momentum", "threads")}
+    flags.update({"devices": args.device, "batch_sizes": "1", "steps": "2", "noise_samples": "0", "sample_interval": "0.02",
+                  "lr_policy": "constant", "repeats": "1", "target_loss": None, "target": None, "target_accuracy": None})
+    for key in ("batch_sizes", "dataset_sizes", "devices", "steps", "epochs", "repeats", "lr_policy", "target", "target_loss", "target_accuracy", "stop_at_target", "sampling"):
+        file_values.pop(key, None)
+    spec = build_spec(file_values, flags)
+    the_plan = plan(spec)
+    say = (lambda _: None) if args.quiet or args.json else (lambda line: print(f"  probe {line}", file=sys.stderr))
+    result = fit_capacity(the_plan, probe_sizes, limit_bytes=limit, margin=margin, verify=args.verify, progress=say)
+    print(json.dumps(result.as_json(), indent=1) if args.json else capacity_text(result, spec))
     return 0
 
 

@@ -81,6 +81,12 @@ class PhaseClock:
         else:
             self._window_ends.append(len(self._marks))
 
+    def first_mark_ns(self) -> int | None:
+        """Host time of the first mark (cpu and sync modes), to place steps on the host clock."""
+        if self.mode == "events" or not self._marks:
+            return None
+        return int(self._marks[0])
+
     def windows(self) -> list[np.ndarray]:
         """Seconds of every closed window's marks (since the point's first mark), one array per
         window; marks after the last ``close_window()`` are dropped."""
@@ -104,10 +110,11 @@ def split_steps(seconds: np.ndarray) -> dict[str, np.ndarray]:
     n = (len(seconds) - 1) // MARKS_PER_STEP
     if n <= 0:
         empty = np.empty(0)
-        return {"data": empty, "derivative": empty, "update": empty, "step_wall": empty}
+        return {"start": empty, "data": empty, "derivative": empty, "update": empty, "step_wall": empty}
     starts = seconds[0 : MARKS_PER_STEP * n + 1 : MARKS_PER_STEP]
     grid = seconds[: MARKS_PER_STEP * n].reshape(n, MARKS_PER_STEP)
     return {
+        "start": grid[:, 0],
         "data": grid[:, 1] - grid[:, 0],
         "derivative": grid[:, 2] - grid[:, 1],
         "update": grid[:, 3] - grid[:, 2],

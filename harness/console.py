@@ -129,3 +129,29 @@ def analysis_json(groups) -> str:
             }
         )
     return json.dumps(payload, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+
+
+def format_bytes(value) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:,.2f} {unit}"
+    return f"{value:,.0f} B"
+
+
+def capacity_text(result, spec) -> str:
+    """``batchbench fit``: the probes, the fitted line, the predicted (and probed) largest batch."""
+    lines = [f"memory of {spec.model} on {spec.dataset}, {result.device}: limit {format_bytes(result.limit_bytes)}, margin {result.margin:.0%}"]
+    for batch, status, peak in result.probes:
+        lines.append(f"  B={batch:<8} {status:<6} {result.metric} {format_bytes(peak)}")
+    if result.fit is None:
+        lines.append("  no fit: fewer than two probes ran")
+    else:
+        f = result.fit
+        lines.append(f"  peak = {format_bytes(f.fixed_bytes)} + {format_bytes(f.per_sample_bytes)} x B  (RMS error {format_bytes(f.rms_error_bytes)})")
+    predicted = f"{result.max_batch_size:,}" if result.max_batch_size else "none (memory does not grow with B, or B = 1 does not fit)"
+    lines.append(f"  largest batch that fits (predicted): {predicted}")
+    if result.probed_max_batch_size is not None:
+        lines.append(f"  largest batch that ran (probed):     {result.probed_max_batch_size:,}")
+    return "\n".join(lines)

@@ -36,12 +36,14 @@ class OverheadResult:
         return float(np.median(self.ratios))
 
 
-def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32", threads: int = 1, noise_samples: int = 0) -> Plan:
+def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32", threads: int = 1, noise_samples: int = 0, sample_interval: float | None = None) -> Plan:
     flags = {
         "dataset": dataset, "dataset_sizes": str(dataset_size), "batch_sizes": str(batch_size),
         "steps": str(steps), "model": model, "hidden": hidden, "threads": str(threads), "devices": "cpu",
         "noise_samples": str(noise_samples),
     }
+    if sample_interval is not None:
+        flags["sample_interval"] = str(sample_interval)
     return plan(build_spec(cli_values=flags))
 
 
@@ -96,3 +98,20 @@ def compare(batch_size: int, *, rounds: int = 21, **plan_kwargs) -> OverheadResu
             harness_rates.append(result.point["samples_per_s"])
             plain_rates.append(plain)
     return OverheadResult(batch_size, tuple(harness_rates), tuple(plain_rates))
+
+
+def compare_sampler(batch_size: int, *, interval_s: float = 0.1, rounds: int = 21, **plan_kwargs) -> OverheadResult:
+    """The monitor's cost: harness points with the sampler at ``interval_s`` against the same
+    points without it, interleaved like ``compare`` (``plain_samples_per_s`` holds the latter)."""
+    with_sampler = overhead_plan(batch_size, sample_interval=interval_s, **plan_kwargs)
+    without = overhead_plan(batch_size, sample_interval=0, **plan_kwargs)
+    (on,), (off,) = with_sampler.runs, without.runs
+    split = with_sampler.splits[on.dataset_size]
+    on_rates, off_rates = [], []
+    for round_index in range(rounds + 1):
+        order = [(on, on_rates), (off, off_rates)] if round_index % 2 else [(off, off_rates), (on, on_rates)]
+        for run, rates in order:
+            result = run_point(run, split, with_sampler.factory)
+            if round_index:
+                rates.append(result.point["samples_per_s"])
+    return OverheadResult(batch_size, tuple(on_rates), tuple(off_rates))

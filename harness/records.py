@@ -7,7 +7,7 @@ made-up number. Columns beyond DESIGN.md's list are appended at the end of a tab
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 RUNS = {
@@ -89,6 +89,12 @@ POINTS = {
     "final_train_acc": "REAL",
     "noise_samples": "INTEGER",
     "noise_scale_total_s": "REAL",  # time spent estimating the noise scale, outside every phase
+    "peak_device_reserved_bytes": "INTEGER",  # CUDA caching allocator's peak reserved (peak_device_mem_bytes: allocated)
+    "param_bytes": "INTEGER",
+    "grad_bytes": "INTEGER",
+    "optimizer_state_bytes": "INTEGER",
+    "activation_bytes": "INTEGER",  # analytic: input and every leaf module's output, x batch size
+    "sample_interval_s": "REAL",
 }
 
 CHECKS = {
@@ -115,6 +121,7 @@ STEPS = {
     "derivative_s": "REAL",
     "update_s": "REAL",
     "batch_loss": "REAL",
+    "t_s": "REAL",  # step start, seconds since the point began (the monitor's clock)
 }
 
 SAMPLES = {
@@ -126,6 +133,7 @@ SAMPLES = {
     "gpu_util_pct": "REAL",
     "gpu_mem_bytes": "INTEGER",
     "gpu_power_w": "REAL",
+    "gpu_sm_clock_mhz": "REAL",
 }
 
 TABLES = {"runs": RUNS, "points": POINTS, "checks": CHECKS, "steps": STEPS, "samples": SAMPLES}
@@ -139,6 +147,7 @@ class PointResult:
     point: dict[str, Any]
     checks: list[dict[str, Any]]
     steps: list[dict[str, Any]]
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> str:

@@ -91,6 +91,7 @@ class Store:
             self._insert("points", [{**result.point, "run_id": run_id}])
             self._insert("checks", [{**row, "run_id": run_id, "point_id": point_id} for row in result.checks])
             self._insert("steps", [{**row, "run_id": run_id, "point_id": point_id} for row in result.steps])
+            self._insert("samples", [{**row, "run_id": run_id, "point_id": point_id} for row in result.samples])
 
     def update_points(self, run_id: str, updates: Iterable[dict[str, Any]]) -> None:
         """Set columns of stored points (keyed by ``point_id``), in one transaction: used for

@@ -26,6 +26,8 @@ from harness import convergence, models, stats
 from harness.clock import PhaseClock, split_steps, synchronize
 from harness.datasets import Split
 from harness.env import device_name
+from harness.memory import PeakMemory, activation_bytes_per_sample, analytic_bytes
+from harness.monitor import Monitor, ProcessProbe, max_of, mean_of, nvml_probe
 from harness.records import PointResult
 from harness.spec import RunSpec
 
@@ -56,6 +58,11 @@ class _Trace:
     final_train_acc: float | None = None
     n_params: int | None = None
     noise_ns: list[int] = field(default_factory=list)
+    origin_ns: int = 0
+    step_start: list[np.ndarray] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+    analytic: dict[str, Any] = field(default_factory=dict)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle") -> Iterator[torch.Tensor]:
@@ -151,7 +158,9 @@ def run_point(run: RunSpec, split: Split, factory: models.Factory, *, now_ns: Ca
     """Train one point and measure it. A failure at run time (OOM, a diverging loss, an error
     in user code) becomes the point's status; the caller's sweep goes on."""
     torch.set_num_threads(run.threads)
-    trace = _Trace()
+    trace = _Trace(origin_ns=time.perf_counter_ns())
+    peaks = PeakMemory(run.device)
+    monitor = _monitor(run, trace.origin_ns)
     status, error = "ok", None
     try:
         _train(run, split, factory, trace, now_ns)
@@ -164,11 +173,27 @@ def run_point(run: RunSpec, split: Split, factory: models.Factory, *, now_ns: Ca
         error = _one_line(exc)
     except Exception as exc:  # user code (a plug-in) may raise anything
         status, error = "error", _one_line(exc)
+    finally:
+        trace.samples = monitor.stop() if monitor is not None else []
+    trace.memory = peaks.read(sampled_rss_max=max_of(trace.samples, "rss_bytes"))
     if status != "ok":
         gc.collect()  # drop the failed point's tensors before the next point allocates
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return _result(run, split, trace, status, error)
+
+
+def _monitor(run: RunSpec, origin_ns: int) -> Monitor | None:
+    if run.sample_interval <= 0:
+        return None
+    probes: list = [ProcessProbe()]
+    if run.device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(run.device).index or 0
+        bus = getattr(torch.cuda.get_device_properties(index), "pci_bus_id", None)
+        gpu = nvml_probe(index, bus if isinstance(bus, str) else None)
+        if gpu is not None:
+            probes.append(gpu)
+    return Monitor(run.sample_interval, probes, origin_ns=origin_ns).start()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -183,6 +208,8 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
     torch.manual_seed(run.init_seed)
     model = models.build(run.model, factory, n_features=split.n_features, n_outputs=split.n_outputs, hidden=run.hidden).to(device)
     trace.n_params = sum(p.numel() for p in model.parameters())
+    per_sample = _activation_bytes(model, split.n_features, device)
+    trace.analytic["activation_bytes"] = per_sample * run.batch_size if per_sample is not None else None
     torch.manual_seed(run.seed)  # dropout and the like follow the repeat's seed
     optimizer = make_optimizer(run, model.parameters())
     loss_fn = make_loss(split.task)
@@ -234,6 +261,7 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
         return convergence.reached(check, run.target_loss, run.target_accuracy)
 
     lr_warmup, base_lr = run.lr_warmup_steps, run.lr
+    loop_start_ns = now_ns()  # host time of the first mark, where the clock cannot say (events)
     try:
         stop = loss_check(0) and run.stop_at_target
         measure_start, checks_before, noise_before = t_start, 0, 0
@@ -269,13 +297,30 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
         # Outside the timed loop: the final loss on the whole training set.
         trace.final_train_loss, trace.final_train_acc = evaluate(model, X.to(device), y.to(device), split.task)
     finally:  # also for a failed point: keep what was measured
+        trace.analytic.update(analytic_bytes(model, optimizer))
+        first = clock.first_mark_ns() or loop_start_ns
         for window in clock.windows():
             parts = split_steps(window)
             for name in ("data", "derivative", "update", "step_wall"):
                 getattr(trace, name).append(parts[name])
+            trace.step_start.append(parts["start"] + (first - trace.origin_ns) / 1e9)
         if pending:
             trace.batch_loss = torch.stack(pending).float().cpu().tolist()
         trace.steps_done = len(pending)
+
+
+def _activation_bytes(model: torch.nn.Module, n_features: int, device: torch.device) -> int | None:
+    """Analytic activation bytes per sample, from one eval-mode forward pass that touches
+    neither the RNG nor batch-norm statistics; None where the model will not run on one row."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return activation_bytes_per_sample(model, n_features)
+    except Exception:
+        return None
+    finally:
+        model.train(was_training)
 
 
 def _noise_estimator(run: RunSpec, model, loss_fn, X: torch.Tensor, y: torch.Tensor, device: torch.device):
@@ -376,6 +421,11 @@ def _result(run: RunSpec, split: Split, trace: _Trace, status: str, error: str |
         point["noise_scale"] = scales[-1] if scales else None
     if trace.noise_ns:
         point["noise_scale_total_s"] = sum(trace.noise_ns) / 1e9
+    point.update(trace.memory)
+    point.update(trace.analytic)
+    point["sample_interval_s"] = run.sample_interval or None
+    point["cpu_util_mean_pct"] = mean_of(trace.samples, "cpu_pct")
+    point["gpu_util_mean_pct"] = mean_of(trace.samples, "gpu_util_pct")
     if trace.check_ns:
         point["loss_check_s"] = stats.median(np.array(trace.check_ns) / 1e9)
         point["loss_check_total_s"] = sum(trace.check_ns) / 1e9
@@ -383,7 +433,7 @@ def _result(run: RunSpec, split: Split, trace: _Trace, status: str, error: str |
         point.update(_timing_summary(run, trace))
         point["final_train_loss"] = trace.final_train_loss
         point["final_train_acc"] = trace.final_train_acc
-    return PointResult(point=point, checks=trace.checks, steps=steps_rows)
+    return PointResult(point=point, checks=trace.checks, steps=steps_rows, samples=trace.samples)
 
 
 def _timing_summary(run: RunSpec, trace: _Trace) -> dict[str, Any]:
@@ -418,7 +468,7 @@ def _timing_summary(run: RunSpec, trace: _Trace) -> dict[str, Any]:
 def _steps_rows(run: RunSpec, trace: _Trace) -> list[dict[str, Any]]:
     if not trace.data:
         return []
-    data, deriv, update = (np.concatenate(getattr(trace, n)) for n in ("data", "derivative", "update"))
+    data, deriv, update, start = (np.concatenate(getattr(trace, n)) for n in ("data", "derivative", "update", "step_start"))
     losses = trace.batch_loss
     return [
         {
@@ -428,6 +478,7 @@ def _steps_rows(run: RunSpec, trace: _Trace) -> list[dict[str, Any]]:
             "derivative_s": float(deriv[i]),
             "update_s": float(update[i]),
             "batch_loss": losses[i] if i < len(losses) else None,
+            "t_s": float(start[i]),
         }
         for i in range(len(data))
     ]

@@ -30,3 +30,16 @@ def test_harness_throughput_matches_a_plain_loop(benchmark, batch_size):
     print(f"\nB={batch_size}: harness/plain samples/s median ratio {result.ratio:.4f} over {len(result.ratios)} rounds")
     if not benchmark.disabled:
         assert result.ratio >= 1 - TOLERANCE[batch_size]
+
+
+@pytest.mark.parametrize("batch_size", [1, 256])
+def test_sampler_costs_under_one_percent(benchmark, batch_size):
+    """The monitor thread (psutil every 100 ms) against no monitor, same harness points."""
+    from harness.overhead import compare_sampler
+
+    rounds = 1 if benchmark.disabled else 31
+    result = benchmark.pedantic(compare_sampler, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
+    benchmark.extra_info.update({"batch_size": batch_size, "device": "cpu", "threads": 1, "interval_s": 0.1, "ratio": result.ratio})
+    print(f"\nB={batch_size}: with/without sampler samples/s median ratio {result.ratio:.4f} over {len(result.ratios)} rounds")
+    if not benchmark.disabled:
+        assert result.ratio >= 0.99

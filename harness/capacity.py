@@ -1,0 +1,143 @@
+"""The largest batch that fits: ``batchbench fit``.
+
+Runs a few short probes (one point per probe batch size, two steps each, sampling with
+replacement so a batch may exceed the data set), fits peak = fixed + per_sample x B to their
+peaks (device allocator's peak reserved bytes on CUDA, peak RSS on the CPU), and predicts the
+largest batch under the memory limit less a safety margin. On CUDA it then checks the
+prediction by probing: power-of-two growth until out of memory, then a binary search, each
+failed try freed before the next (``run_point`` records it as ``oom`` and empties the cache).
+Lightning's and accelerate's batch finders only crash into OOM; this predicts first and
+reports both numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from harness.memory import DEFAULT_MARGIN, MemoryFit, fit_memory, pin_mmap_threshold
+from harness.spec import RunSpec
+from harness.sweep import Plan
+from harness.train import run_point
+
+PROBE_STEPS = 2
+MAX_PROBE_BATCH = 2**24
+
+
+@dataclass(frozen=True)
+class CapacityResult:
+    device: str
+    metric: str
+    limit_bytes: int
+    margin: float
+    fit: MemoryFit | None
+    max_batch_size: int | None
+    probed_max_batch_size: int | None
+    probes: tuple[tuple[int, str, int | None], ...]
+    """(batch size, status, peak bytes) of every probe, fit probes first."""
+
+    @property
+    def method(self) -> str:
+        how = f"linear fit of {self.metric} over {len(self.fit.batch_sizes)} probes" if self.fit else "no fit"
+        return how + (", verified by OOM probing" if self.probed_max_batch_size is not None else "")
+
+    def as_json(self) -> dict:
+        return {
+            "max_batch_size": self.max_batch_size,
+            "fixed_bytes": None if self.fit is None else round(self.fit.fixed_bytes),
+            "per_sample_bytes": None if self.fit is None else self.fit.per_sample_bytes,
+            "limit_bytes": self.limit_bytes,
+            "method": self.method,
+            "margin": self.margin,
+            "device": self.device,
+            "metric": self.metric,
+            "probed_max_batch_size": self.probed_max_batch_size,
+            "fit_rms_error_bytes": None if self.fit is None else self.fit.rms_error_bytes,
+            "probes": [{"batch_size": b, "status": s, "peak_bytes": p} for b, s, p in self.probes],
+        }
+
+
+def device_capacity(device: str) -> int:
+    """Default limit: the GPU's total memory, or the machine's physical memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def fit_capacity(
+    plan: Plan,
+    probe_sizes: list[int],
+    *,
+    limit_bytes: int | None = None,
+    margin: float = DEFAULT_MARGIN,
+    verify: bool | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> CapacityResult:
+    """Probe, fit, predict; on CUDA (or with ``verify``) find the real limit by probing."""
+    template = plan.runs[0]
+    device = template.device
+    if not device.startswith("cuda"):
+        pin_mmap_threshold()
+    metric = "peak_device_reserved_bytes" if device.startswith("cuda") else "peak_rss_bytes"
+    limit = limit_bytes or device_capacity(device)
+    split = plan.splits[template.dataset_size]
+
+    def probe(batch: int) -> tuple[int, str, int | None]:
+        run = _probe_run(template, batch)
+        result = run_point(run, split, plan.factory)
+        peak = result.point.get(metric)
+        progress(f"B={batch}: {result.status}" + (f", {metric} {peak / 2**20:,.1f} MiB" if peak else ""))
+        return batch, result.status, peak
+
+    probes = [probe(b) for b in sorted(set(probe_sizes))]
+    ok = [(b, p) for b, s, p in probes if s == "ok" and p is not None]
+    fit = fit_memory([b for b, _ in ok], [p for _, p in ok])
+    predicted = fit.max_batch_size(limit, margin) if fit else None
+    found = None
+    if verify if verify is not None else device.startswith("cuda"):
+        found, extra = _search(probe, probes, limit)
+        probes += extra
+    return CapacityResult(device, metric, limit, margin, fit, predicted, found, tuple(probes))
+
+
+def _probe_run(template: RunSpec, batch: int) -> RunSpec:
+    return dataclasses.replace(
+        template, batch_size=batch, sampling="replacement", steps=PROBE_STEPS, warmup_steps=0,
+        check_every=str(PROBE_STEPS), noise_samples=0, stop_at_target=False, target_loss=None, target_accuracy=None,
+    )
+
+
+def _search(probe, probes, limit: int) -> tuple[int | None, list]:
+    """Largest batch that runs: double from the largest good probe until a failure, then
+    bisect between the last success and the first failure (to 1% of the batch)."""
+    extra = []
+    good = max((b for b, s, _ in probes if s == "ok"), default=None)
+    bad = min((b for b, s, _ in probes if s == "oom"), default=None)
+    if good is None:
+        return None, extra
+    while bad is None:
+        batch = good * 2
+        if batch > MAX_PROBE_BATCH:
+            return good, extra
+        result = probe(batch)
+        extra.append(result)
+        if result[1] == "ok":
+            good = batch
+        elif result[1] == "oom":
+            bad = batch
+        else:
+            return good, extra  # an error that is not memory: stop where we are
+    while bad - good > max(1, good // 100):
+        batch = (good + bad) // 2
+        result = probe(batch)
+        extra.append(result)
+        if result[1] == "ok":
+            good = batch
+        else:
+            bad = batch
+    return good, extra

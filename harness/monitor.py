@@ -1,0 +1,160 @@
+"""A background sampler of utilisation and memory while a point trains.
+
+A daemon thread wakes every ``--sample-interval`` and asks its probes for a reading:
+``ProcessProbe`` (psutil: process CPU % and RSS) and, per GPU, ``NvmlProbe`` (NVML through the
+``pynvml`` module of ``nvidia-ml-py``: utilisation %, memory used, power, SM clock). Timestamps
+come from the clock the phases use (``perf_counter_ns``), relative to the point's origin, so a
+sample can be attributed to the phase that was running (``utilisation_by_phase``).
+
+Without an NVIDIA driver the NVML probe says so once per process and the GPU columns stay null;
+a probe that fails mid-run gives nulls for that reading, never an exception in the sweep.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+SAMPLE_COLUMNS = ("cpu_pct", "rss_bytes", "gpu_util_pct", "gpu_mem_bytes", "gpu_power_w", "gpu_sm_clock_mhz")
+_NVML_WARNED: list[str] = []
+
+
+class Probe(Protocol):
+    def sample(self) -> dict[str, Any]: ...
+
+
+class ProcessProbe:
+    """This process's CPU % (since the previous reading; 100% = one core) and RSS."""
+
+    def __init__(self):
+        import psutil
+
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)  # prime: the first reading has no interval
+
+    def sample(self) -> dict[str, Any]:
+        return {"cpu_pct": self.process.cpu_percent(None), "rss_bytes": self.process.memory_info().rss}
+
+
+class NvmlProbe:
+    """One GPU through NVML."""
+
+    def __init__(self, handle, pynvml):
+        self.handle, self.nvml = handle, pynvml
+
+    def sample(self) -> dict[str, Any]:
+        nvml, handle = self.nvml, self.handle
+        out: dict[str, Any] = {}
+        for column, read in (
+            ("gpu_util_pct", lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
+            ("gpu_mem_bytes", lambda: int(nvml.nvmlDeviceGetMemoryInfo(handle).used)),
+            ("gpu_power_w", lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
+            ("gpu_sm_clock_mhz", lambda: float(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))),
+        ):
+            try:
+                out[column] = read()
+            except Exception:  # a reading this GPU does not support
+                out[column] = None
+        return out
+
+
+def nvml_probe(cuda_index: int, pci_bus_id: str | None = None) -> NvmlProbe | None:
+    """An NVML probe for a CUDA device, or None (said once) where NVML is not available."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        if pci_bus_id:
+            handle = pynvml.nvmlDeviceGetHandleByPciBusId(pci_bus_id.encode() if isinstance(pci_bus_id, str) else pci_bus_id)
+        else:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
+        return NvmlProbe(handle, pynvml)
+    except Exception as exc:
+        if not _NVML_WARNED:
+            _NVML_WARNED.append(str(exc))
+            print(f"batchbench: no GPU utilisation (NVML unavailable: {exc}); GPU sample columns stay null", file=sys.stderr)
+        return None
+
+
+class Monitor:
+    """Samples its probes every ``interval_s`` in a daemon thread between ``start`` and ``stop``.
+    ``tick()`` takes one reading; the thread only calls it on a schedule (tests call it directly)."""
+
+    def __init__(self, interval_s: float, probes: Sequence[Probe], *, origin_ns: int, now_ns: Callable[[], int] = time.perf_counter_ns):
+        self.interval_s = interval_s
+        self.probes = list(probes)
+        self.origin_ns = origin_ns
+        self.now_ns = now_ns
+        self.rows: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        row: dict[str, Any] = dict.fromkeys(SAMPLE_COLUMNS)
+        row["t_s"] = (self.now_ns() - self.origin_ns) / 1e9
+        for probe in self.probes:
+            try:
+                row.update(probe.sample())
+            except Exception:  # keep sampling; this reading stays null
+                pass
+        self.rows.append(row)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.tick()
+
+    def start(self) -> "Monitor":
+        self.tick()
+        self._thread = threading.Thread(target=self._run, name="batchbench-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.tick()
+        return self.rows
+
+
+def mean_of(rows: Sequence[dict[str, Any]], column: str) -> float | None:
+    values = [r[column] for r in rows if r.get(column) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def max_of(rows: Sequence[dict[str, Any]], column: str) -> float | None:
+    values = [r[column] for r in rows if r.get(column) is not None]
+    return max(values) if values else None
+
+
+def utilisation_by_phase(samples, steps, column: str = "gpu_util_pct") -> dict[str, float | None]:
+    """Mean of a sampled column over the samples that fell inside each phase, from the steps'
+    start times (``t_s``) and phase durations; samples between steps (loss checks, setup)
+    count as ``other``. Pandas frames of one point."""
+    phases = ("data", "derivative", "update")
+    out: dict[str, float | None] = dict.fromkeys(phases + ("other",))
+    if len(samples) == 0 or len(steps) == 0 or samples[column].isna().all():
+        return out
+    starts = steps["t_s"].to_numpy(dtype=float)
+    bounds = np.cumsum(np.c_[steps["data_s"], steps["derivative_s"], steps["update_s"]].astype(float), axis=1)
+    order = np.argsort(starts)
+    starts, bounds = starts[order], bounds[order]
+    buckets: dict[str, list[float]] = {k: [] for k in out}
+    for t, value in zip(samples["t_s"].to_numpy(dtype=float), samples[column].to_numpy(dtype=float)):
+        if np.isnan(value):
+            continue
+        i = int(np.searchsorted(starts, t, side="right")) - 1
+        phase = "other"
+        if i >= 0:
+            offset = t - starts[i]
+            for name, end in zip(phases, bounds[i]):
+                if offset < end:
+                    phase = name
+                    break
+        buckets[phase].append(value)
+    return {k: (float(np.mean(v)) if v else None) for k, v in buckets.items()}

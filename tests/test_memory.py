@@ -1,0 +1,146 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import plugin
+from harness.capacity import fit_capacity
+from harness.memory import MemoryFit, activation_bytes_per_sample, fit_memory, parse_bytes, rss_peak_bytes
+from harness.models import build_builtin
+from harness.monitor import Monitor, ProcessProbe, utilisation_by_phase
+from harness.spec import build_spec
+from harness.store import Store
+from harness.sweep import plan, run_sweep
+
+WIDE = (4096, 4096)
+
+
+@pytest.fixture(scope="module")
+def wide_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "wide.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, X=rng.standard_normal((2560, 512)).astype(np.float32), y=rng.integers(0, 10, 2560))
+    return path
+
+
+def test_peak_rss_rise_and_fit_match_analytic_activations(cli, wide_data):
+    """An activation-heavy MLP (512 -> 4096 -> 4096 -> 10): the peak RSS rise from B = 64 to
+    B = 2048, and the fitted per-sample cost, are within 0.5x-4x of the analytic activations."""
+    code, out, err = cli("fit", "--dataset", wide_data, "--model", "mlp", "--hidden", "4096,4096", "--batch-sizes", "64,512,2048",
+                         "--memory-limit", "2GiB", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    peaks = {p["batch_size"]: p["peak_bytes"] for p in result["probes"]}
+    per_sample = activation_bytes_per_sample(build_builtin("mlp", n_features=512, n_outputs=10, hidden=WIDE), 512)
+    analytic_rise = per_sample * (2048 - 64)
+    assert 0.5 <= (peaks[2048] - peaks[64]) / analytic_rise <= 4
+    assert 0.5 <= result["per_sample_bytes"] / per_sample <= 4
+    limit = 2 * 2**30
+    assert result["limit_bytes"] == limit and result["method"].startswith("linear fit of peak_rss_bytes")
+    predicted = result["fixed_bytes"] + result["per_sample_bytes"] * result["max_batch_size"]
+    assert predicted <= 0.9 * limit < predicted + result["per_sample_bytes"]
+
+
+def test_peaks_reset_between_points(tmp_path):
+    """A small point after a big one reports a small peak: the value does not only grow."""
+    spec = build_spec(cli_values={"dataset": "mnist-like", "dataset_sizes": "2560", "batch_sizes": "2048,16", "hidden": "2048",
+                                  "steps": "3", "devices": "cpu"})
+    p = plan(spec)
+    runs = sorted(p.runs, key=lambda r: -r.batch_size)  # the big one first
+    from harness.train import run_point
+
+    big, small = (run_point(r, p.splits[2560], p.factory).point for r in runs)
+    assert small["peak_rss_bytes"] < big["peak_rss_bytes"] - 20 * 2**20
+    assert big["param_bytes"] == big["grad_bytes"] == 4 * big["n_params"] and big["optimizer_state_bytes"] == 0
+    assert big["activation_bytes"] == 2048 * (784 + 2048 * 2 + 10 * 1) * 4
+
+
+def test_optimizer_state_bytes():
+    spec = build_spec(cli_values={"dataset": "blobs", "dataset_sizes": "200", "batch_sizes": "8", "steps": "3", "devices": "cpu", "optimizer": "adam"})
+    p = plan(spec)
+    from harness.train import run_point
+
+    point = run_point(p.runs[0], p.splits[200], p.factory).point
+    assert point["optimizer_state_bytes"] >= 2 * point["param_bytes"]  # Adam: two moments per parameter
+
+
+def test_oom_probing_finds_the_limit_and_the_sweep_goes_on():
+    spec = build_spec(cli_values={"model": plugin("oom_above_64"), "dataset_sizes": "200", "batch_sizes": "1", "steps": "2", "devices": "cpu"})
+    result = fit_capacity(plan(spec), [8, 16], limit_bytes=2**30, verify=True)
+    assert result.probed_max_batch_size == 64
+    statuses = {b: s for b, s, _ in result.probes}
+    assert statuses[128] == "oom" and statuses[64] == "ok"
+
+
+def test_memory_fit_arithmetic_and_sizes():
+    fit = fit_memory([1, 2, 4], [1000 + 10, 1000 + 20, 1000 + 40])
+    assert fit.fixed_bytes == pytest.approx(1000) and fit.per_sample_bytes == pytest.approx(10)
+    assert fit.max_batch_size(2000, margin=0.1) == 80
+    assert MemoryFit(1000, 10, 0, (), ()).max_batch_size(1000) is None
+    assert parse_bytes("8GiB") == 8 * 2**30 and parse_bytes("512MB") == 512 * 10**6 and parse_bytes("1024") == 1024
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1GiB", "8XB"])
+def test_bad_memory_limit_is_a_one_line_error(cli, bad):
+    code, _, err = cli("fit", "--memory-limit", bad)
+    assert code == 2 and "--memory-limit" in err and len(err.strip().splitlines()) == 1
+
+
+class FakeProbe:
+    def __init__(self):
+        self.n = 0
+
+    def sample(self):
+        self.n += 1
+        return {"cpu_pct": 10.0 * self.n, "gpu_util_pct": 50.0}
+
+
+class BrokenProbe:
+    def sample(self):
+        raise RuntimeError("driver went away")
+
+
+def test_monitor_ticks_on_the_shared_clock_and_survives_a_failing_probe():
+    ticks = iter([1_000_000_000, 1_100_000_000, 1_300_000_000])
+    monitor = Monitor(0.1, [FakeProbe(), BrokenProbe()], origin_ns=1_000_000_000, now_ns=lambda: next(ticks))
+    for _ in range(3):
+        monitor.tick()
+    assert [r["t_s"] for r in monitor.rows] == pytest.approx([0.0, 0.1, 0.3])
+    assert [r["cpu_pct"] for r in monitor.rows] == [10.0, 20.0, 30.0]
+    assert all(r["gpu_power_w"] is None for r in monitor.rows)
+
+
+def test_utilisation_is_attributed_to_phases():
+    steps = pd.DataFrame({"t_s": [0.0, 1.0], "data_s": [0.1, 0.1], "derivative_s": [0.5, 0.5], "update_s": [0.2, 0.2]})
+    samples = pd.DataFrame({"t_s": [0.05, 0.3, 0.7, 0.9, 1.05, 1.5], "gpu_util_pct": [10.0, 90.0, 30.0, 0.0, 20.0, 70.0]})
+    means = utilisation_by_phase(samples, steps)
+    assert means == {"data": 15.0, "derivative": 80.0, "update": 30.0, "other": 0.0}
+
+
+def test_psutil_probe_and_samples_in_the_store(tmp_path):
+    probe = ProcessProbe()
+    reading = probe.sample()
+    assert reading["rss_bytes"] > 10 * 2**20 and reading["cpu_pct"] >= 0
+    spec = build_spec(cli_values={"dataset": "mnist-like", "dataset_sizes": "1000", "batch_sizes": "64", "steps": "150", "devices": "cpu",
+                                  "sample_interval": "10ms"})
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = run_sweep(plan(spec), store, progress=False)
+        samples, points, steps = store.load("samples", [run_id]), store.load("points", [run_id]), store.load("steps", [run_id])
+    assert len(samples) >= 3 and samples["rss_bytes"].notna().all() and samples["gpu_util_pct"].isna().all()
+    assert samples["t_s"].is_monotonic_increasing and steps["t_s"].is_monotonic_increasing
+    assert samples["t_s"].iloc[-1] >= steps["t_s"].iloc[-1]  # one clock for both
+    assert points.loc[0, "cpu_util_mean_pct"] > 0 and pd.isna(points.loc[0, "gpu_util_mean_pct"])
+    assert points.loc[0, "peak_rss_bytes"] >= samples["rss_bytes"].max() * 0.9
+    assert rss_peak_bytes() is not None
+
+
+@pytest.mark.cuda
+def test_nvml_probe_reads_a_real_gpu():
+    from harness.monitor import nvml_probe
+
+    probe = nvml_probe(0)
+    assert probe is not None
+    reading = probe.sample()
+    assert reading["gpu_mem_bytes"] > 0 and 0 <= reading["gpu_util_pct"] <= 100
