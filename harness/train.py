@@ -220,7 +220,11 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
     mark = clock.mark
     due = _schedule(run.check_every, run, now_ns)
     batch_size, train_size = run.batch_size, run.train_size
-    pending: list[torch.Tensor] = []  # batch losses, kept on the device until the point ends
+    # Batch losses: on an accelerator kept as tensors until the point ends (reading one would
+    # wait for the device); on the CPU read at once, which waits for nothing and lets each
+    # loss tensor go as it would in a plain loop.
+    pending: list = []
+    keep_loss = (lambda l: pending.append(l.item())) if device.type == "cpu" else (lambda l: pending.append(l.detach()))
     since_check = [0]  # index into pending where the current check window starts
     noise = _noise_estimator(run, model, loss_fn, X, y, device)
     t_start = now_ns()
@@ -232,7 +236,7 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
         eval_loss, eval_acc = evaluate(model, X_check, y_check, split.task)
         window = pending[since_check[0] :]
         since_check[0] = len(pending)
-        train_loss = torch.stack(window).float().mean().item() if window else None  # sync, in the check
+        train_loss = _mean_loss(window)  # a sync on a device, inside the check
         t1 = now_ns()
         trace.check_ns.append(t1 - t0)
         excluded = sum(trace.noise_ns)
@@ -281,7 +285,7 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             mark()
-            pending.append(loss.detach())
+            keep_loss(loss)
             if due(step + 1):
                 clock.close_window()
                 if loss_check(step + 1) and run.stop_at_target:
@@ -305,8 +309,20 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
                 getattr(trace, name).append(parts[name])
             trace.step_start.append(parts["start"] + (first - trace.origin_ns) / 1e9)
         if pending:
-            trace.batch_loss = torch.stack(pending).float().cpu().tolist()
+            trace.batch_loss = _floats(pending)
         trace.steps_done = len(pending)
+
+
+def _mean_loss(losses: list) -> float | None:
+    if not losses:
+        return None
+    if isinstance(losses[0], float):
+        return float(np.mean(losses))
+    return torch.stack(losses).float().mean().item()
+
+
+def _floats(losses: list) -> list[float]:
+    return losses if isinstance(losses[0], float) else torch.stack(losses).float().cpu().tolist()
 
 
 def _activation_bytes(model: torch.nn.Module, n_features: int, device: torch.device) -> int | None:

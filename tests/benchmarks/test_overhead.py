@@ -15,7 +15,7 @@ TOLERANCE = {1: 0.05, 32: 0.03, 256: 0.03}
 
 @pytest.mark.parametrize("batch_size", sorted(TOLERANCE))
 def test_harness_throughput_matches_a_plain_loop(benchmark, batch_size):
-    rounds = 1 if benchmark.disabled else 31
+    rounds = 1 if benchmark.disabled else 51  # this VM varies +-20% per round: many rounds, median ratio
     result = benchmark.pedantic(compare, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
     benchmark.extra_info.update(
         {
