@@ -60,13 +60,14 @@ class CapacityResult:
 
 def device_capacity(device: str) -> int:
     """Default limit: the GPU's total memory, or the machine's physical memory."""
-    if device.startswith("cuda"):
-        import torch
+    from harness.env import device_memory
 
-        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
-    import psutil
+    capacity = device_memory(device)
+    if capacity is None:
+        from harness.errors import SpecError
 
-    return int(psutil.virtual_memory().total)
+        raise SpecError("--memory-limit", f"the capacity of {device} is unknown; give --memory-limit")
+    return capacity
 
 
 def fit_capacity(

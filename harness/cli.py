@@ -76,6 +76,15 @@ def _parser() -> _Parser:
     out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
     out.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    out.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
+    out.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+
+    report = sub.add_parser("report", help="write the self-contained HTML report of stored runs")
+    report.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
+    report.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to report (repeatable) [the latest]")
+    report.add_argument("--output", "-o", help="HTML file [reports/<run id>.html]")
+    report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="before/after: two run ids of --store, or store.sqlite[:RUN] paths")
+    report.add_argument("--title", default=None, help="page title")
 
     analyze = sub.add_parser("analyze", help="steps-to-target, critical batch size and recommendations for a stored sweep")
     analyze.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
@@ -118,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "fit":
             return _fit(args)
+        if args.command == "report":
+            return _report(args)
         return _export(args)
     except SpecError as exc:
         print(f"batchbench: error: {exc}", file=sys.stderr)
@@ -155,6 +166,13 @@ def _run(args: argparse.Namespace) -> int:
     failed = int((points["status"] != "ok").sum())
     note = f", {failed} not ok (see the status column)" if failed else ""
     print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
+    if not args.no_report:
+        from harness import report
+        from harness.store import Store
+
+        with Store(store.path) as reader:
+            path = report.write(report.load(reader, [run_id]), args.report or f"reports/{run_id}.html")
+        print(f"report: {path}")
     return 0
 
 
@@ -203,6 +221,44 @@ def _fit(args: argparse.Namespace) -> int:
     result = fit_capacity(the_plan, probe_sizes, limit_bytes=limit, margin=margin, verify=args.verify, progress=say)
     print(json.dumps(result.as_json(), indent=1) if args.json else capacity_text(result, spec))
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness import report
+    from harness.store import Store
+
+    if args.compare:
+        sides = [_compare_side(args.store, ref) for ref in args.compare]
+        html_text = report.render_compare(sides[0][0], sides[1][0], sides[0][1], sides[1][1])
+        path = Path(args.output or "reports/compare.html")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html_text, encoding="utf-8")
+    else:
+        with Store.open_existing(args.store) as store:
+            data = report.load(store, args.runs)
+        if data.runs.empty:
+            raise SpecError("--store", f"{args.store} holds no run yet")
+        name = args.output or f"reports/{data.runs['run_id'].iloc[-1]}.html"
+        path = report.write(data, name, args.title or "batchbench report")
+    print(f"report: {path}")
+    return 0
+
+
+def _compare_side(default_store: str, ref: str):
+    """``RUN`` (in --store), ``store.sqlite`` (its latest run) or ``store.sqlite:RUN``."""
+    from harness import report
+    from harness.store import Store
+
+    store_path, run = default_store, ref
+    if ".sqlite" in ref or ref.endswith(".db"):
+        store_path, _, run = ref.partition(".sqlite")
+        store_path += ".sqlite"
+        run = run.lstrip(":") or None
+    with Store.open_existing(store_path) as store:
+        data = report.load(store, [run] if run else None)
+    return data, f"{data.runs['run_id'].iloc[-1] if len(data.runs) else ref}"
 
 
 def _open_store(path: str):

@@ -61,9 +61,21 @@ def environment(devices: list[str], threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "devices": {d: device_name(d) for d in devices},
+        "device_memory_bytes": {d: device_memory(d) for d in devices},
         "git_commit": git_commit(),
     }
     return info
+
+
+def device_memory(device: str) -> int | None:
+    """The device's memory capacity: a GPU's total memory, or the machine's physical RAM."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    if device == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    return None
 
 
 def device_name(device: str) -> str:

@@ -29,16 +29,29 @@ class Probe(Protocol):
 
 
 class ProcessProbe:
-    """This process's CPU % (since the previous reading; 100% = one core) and RSS."""
+    """This process's CPU % since the previous reading (100% = one core) and its RSS. A
+    reading less than ``MIN_INTERVAL_S`` after the last gives no CPU %: over so short a span
+    the kernel's tick-granular CPU time would read as thousands of percent."""
+
+    MIN_INTERVAL_S = 0.01
 
     def __init__(self):
         import psutil
 
         self.process = psutil.Process()
-        self.process.cpu_percent(None)  # prime: the first reading has no interval
+        self._last = self._now()
+
+    def _now(self) -> tuple[float, float]:
+        times = self.process.cpu_times()
+        return time.perf_counter(), times.user + times.system
 
     def sample(self) -> dict[str, Any]:
-        return {"cpu_pct": self.process.cpu_percent(None), "rss_bytes": self.process.memory_info().rss}
+        wall, cpu = self._now()
+        pct = None
+        if wall - self._last[0] >= self.MIN_INTERVAL_S:
+            pct = 100.0 * (cpu - self._last[1]) / (wall - self._last[0])
+            self._last = (wall, cpu)
+        return {"cpu_pct": pct, "rss_bytes": self.process.memory_info().rss}
 
 
 class NvmlProbe:
