@@ -226,8 +226,10 @@ def convergence_figures(ok: pd.DataFrame, checks: pd.DataFrame) -> list[Figure]:
                 ax.set_xlim(left=0)
             if (d["eval_loss"] > 0).all() and d["eval_loss"].max() / max(d["eval_loss"].min(), 1e-12) > 20:
                 ax.set_yscale("log")
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, title="batch size", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=palette[b], lw=1.5) for b in batches]  # every panel's batch sizes
+        fig.legend(handles, [str(b) for b in batches], title="batch size", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
         fig.tight_layout()
         figs.append(Figure(f"Check-set loss against {what}",
                            f"Loss on the check set against {what}, a line per batch size (bands span repeats): small batches are noisy and move fast per sample, large ones are smooth and fast per step.",

@@ -91,9 +91,12 @@ def load_page(url: str, width: int = 1280) -> PageLoad:
     to_browser_r, to_browser_w = os.pipe()
     from_browser_r, from_browser_w = os.pipe()
 
-    def wire():
-        os.dup2(to_browser_r, 3)
-        os.dup2(from_browser_w, 4)
+    def wire():  # the browser reads fd 3 and writes fd 4
+        read_end, write_end = os.dup(to_browser_r), os.dup(from_browser_w)
+        os.dup2(read_end, 3)
+        os.dup2(write_end, 4)
+        os.set_inheritable(3, True)
+        os.set_inheritable(4, True)
 
     profile = tempfile.mkdtemp(prefix="bb-chromium-")
     proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"], preexec_fn=wire,
