@@ -107,7 +107,7 @@ def test_export_formats(cli, tmp_path, fmt):
 
 
 def test_run_prints_the_table(cli, tmp_path):
-    code, out, err = cli("run", "--dataset-sizes", "100", "--batch-sizes", "4,full", "--steps", "10", "--store", tmp_path / "s.sqlite")
+    code, out, err = cli("run", "--dataset-sizes", "100", "--batch-sizes", "4,full", "--steps", "10", "--store", tmp_path / "s.sqlite", "--no-report")
     assert code == 0
     header = out.splitlines()[0]
     for title in ("size", "batch", "device", "samples/s", "data ms", "deriv ms", "update ms", "eval loss"):

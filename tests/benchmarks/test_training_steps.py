@@ -1,0 +1,28 @@
+"""pytest-benchmark around harness training steps, per batch size and device. The wall time
+is pytest-benchmark's; the phase medians in ``extra_info`` come from the harness's clock (CUDA
+events on a GPU), so ``pytest-benchmark compare`` can show both.
+
+    pytest tests/benchmarks --benchmark-only --benchmark-autosave
+    pytest-benchmark compare            # against the last autosaved run
+"""
+
+import pytest
+
+from harness.spec import build_spec
+from harness.sweep import plan
+from harness.train import run_point
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("batch_size", [1, 32, 256])
+def test_training_steps(benchmark, batch_size, device):
+    steps = 20 if benchmark.disabled else 300
+    the_plan = plan(build_spec(cli_values={"dataset": "mnist-like", "dataset_sizes": "2000", "batch_sizes": str(batch_size), "devices": device,
+                                           "hidden": "128", "steps": str(steps), "threads": "1", "sample_interval": "0"}))
+    (run,) = the_plan.runs
+    split = the_plan.splits[run.dataset_size]
+    result = benchmark.pedantic(run_point, args=(run, split, the_plan.factory), rounds=1 if benchmark.disabled else 5, iterations=1)
+    point = result.point
+    assert point["status"] == "ok"
+    benchmark.extra_info.update({key: point[key] for key in ("data_s", "derivative_s", "update_s", "loss_check_s", "samples_per_s", "batch_size",
+                                                             "device", "threads", "timing_mode", "steps")})
