@@ -268,6 +268,7 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
     loop_start_ns = now_ns()  # host time of the first mark, where the clock cannot say (events)
     try:
         stop = loss_check(0) and run.stop_at_target
+        loop_start_ns = now_ns()
         measure_start, checks_before, noise_before = t_start, 0, 0
         for step in range(0 if stop else run.steps):
             if step == run.warmup_steps:
