@@ -75,6 +75,7 @@ def _parser() -> _Parser:
     out = run.add_argument_group("output")
     out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
     out.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
+    out.add_argument("--shard", help="I/N: run only points I, I+N, ... of the sweep (0 <= I < N); join the stores with `batchbench merge`")
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     out.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
     out.add_argument("--no-report", action="store_true", help="do not write the HTML report")
@@ -109,6 +110,10 @@ def _parser() -> _Parser:
     fit.add_argument("--json", action="store_true", help="print JSON")
     fit.add_argument("--quiet", action="store_true", help="no progress lines")
 
+    merge = sub.add_parser("merge", help="combine stores (shards of a sweep, or machines) without duplicating points")
+    merge.add_argument("stores", nargs="+", metavar="STORE", help="stores to read")
+    merge.add_argument("-o", "--output", required=True, help="store to write (created, or added to)")
+
     export = sub.add_parser("export", help="write a stored table as CSV, JSON or Parquet")
     export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
     export.add_argument("--table", default="points", help="points, checks, steps, samples or runs [points]")
@@ -129,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fit(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "merge":
+            return _merge(args)
         return _export(args)
     except SpecError as exc:
         print(f"batchbench: error: {exc}", file=sys.stderr)
@@ -143,7 +150,7 @@ _SPEC_FLAGS = (
     "optimizer", "lr", "momentum", "sampling", "loader", "seed", "data_seed", "steps", "epochs",
     "check_every", "check_set", "holdout_fraction", "threads", "timing", "burn_in_steps",
     "lr_policy", "base_batch_size", "lr_grid", "warmup_steps", "target_loss", "target_accuracy", "target",
-    "stop_at_target", "noise_samples", "sample_interval",
+    "stop_at_target", "noise_samples", "sample_interval", "shard",
 )
 
 
@@ -259,6 +266,23 @@ def _compare_side(default_store: str, ref: str):
     with Store.open_existing(store_path) as store:
         data = report.load(store, [run] if run else None)
     return data, f"{data.runs['run_id'].iloc[-1] if len(data.runs) else ref}"
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.store import Store
+
+    sources = [Store.open_existing(path) for path in args.stores]  # all checked before writing
+    if any(Path(s.path).resolve() == Path(args.output).resolve() for s in sources):
+        raise SpecError("-o", f"{args.output} is also an input; write the merge to a new store")
+    with _open_store(args.output) as out:
+        for source in sources:
+            with source:
+                added, skipped = out.merge_from(source)
+            print(f"{source.path}: {added} points added, {skipped} already present", file=sys.stderr)
+    print(f"merged into {args.output}")
+    return 0
 
 
 def _open_store(path: str):

@@ -98,6 +98,8 @@ class SweepSpec:
     noise_samples: int = DEFAULT_NOISE_SAMPLES
     sample_interval: float | None = None
     """Monitor interval in seconds; None: 0.1 s on the CPU, 0.02 s on a GPU; 0: off."""
+    shard: str | None = None
+    """``I/N``: run only sweep points I, I+N, I+2N, ... (0 <= I < N), e.g. one job of an array."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -106,6 +108,11 @@ class SweepSpec:
     def spec_hash(self) -> str:
         """Identifies the sweep for ``--resume``: same spec, same hash."""
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
+
+    @property
+    def sweep_hash(self) -> str:
+        """The same for every shard of a sweep: what ``merge`` joins on."""
+        return dataclasses.replace(self, shard=None).spec_hash
 
 
 @dataclass(frozen=True)
@@ -276,6 +283,22 @@ def parse_interval(value: Any) -> float:
     return seconds
 
 
+def parse_shard(value: Any) -> str:
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
+        raise SpecError("--shard", f"{value!r} is not a shard; use I/N with 0 <= I < N, e.g. 0/4 (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    return f"{int(match.group(1))}/{int(match.group(2))}"
+
+
+def shard_of(runs: list, shard: str | None) -> list:
+    """Every N-th run starting at I: shards of one sweep are disjoint and cover it."""
+    if shard is None:
+        return runs
+    index, count = (int(part) for part in shard.split("/"))
+    return [run for i, run in enumerate(runs) if i % count == index]
+
+
 def _bool(field: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -339,6 +362,7 @@ _PARSERS = {
     "stop_at_target": lambda v: _bool("stop_at_target", v),
     "noise_samples": lambda v: _int("noise_samples", v, 0),
     "sample_interval": parse_interval,
+    "shard": parse_shard,
 }
 FIELDS = tuple(f.name for f in dataclasses.fields(SweepSpec))
 assert set(_PARSERS) == set(FIELDS)

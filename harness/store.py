@@ -25,6 +25,23 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _records(frame) -> list[dict[str, Any]]:
+    """DataFrame rows as plain Python values, NaN as None (SQLite NULL)."""
+    import math
+
+    out = []
+    for row in frame.to_dict("records"):
+        clean = {}
+        for key, value in row.items():
+            if hasattr(value, "item"):
+                value = value.item()
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            clean[key] = value
+        out.append(clean)
+    return out
+
+
 def new_run_id() -> str:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
@@ -122,6 +139,39 @@ class Store:
             raise KeyError(f"{table} has no column(s) {sorted(unknown)}")
         sql = f"INSERT INTO {table} ({', '.join(chr(34) + c + chr(34) for c in columns)}) VALUES ({', '.join('?' for _ in columns)})"
         self.conn.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
+
+    def merge_from(self, other: "Store") -> tuple[int, int]:
+        """Copy ``other``'s runs and points in, each point once: runs of the same sweep (its
+        shards, or the same store twice) join into one run, keyed on the spec without its shard.
+        Returns (points added, points already present)."""
+        added = skipped = 0
+        targets = {self._sweep_key(spec): run_id for run_id, spec in self.conn.execute("SELECT run_id, spec_json FROM runs")}
+        for run in other.load("runs").to_dict("records"):
+            key = self._sweep_key(run["spec_json"])
+            target = targets.get(key)
+            with self.conn:
+                if target is None:
+                    target = targets[key] = run["run_id"]
+                    spec = json.loads(run["spec_json"] or "{}")
+                    spec.pop("shard", None)
+                    self._insert("runs", [{**run, "spec_json": json.dumps(spec, sort_keys=True)}])
+                have = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ?", (target,))}
+                points = other.load("points", [run["run_id"]])
+                for table in ("checks", "steps", "samples"):
+                    rows = other.load(table, [run["run_id"]])
+                    rows = rows[~rows["point_id"].isin(have)]
+                    self._insert(table, [{**r, "run_id": target} for r in _records(rows)])
+                new = points[~points["point_id"].isin(have)]
+                self._insert("points", [{**r, "run_id": target} for r in _records(new)])
+            added += len(new)
+            skipped += len(points) - len(new)
+        return added, skipped
+
+    @staticmethod
+    def _sweep_key(spec_json: str | None) -> str:
+        spec = json.loads(spec_json or "{}")
+        spec.pop("shard", None)
+        return json.dumps(spec, sort_keys=True)
 
     # ------------------------------------------------------------ reading
 

@@ -16,7 +16,7 @@ from harness import datasets, env, models
 from harness.datasets import Split
 from harness.errors import SpecError
 from harness.records import PointResult
-from harness.spec import RunSpec, SweepSpec, expand
+from harness.spec import RunSpec, SweepSpec, expand, shard_of
 from harness.store import Store
 from harness.train import run_point
 
@@ -36,7 +36,9 @@ def plan(spec: SweepSpec) -> Plan:
     if spec.target_column is not None and not datasets.is_file(spec.dataset):
         raise SpecError("--target-column", f"applies to .csv and .parquet files, not the built-in {spec.dataset!r}")
     info = datasets.info(spec.dataset, spec.target_column)
-    runs = expand(spec, info, env.available_devices())
+    runs = shard_of(expand(spec, info, env.available_devices()), spec.shard)
+    if not runs:
+        raise SpecError("--shard", f"shard {spec.shard} of this sweep holds no point; use fewer shards")
     factory = models.resolve(spec.model)
     splits: dict[int, Split] = {}
     for size in sorted({r.dataset_size for r in runs}):

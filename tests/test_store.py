@@ -113,3 +113,31 @@ def test_run_prints_the_table(cli, tmp_path):
     for title in ("size", "batch", "device", "samples/s", "data ms", "deriv ms", "update ms", "eval loss"):
         assert title in header
     assert len(out.splitlines()) == 2 + 2 and "2 points" in err
+
+
+def test_shards_and_merge_reproduce_the_unsharded_sweep_exactly_once(tmp_path, cli):
+    common = ["--dataset-sizes", "100,200", "--batch-sizes", "2,8,full", "--steps", "10", "--repeats", "2", "--quiet", "--no-report"]
+    assert cli("run", *common, "--store", tmp_path / "all.sqlite")[0] == 0
+    for i in range(3):
+        assert cli("run", *common, "--shard", f"{i}/3", "--store", tmp_path / f"s{i}.sqlite")[0] == 0
+    stores = [tmp_path / f"s{i}.sqlite" for i in range(3)]
+    code, _, err = cli("merge", *stores, stores[0], "-o", tmp_path / "merged.sqlite")  # one shard twice: no duplicates
+    assert code == 0, err
+    with Store(tmp_path / "all.sqlite") as s:
+        expected = sorted(s.load("points")["point_id"])
+    with Store(tmp_path / "merged.sqlite") as s:
+        points, runs, steps = s.load("points"), s.load("runs"), s.load("steps")
+    assert sorted(points["point_id"]) == expected and len(expected) == 2 * 3 * 2
+    assert len(runs) == 1 and points["run_id"].nunique() == 1
+    assert len(steps) == 10 * len(expected)
+    shard_sizes = []
+    for store in stores:
+        with Store(store) as s:
+            shard_sizes.append(len(s.load("points")))
+    assert shard_sizes == [4, 4, 4]
+
+
+@pytest.mark.parametrize("shard", ["3/3", "a/b", "1/0"])
+def test_bad_shard_is_a_one_line_error(cli, tmp_path, shard):
+    code, _, err = cli("run", "--shard", shard, "--store", tmp_path / "s.sqlite")
+    assert code == 2 and "--shard" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "s.sqlite").exists()
