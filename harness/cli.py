@@ -37,6 +37,9 @@ def _parser() -> _Parser:
     axes.add_argument("--dataset-sizes", help="comma list of dataset sizes [the data set's size and half of it]")
     axes.add_argument("--devices", help="cpu, cuda, cuda:N, mps or auto (all available) [auto]")
     axes.add_argument("--repeats", help="repeats with seeds seed, seed+1, ... [1]")
+    axes.add_argument("--world-sizes", help="comma list of data-parallel ranks (torch.distributed, a process each) [1]")
+    axes.add_argument("--nproc", help="shorthand for --world-sizes N")
+    axes.add_argument("--scaling", help="strong (the global batch is split over the ranks) or weak (each rank takes the batch) [strong]")
     work = run.add_argument_group("workload")
     work.add_argument("--dataset", help="blobs, linreg, digits, mnist-like, or a .npz/.csv/.parquet file [blobs]")
     work.add_argument("--target-column", help="target column of a .csv/.parquet file [y]")
@@ -150,7 +153,7 @@ _SPEC_FLAGS = (
     "optimizer", "lr", "momentum", "sampling", "loader", "seed", "data_seed", "steps", "epochs",
     "check_every", "check_set", "holdout_fraction", "threads", "timing", "burn_in_steps",
     "lr_policy", "base_batch_size", "lr_grid", "warmup_steps", "target_loss", "target_accuracy", "target",
-    "stop_at_target", "noise_samples", "sample_interval", "shard",
+    "stop_at_target", "noise_samples", "sample_interval", "shard", "world_sizes", "scaling",
 )
 
 
@@ -160,7 +163,12 @@ def _run(args: argparse.Namespace) -> int:
     from harness.sweep import plan, run_sweep
 
     file_values = load_toml(args.spec_file) if args.spec_file else {}
-    spec = build_spec(file_values, {name: getattr(args, name) for name in _SPEC_FLAGS})
+    flags = {name: getattr(args, name) for name in _SPEC_FLAGS}
+    if args.nproc is not None:
+        if args.world_sizes is not None:
+            raise SpecError("--nproc", "give --nproc or --world-sizes, not both")
+        flags["world_sizes"] = args.nproc
+    spec = build_spec(file_values, flags)
     the_plan = plan(spec)  # every input check happens here, before the store is touched
     store = _open_store(args.store or DEFAULT_STORE)
     with store:

@@ -8,6 +8,7 @@ COLUMNS = (
     ("dataset_size", "size", "{:d}"),
     ("batch_size", "batch", "{:d}"),
     ("device", "device", "{}"),
+    ("world_size", "ranks", "{:d}"),
     ("repeat", "rep", "{:d}"),
     ("samples_per_s", "samples/s", "{:,.0f}"),
     ("data_s", "data ms", "{:.3f}"),
@@ -36,15 +37,16 @@ def points_table(points) -> str:
     (loss check: ms per check), final eval loss, status and trust flags."""
     if len(points) == 0:
         return "(no points)"
-    shown = [c for c in COLUMNS if c[0] != "repeat" or points["repeat"].max() > 0]
+    varies = {"repeat": points["repeat"].max() > 0, "world_size": points["world_size"].fillna(1).max() > 1}
+    shown = [c for c in COLUMNS if varies.get(c[0], True)]
     rows = [[title for _, title, _ in shown]]
-    ordered = points.sort_values(["dataset_size", "device", "batch_size", "repeat"], kind="stable")
+    ordered = points.sort_values(["dataset_size", "device", "batch_size", "world_size", "repeat"], kind="stable")
     for record in ordered.to_dict("records"):
         rows.append([_cell(record.get(col), fmt, col) for col, _, fmt in shown])
     widths = [max(len(r[i]) for r in rows) for i in range(len(shown))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [cell.ljust(w) if i in (2, len(shown) - 1, len(shown) - 2) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        cells = [cell.ljust(w) if shown[i][0] in ("device", "status", "flags") else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

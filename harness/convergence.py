@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
-GROUP_KEYS = ("dataset", "dataset_size", "device", "model", "optimizer", "sampling", "lr_policy")
+GROUP_KEYS = ("dataset", "dataset_size", "device", "model", "optimizer", "sampling", "lr_policy", "world_size")
 
 
 @dataclass(frozen=True)
@@ -247,6 +247,22 @@ def analyze(points, checks) -> list[GroupAnalysis]:
                 noise_at_target=median_ci(at_target)[0],
             )
         )
+    return out
+
+
+def scaling_efficiency(points):
+    """Per data-parallel point: throughput at world size N over N x the single process's at the
+    same per-rank batch (1.0: perfect scaling), and exposed communication as a share of the step."""
+    ok = points[(points["status"] == "ok") & points["samples_per_s"].notna()]
+    if ok.empty or ok["world_size"].fillna(1).max() <= 1:
+        return ok.iloc[:0]
+    keys = ["dataset", "dataset_size", "device", "model", "per_rank_batch_size"]
+    base = ok[ok["world_size"].fillna(1) == 1].groupby(keys, dropna=False)["samples_per_s"].median().rename("single_samples_per_s")
+    out = ok.groupby(keys + ["world_size"], dropna=False, as_index=False).agg(
+        samples_per_s=("samples_per_s", "median"), comm_s=("comm_s", "median"), step_wall_s=("step_wall_s", "median"))
+    out = out.merge(base.reset_index(), on=keys, how="left")
+    out["efficiency"] = out["samples_per_s"] / (out["world_size"] * out["single_samples_per_s"])
+    out["comm_share"] = out["comm_s"] / out["step_wall_s"]
     return out
 
 

@@ -95,6 +95,14 @@ POINTS = {
     "optimizer_state_bytes": "INTEGER",
     "activation_bytes": "INTEGER",  # analytic: input and every leaf module's output, x batch size
     "sample_interval_s": "REAL",
+    "world_size": "INTEGER",  # data-parallel ranks (1: one process)
+    "per_rank_batch_size": "INTEGER",
+    "global_batch_size": "INTEGER",  # = batch_size
+    "backend": "TEXT",  # gloo | nccl (null for one process)
+    "scaling": "TEXT",  # strong | weak
+    "comm_s": "REAL",  # exposed communication per step: synced backward minus no_sync backward (median over ranks)
+    "derivative_s_max_rank": "REAL",  # the slowest rank's median derivative (stragglers)
+    "step_wall_s_max_rank": "REAL",
 }
 
 CHECKS = {

@@ -111,6 +111,8 @@ def _label(points: pd.DataFrame) -> pd.Series:
         parts.append("N=" + points["dataset_size"].astype(str))
     if points["sampling"].nunique() > 1:
         parts.append(points["sampling"].astype(str))
+    if "world_size" in points and points["world_size"].fillna(1).nunique() > 1:
+        parts.append(points["world_size"].fillna(1).astype(int).astype(str) + " ranks")
     if not parts:
         return pd.Series(points["device"].astype(str) + " · N=" + points["dataset_size"].astype(str), index=points.index)
     label = parts[0]
@@ -158,6 +160,31 @@ def throughput_figure(ok: pd.DataFrame) -> Figure | None:
         "Line chart of training throughput in samples per second against batch size on log axes, one line per device and dataset size.",
         _png(fig),
     )
+
+
+def scaling_figure(ok: pd.DataFrame) -> Figure | None:
+    if "world_size" not in ok or ok["world_size"].fillna(1).max() <= 1:
+        return None
+    table = convergence.scaling_efficiency(ok)
+    if table.empty or table["efficiency"].notna().sum() == 0:
+        return None
+    plt, _ = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (device, per_rank), g in table.groupby(["device", "per_rank_batch_size"]):
+        g = g.sort_values("world_size")
+        label = f"{device} · {int(per_rank)} per rank"
+        axes[0].plot(g["world_size"], g["efficiency"], "o-", label=label)
+        axes[1].plot(g["world_size"], g["comm_share"] * 100, "o-", label=label)
+    axes[0].axhline(1.0, color="grey", lw=1)
+    axes[0].set(xlabel="world size (ranks)", ylabel="scaling efficiency")
+    axes[1].set(xlabel="world size (ranks)", ylabel="exposed communication (% of step)")
+    for ax in axes:
+        ax.set_xticks(sorted(table["world_size"].unique()))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return Figure("Data-parallel scaling",
+                  "Left: throughput at N ranks over N times one process's at the same per-rank batch (1 is perfect scaling). Right: the all-reduce time the backward pass did not hide, as a share of the step; where it grows, adding ranks stops paying.",
+                  "Line charts of scaling efficiency and of exposed communication share against the number of data-parallel ranks.", _png(fig))
 
 
 def phase_figures(ok: pd.DataFrame) -> list[Figure]:
@@ -496,7 +523,7 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
             sections[name].notes.append(empty)
 
     if len(ok):
-        add("Throughput", throughput_figure(ok), "No throughput was measured (no point has measured steps).")
+        add("Throughput", [throughput_figure(ok), scaling_figure(ok)], "No throughput was measured (no point has measured steps).")
         add("Phase breakdown", phase_figures(ok), "No phase times were measured.")
         add("Convergence", convergence_figures(ok, data.checks), "No loss checks were recorded.")
         figs, notes = target_figures(ok, data.checks, groups)
@@ -527,7 +554,7 @@ def write(data: ReportData, output: str | Path, title: str = "batchbench report"
 
 # ---------------------------------------------------------------- before / after
 
-COMPARE_KEYS = ["dataset", "dataset_size", "batch_size", "device", "model", "optimizer", "lr", "sampling", "repeat"]
+COMPARE_KEYS = ["dataset", "dataset_size", "batch_size", "device", "model", "optimizer", "lr", "sampling", "repeat", "world_size"]
 
 
 def compare_frame(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:

@@ -40,6 +40,7 @@ first steps after each check ran up to 50% slower (about 3-6% throughput at B = 
 checks a point). ``--noise-samples 1024`` is a good setting for a convergence study."""
 
 CHOICES = {
+    "scaling": ("strong", "weak"),
     "lr_policy": ("constant", "linear", "sqrt", "tuned"),
     "optimizer": ("sgd", "adam"),
     "check_set": ("holdout", "train"),
@@ -100,6 +101,10 @@ class SweepSpec:
     """Monitor interval in seconds; None: 0.1 s on the CPU, 0.02 s on a GPU; 0: off."""
     shard: str | None = None
     """``I/N``: run only sweep points I, I+N, I+2N, ... (0 <= I < N), e.g. one job of an array."""
+    world_sizes: tuple[int, ...] = (1,)
+    """Data-parallel ranks (torch.distributed, one process each); 1 is a plain single process."""
+    scaling: str = "strong"
+    """strong: the global batch is --batch-sizes, split over the ranks; weak: each rank takes it."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -157,6 +162,20 @@ class RunSpec:
     stop_at_target: bool = False
     noise_samples: int = 0
     sample_interval: float = 0.1
+    world_size: int = 1
+    scaling: str = "strong"
+    skip_reason: str | None = None
+    """Set where the point cannot run as asked (a batch that does not split over the ranks)."""
+
+    @property
+    def per_rank_batch_size(self) -> int:
+        return self.batch_size // self.world_size
+
+    @property
+    def backend(self) -> str | None:
+        if self.world_size == 1:
+            return None
+        return "nccl" if self.device.startswith("cuda") else "gloo"
 
     @property
     def point_id(self) -> str:
@@ -363,6 +382,8 @@ _PARSERS = {
     "noise_samples": lambda v: _int("noise_samples", v, 0),
     "sample_interval": parse_interval,
     "shard": parse_shard,
+    "world_sizes": lambda v: tuple(sorted({_int("world_sizes", t, 1) for t in _tokens("world_sizes", v)})),
+    "scaling": lambda v: _choice("scaling", v),
 }
 FIELDS = tuple(f.name for f in dataclasses.fields(SweepSpec))
 assert set(_PARSERS) == set(FIELDS)
@@ -407,6 +428,11 @@ def build_spec(file_values: Mapping[str, Any] | None = None, cli_values: Mapping
     targets = [name for name in ("target_loss", "target_accuracy", "target") if parsed.get(name) is not None]
     if len(targets) > 1:
         raise SpecError(flag(targets[1]), f"give one target, not {' and '.join(flag(t) for t in targets)}")
+    if max(parsed.get("world_sizes", (1,))) > 1:
+        if str(parsed.get("check_every", "")).endswith("s"):
+            raise SpecError("--check-every", "ranks must check at the same steps: use a step count, 'epoch' or 'auto' with --world-sizes > 1")
+        if parsed.get("stop_at_target"):
+            raise SpecError("--stop-at-target", "is not supported with --world-sizes > 1 (every rank would have to agree when to stop)")
     if parsed.get("stop_at_target") and not (parsed.get("target_loss") is not None or parsed.get("target_accuracy") is not None):
         raise SpecError("--stop-at-target", "needs --target-loss or --target-accuracy (a rel: target is known only after the sweep)")
     return SweepSpec(**parsed)
@@ -511,6 +537,18 @@ def sample_interval(spec: SweepSpec, device: str) -> float:
     return 0.1 if device == "cpu" else 0.02
 
 
+def _global_batch(batch_size: int, world: int, scaling: str, train_size: int) -> tuple[int, str | None]:
+    """(global batch, why the point must be skipped or None)."""
+    if world == 1:
+        return batch_size, None
+    if scaling == "weak":
+        total = batch_size * world
+        return total, (f"weak scaling: {world} ranks x {batch_size} = {total} exceeds the training set ({train_size})" if total > train_size else None)
+    if batch_size % world:
+        return batch_size, f"strong scaling: batch {batch_size} does not split evenly over {world} ranks"
+    return batch_size, None
+
+
 def check_interval(check_every: str, steps: int) -> str:
     """The recorded check schedule: ``auto`` becomes a step count."""
     if check_every == "auto":
@@ -532,21 +570,25 @@ def expand(spec: SweepSpec, data: DataInfo, available_devices: Sequence[str]) ->
     for size in sizes:
         train_size, check_size = split_sizes(size, spec.check_set, spec.holdout_fraction)
         for batch_size in resolve_batch_sizes(spec.batch_sizes, train_size, size):
-            if spec.epochs is not None:
-                steps = max(1, math.ceil(spec.epochs * train_size / batch_size))
-            else:
-                steps = spec.steps if spec.steps is not None else DEFAULT_STEPS
-            for sampling in spec.sampling:
-                for lr in learning_rates(spec, batch_size):
+            for sampling, world in ((s, w) for s in spec.sampling for w in spec.world_sizes):
+                global_batch, skip = _global_batch(batch_size, world, spec.scaling, train_size)
+                if spec.epochs is not None:
+                    steps = max(1, math.ceil(spec.epochs * train_size / global_batch))
+                else:
+                    steps = spec.steps if spec.steps is not None else DEFAULT_STEPS
+                for lr in learning_rates(spec, global_batch):
                     for device in devices:
                         for repeat in range(spec.repeats):
                             runs.append(
                                 RunSpec(
+                                    world_size=world,
+                                    scaling=spec.scaling,
+                                    skip_reason=skip,
                                     dataset=spec.dataset,
                                     dataset_size=size,
                                     train_size=train_size,
                                     check_size=check_size,
-                                    batch_size=batch_size,
+                                    batch_size=global_batch,
                                     device=device,
                                     timing_mode=timing_mode(device, spec.timing),
                                     model=spec.model,
@@ -575,7 +617,7 @@ def expand(spec: SweepSpec, data: DataInfo, available_devices: Sequence[str]) ->
                                     target_accuracy=spec.target_accuracy,
                                     target_rel=target_rel(spec),
                                     stop_at_target=spec.stop_at_target,
-                                    noise_samples=min(spec.noise_samples, train_size),
+                                    noise_samples=min(spec.noise_samples, train_size) if world == 1 else 0,
                                     sample_interval=sample_interval(spec, device),
                                 )
                             )

@@ -63,6 +63,7 @@ class _Trace:
     samples: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     analytic: dict[str, Any] = field(default_factory=dict)
+    comm_s: float | None = None
 
 
 def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle") -> Iterator[torch.Tensor]:
@@ -154,16 +155,25 @@ def _schedule(check_every: str, run: RunSpec, now_ns: Callable[[], int]) -> Call
     return lambda done: done % every == 0
 
 
-def run_point(run: RunSpec, split: Split, factory: models.Factory, *, now_ns: Callable[[], int] = time.perf_counter_ns) -> PointResult:
+def run_point(run: RunSpec, split: Split, factory: models.Factory, *, now_ns: Callable[[], int] = time.perf_counter_ns,
+              rank: tuple[int, int] | None = None) -> PointResult:
     """Train one point and measure it. A failure at run time (OOM, a diverging loss, an error
-    in user code) becomes the point's status; the caller's sweep goes on."""
+    in user code) becomes the point's status; the caller's sweep goes on. A point of several
+    ranks is launched through ``harness.distributed``; ``rank`` = (rank, world size) is how
+    each of its processes runs its share here."""
+    if run.skip_reason:
+        return _result(run, split, _Trace(), "skipped", run.skip_reason)
+    if run.world_size > 1 and rank is None:
+        from harness.distributed import launch
+
+        return launch(run)
     torch.set_num_threads(run.threads)
     trace = _Trace(origin_ns=time.perf_counter_ns())
     peaks = PeakMemory(run.device)
     monitor = _monitor(run, trace.origin_ns)
     status, error = "ok", None
     try:
-        _train(run, split, factory, trace, now_ns)
+        _train(run, split, factory, trace, now_ns, rank)
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except torch.cuda.OutOfMemoryError as exc:
@@ -201,7 +211,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, now_ns: Callable[[], int]) -> None:
+def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, now_ns: Callable[[], int], rank: tuple[int, int] | None = None) -> None:
     device = torch.device(run.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -212,10 +222,15 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
     trace.analytic["activation_bytes"] = per_sample * run.batch_size if per_sample is not None else None
     torch.manual_seed(run.seed)  # dropout and the like follow the repeat's seed
     optimizer = make_optimizer(run, model.parameters())
+    trained = model  # what the loop calls; loss checks and the noise scale use the plain model
+    if rank is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = make_loss(split.task)
     X, y = split.X_train, split.y_train  # host memory; moving a batch is part of `data`
     X_check, y_check = split.X_check.to(device), split.y_check.to(device)
-    fetch = _fetcher(run, X, y, device)
+    fetch = _fetcher(run, X, y, device, rank)
     clock = PhaseClock(run.timing_mode, device, now_ns)
     mark = clock.mark
     due = _schedule(run.check_every, run, now_ns)
@@ -237,6 +252,8 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
         window = pending[since_check[0] :]
         since_check[0] = len(pending)
         train_loss = _mean_loss(window)  # a sync on a device, inside the check
+        if rank is not None and train_loss is not None:  # every rank checks at the same step: average their batch losses
+            train_loss = _all_mean(train_loss, device)
         t1 = now_ns()
         trace.check_ns.append(t1 - t0)
         excluded = sum(trace.noise_ns)
@@ -277,7 +294,7 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
             mark()
             xb, yb = fetch()
             mark()
-            loss = loss_fn(model(xb), yb)
+            loss = loss_fn(trained(xb), yb)
             loss.backward()
             mark()
             if step < lr_warmup:  # linear learning-rate warm-up (Goyal et al. 2017)
@@ -301,6 +318,11 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
         trace.wall_ns = now_ns() - t_start - sum(trace.noise_ns)
         # Outside the timed loop: the final loss on the whole training set.
         trace.final_train_loss, trace.final_train_acc = evaluate(model, X.to(device), y.to(device), split.task)
+        if rank is not None:
+            from harness.distributed import exposed_comm_s
+
+            per_rank = run.per_rank_batch_size
+            trace.comm_s = exposed_comm_s(trained, X[:per_rank].to(device), y[:per_rank].to(device), loss_fn, device)
     finally:  # also for a failed point: keep what was measured
         trace.analytic.update(analytic_bytes(model, optimizer))
         first = clock.first_mark_ns() or loop_start_ns
@@ -352,10 +374,24 @@ def _noise_estimator(run: RunSpec, model, loss_fn, X: torch.Tensor, y: torch.Ten
     return NoiseScale(model, loss_fn, X[rows].to(device), y[rows].to(device), population=run.train_size)
 
 
-def _fetcher(run: RunSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+def _all_mean(value: float | None, device: torch.device) -> float | None:
+    import torch.distributed as dist
+
+    total = torch.tensor([value if value is not None else float("nan")], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item() / dist.get_world_size()
+
+
+def _fetcher(run: RunSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device, rank: tuple[int, int] | None = None) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
     """``fetch()`` -> the next (inputs, targets) on the device: tensor indexing by default, or
-    a DataLoader with per-sample collation (``--loader dataloader``) over the same indices."""
+    a DataLoader with per-sample collation (``--loader dataloader``) over the same indices.
+    With several ranks each takes its own contiguous slice of the same global batch, so the
+    world sees exactly the samples one process would, without overlap."""
     batches = batch_indices(run.train_size, run.batch_size, run.seed, run.sampling)
+    if rank is not None:
+        per_rank = run.batch_size // rank[1]
+        low = rank[0] * per_rank
+        batches = (b[low : low + per_rank] for b in batches)
     on_cpu = device.type == "cpu"
     if run.loader == "dataloader":
         from torch.utils.data import DataLoader, TensorDataset
@@ -428,6 +464,12 @@ def _result(run: RunSpec, split: Split, trace: _Trace, status: str, error: str |
         "target_accuracy": run.target_accuracy,
         "target_rel": run.target_rel,
         "noise_samples": run.noise_samples or None,
+        "world_size": run.world_size,
+        "per_rank_batch_size": run.per_rank_batch_size,
+        "global_batch_size": run.batch_size,
+        "backend": run.backend,
+        "scaling": run.scaling,
+        "comm_s": trace.comm_s,
     }
     point.update(convergence.to_target(trace.checks, run.batch_size, target_loss=run.target_loss, target_accuracy=run.target_accuracy))
     if trace.checks:

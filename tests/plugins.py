@@ -130,3 +130,26 @@ class WithBatchNorm(nn.Module):
 
 def with_batchnorm(n_features, n_outputs):
     return WithBatchNorm(n_features, n_outputs)
+
+
+class FailsOnRank1(nn.Module):
+    """Trains on rank 0; raises on rank 1 after a few steps (a failure in one rank)."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        import os
+
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.rank == 1 and self.calls > 3:
+                raise RuntimeError("rank 1 lost its data")
+        return self.linear(x)
+
+
+def fails_on_rank_1(n_features, n_outputs):
+    return FailsOnRank1(n_features, n_outputs)

@@ -1,0 +1,53 @@
+"""Data-parallel points on CPU with gloo: two ranks of one thread each."""
+
+import time
+
+import numpy as np
+import pytest
+
+from conftest import plugin
+from harness.spec import build_spec
+from harness.store import Store
+from harness.sweep import plan, run_sweep
+
+COMMON = {"dataset": "blobs", "dataset_sizes": "400", "steps": "40", "check_every": "10", "devices": "cpu", "threads": "1", "sample_interval": "0"}
+
+
+def _sweep(tmp_path, **flags):
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = run_sweep(plan(build_spec(cli_values={**COMMON, **flags})), store, progress=False)
+        return store.load("points", [run_id]), store.load("checks", [run_id]), store.load("steps", [run_id])
+
+
+def test_two_ranks_follow_the_single_process_curve(tmp_path):
+    points, checks, steps = _sweep(tmp_path, batch_sizes="1,8", world_sizes="1,2")
+    assert len(points) == 4 and points["point_id"].is_unique  # each point reaches the store once
+    by_world = {w: p for w, p in points[points["batch_size"] == 8].groupby("world_size")}
+    one, two = by_world[1].iloc[0], by_world[2].iloc[0]
+    assert two["status"] == "ok" and two["backend"] == "gloo" and two["per_rank_batch_size"] == 4 and two["global_batch_size"] == 8
+    curve = {pid: c.sort_values("step")["eval_loss"].to_numpy() for pid, c in checks.groupby("point_id")}
+    np.testing.assert_allclose(curve[two["point_id"]], curve[one["point_id"]], rtol=1e-5, atol=1e-6)
+    losses = {pid: s.sort_values("step")["batch_loss"].to_numpy() for pid, s in steps.groupby("point_id")}
+    np.testing.assert_allclose(losses[two["point_id"]], losses[one["point_id"]], rtol=1e-5, atol=1e-6)
+    assert two["comm_s"] >= 0 and two["derivative_s_max_rank"] >= two["derivative_s"]
+    skipped = points[(points["batch_size"] == 1) & (points["world_size"] == 2)].iloc[0]
+    assert skipped["status"] == "skipped" and "does not split" in skipped["error"]
+
+
+def test_a_failing_rank_ends_the_point_as_error_without_hanging(tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHBENCH_DIST_TIMEOUT_S", "30")
+    start = time.monotonic()
+    points, _, _ = _sweep(tmp_path, batch_sizes="8", world_sizes="2", model=plugin("fails_on_rank_1"))
+    (point,) = points.to_dict("records")
+    assert point["status"] == "error" and "rank 1" in point["error"] and "lost its data" in point["error"]
+    assert time.monotonic() - start < 90
+
+
+def test_weak_scaling_multiplies_the_global_batch_and_bad_combinations_are_errors(cli, tmp_path):
+    spec = build_spec(cli_values={**COMMON, "batch_sizes": "8", "world_sizes": "2", "scaling": "weak"})
+    (run,) = plan(spec).runs
+    assert run.batch_size == 16 and run.per_rank_batch_size == 8 and run.world_size == 2
+    for args, field in ((["--nproc", "2", "--check-every", "1s"], "--check-every"), (["--nproc", "2", "--world-sizes", "1,2"], "--nproc"),
+                        (["--world-sizes", "0"], "--world-sizes"), (["--scaling", "diagonal"], "--scaling")):
+        code, _, err = cli("run", "--store", tmp_path / "x.sqlite", *args)
+        assert code == 2 and field in err and len(err.strip().splitlines()) == 1, (args, err)
