@@ -162,14 +162,30 @@ def _run(args: argparse.Namespace) -> int:
     from harness.store import DEFAULT_STORE
     from harness.sweep import plan, run_sweep
 
+    from harness.distributed import external_world
+
     file_values = load_toml(args.spec_file) if args.spec_file else {}
     flags = {name: getattr(args, name) for name in _SPEC_FLAGS}
     if args.nproc is not None:
         if args.world_sizes is not None:
             raise SpecError("--nproc", "give --nproc or --world-sizes, not both")
         flags["world_sizes"] = args.nproc
+    launched = external_world()
+    if launched is not None:  # started by torchrun: this process is one rank of every point
+        given = flags.get("world_sizes") or file_values.get("world_sizes")
+        if given is not None and str(given).strip() not in (str(launched[1]), f"[{launched[1]}]"):
+            raise SpecError("--world-sizes", f"the launcher started {launched[1]} ranks; leave --world-sizes out or give {launched[1]}")
+        flags["world_sizes"] = str(launched[1])
+        file_values.pop("world_sizes", None)
     spec = build_spec(file_values, flags)
-    the_plan = plan(spec)  # every input check happens here, before the store is touched
+    the_plan = plan(spec)
+    if launched is not None:
+        from harness.distributed import run_external
+
+        run_id = run_external(the_plan, args.store or DEFAULT_STORE, resume=args.resume, progress=not args.quiet)
+        if run_id is not None:
+            print(f"run {run_id}: stored in {args.store or DEFAULT_STORE} by rank 0", file=sys.stderr)
+        return 0  # every input check happens here, before the store is touched
     store = _open_store(args.store or DEFAULT_STORE)
     with store:
         run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False)

@@ -112,6 +112,60 @@ def exposed_comm_s(ddp, xb, yb, loss_fn, device, repeats: int = 7) -> float:
     return (float(np.median(synced)) - float(np.median(local))) / 1e9
 
 
+def external_world() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when a launcher such as ``torchrun --nnodes ...`` started
+    this ``batchbench run`` as one of several ranks; None for a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or "RANK" not in os.environ:
+        return None
+    rank = int(os.environ["RANK"])
+    return rank, world, int(os.environ.get("LOCAL_RANK", rank))
+
+
+def run_external(plan, store_path: str, *, resume: bool, progress: bool) -> str | None:
+    """The sweep under an external launcher: every rank plans the same points and trains each
+    together; rank 0 gathers the ranks' results and alone writes the store. Returns the run id
+    on rank 0, None elsewhere."""
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    from harness import env
+    from harness.store import Store
+    from harness.train import run_point
+
+    rank, world, local = external_world()
+    backend = "nccl" if plan.runs[0].device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend, timeout=timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "300"))))
+    store, header = None, [None, None]
+    if rank == 0:
+        store = Store(store_path)
+        run_id, done = store.start_run(plan.spec.to_json(), plan.spec.spec_hash, env.environment(list(plan.devices), plan.spec.threads), resume=resume)
+        header = [run_id, sorted(done)]
+    dist.broadcast_object_list(header, src=0)
+    run_id, done = header[0], set(header[1])
+    for run in (r for r in plan.runs if r.point_id not in done):
+        if run.device.startswith("cuda"):
+            run = dataclasses.replace(run, device=f"cuda:{local}")
+        result = run_point(run, plan.splits[run.dataset_size], plan.factory, rank=None if run.skip_reason else (rank, world))
+        payload = {"rank": rank, "point": result.point, "checks": result.checks, "steps": result.steps, "samples": result.samples if rank == 0 else []}
+        gathered = [None] * world
+        dist.all_gather_object(gathered, payload)
+        if rank == 0:
+            combined = result if run.skip_reason else combine(run, gathered, 0, "")
+            store.add_point(run_id, combined)
+            if progress:
+                print(f"point {run.dataset_size}x B={run.batch_size} {run.device} r{run.repeat}: {combined.status}", file=sys.stderr)
+    if rank == 0:
+        store.finish_run(run_id)
+        store.close()
+    dist.destroy_process_group()
+    return run_id if rank == 0 else None
+
+
 def _worker(spec_path: str, out_dir: str) -> int:
     """One rank: train the point with DDP, write ``rank<R>.json``, exit 1 if it failed."""
     from datetime import timedelta

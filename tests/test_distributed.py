@@ -51,3 +51,22 @@ def test_weak_scaling_multiplies_the_global_batch_and_bad_combinations_are_error
                         (["--world-sizes", "0"], "--world-sizes"), (["--scaling", "diagonal"], "--scaling")):
         code, _, err = cli("run", "--store", tmp_path / "x.sqlite", *args)
         assert code == 2 and field in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_an_external_torchrun_runs_the_sweep_with_rank_0_storing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    store = tmp_path / "ext.sqlite"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "harness", "run",
+               "--store", str(store), "--dataset-sizes", "400", "--batch-sizes", "8,64", "--steps", "30", "--devices", "cpu",
+               "--sample-interval", "0", "--quiet"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with Store(store) as s:
+        points, runs = s.load("points"), s.load("runs")
+    assert len(runs) == 1 and len(points) == 2 and points["point_id"].is_unique
+    assert set(points["world_size"]) == {2} and set(points["status"]) == {"ok"} and (points["comm_s"] >= 0).all()
