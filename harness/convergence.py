@@ -259,7 +259,8 @@ def scaling_efficiency(points):
     keys = ["dataset", "dataset_size", "device", "model", "per_rank_batch_size"]
     base = ok[ok["world_size"].fillna(1) == 1].groupby(keys, dropna=False)["samples_per_s"].median().rename("single_samples_per_s")
     out = ok.groupby(keys + ["world_size"], dropna=False, as_index=False).agg(
-        samples_per_s=("samples_per_s", "median"), comm_s=("comm_s", "median"), step_wall_s=("step_wall_s", "median"))
+        samples_per_s=("samples_per_s", "median"), comm_s=("comm_s", "median"), step_wall_s=("step_wall_s", "median"),
+        time_to_target_s=("time_to_target_s", "median"))
     out = out.merge(base.reset_index(), on=keys, how="left")
     out["efficiency"] = out["samples_per_s"] / (out["world_size"] * out["single_samples_per_s"])
     out["comm_share"] = out["comm_s"] / out["step_wall_s"]

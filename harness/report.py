@@ -169,21 +169,26 @@ def scaling_figure(ok: pd.DataFrame) -> Figure | None:
     if table.empty or table["efficiency"].notna().sum() == 0:
         return None
     plt, _ = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    with_target = table["time_to_target_s"].notna().any()
+    fig, axes = plt.subplots(1, 3 if with_target else 2, figsize=(14 if with_target else 10, 3.8))
     for (device, per_rank), g in table.groupby(["device", "per_rank_batch_size"]):
         g = g.sort_values("world_size")
         label = f"{device} · {int(per_rank)} per rank"
         axes[0].plot(g["world_size"], g["efficiency"], "o-", label=label)
         axes[1].plot(g["world_size"], g["comm_share"] * 100, "o-", label=label)
+        if with_target:
+            axes[2].plot(g["world_size"], g["time_to_target_s"], "o-", label=label)
     axes[0].axhline(1.0, color="grey", lw=1)
     axes[0].set(xlabel="world size (ranks)", ylabel="scaling efficiency")
     axes[1].set(xlabel="world size (ranks)", ylabel="exposed communication (% of step)")
+    if with_target:
+        axes[2].set(xlabel="world size (ranks)", ylabel="time to target (s)")
     for ax in axes:
         ax.set_xticks(sorted(table["world_size"].unique()))
         ax.legend(fontsize=7)
     fig.tight_layout()
     return Figure("Data-parallel scaling",
-                  "Left: throughput at N ranks over N times one process's at the same per-rank batch (1 is perfect scaling). Right: the all-reduce time the backward pass did not hide, as a share of the step; where it grows, adding ranks stops paying.",
+                  "Left: throughput at N ranks over N times one process's at the same per-rank batch (1 is perfect scaling; a point appears where the sweep also ran that per-rank batch on one process). Middle: the all-reduce time the backward pass did not hide, as a share of the step; where it grows, adding ranks stops paying. Right, when a target was set: time to it against the number of ranks.",
                   "Line charts of scaling efficiency and of exposed communication share against the number of data-parallel ranks.", _png(fig))
 
 
@@ -192,17 +197,18 @@ def phase_figures(ok: pd.DataFrame) -> list[Figure]:
     if ok[cols].notna().sum().sum() == 0:
         return []
     plt, _ = _plt()
-    med = ok.groupby(["device", "dataset_size", "batch_size"], as_index=False).agg(
+    ok = ok.assign(ranks=ok["world_size"].fillna(1).astype(int) if "world_size" in ok else 1)
+    med = ok.groupby(["device", "dataset_size", "ranks", "batch_size"], as_index=False).agg(
         data=("data_s", "median"), derivative=("derivative_s", "median"), update=("update_s", "median"),
         loss_check_total=("loss_check_total_s", "median"), steps=("steps", "median"),
     )
     med["loss_check"] = (med["loss_check_total"] / med["steps"]).fillna(0)
-    groups = list(med.groupby(["device", "dataset_size"]))[:4]
+    groups = list(med.groupby(["device", "dataset_size", "ranks"]))[:4]
     phases = list(PHASE_COLORS)
     figs = []
     for share in (False, True):
         fig, axes = plt.subplots(1, len(groups), figsize=(min(4.2 * len(groups), 11), 3.8), squeeze=False, sharey=share)
-        for ax, ((device, size), g) in zip(axes[0], groups):
+        for ax, ((device, size, ranks), g) in zip(axes[0], groups):
             g = g.sort_values("batch_size")
             values = g[phases].fillna(0).to_numpy(dtype=float) * 1e3
             if share:
@@ -214,7 +220,7 @@ def phase_figures(ok: pd.DataFrame) -> list[Figure]:
                 bottom += values[:, i]
             ax.set_xticks(x)
             ax.set_xticklabels([str(int(b)) for b in g["batch_size"]], rotation=45 if len(g) > 8 else 0, fontsize=8)
-            ax.set(title=f"{device} · N={size}", xlabel="batch size", ylabel="share of step (%)" if share else "ms per step")
+            ax.set(title=f"{device} · N={size}" + (f" · {ranks} ranks" if ranks > 1 else ""), xlabel="batch size", ylabel="share of step (%)" if share else "ms per step")
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.tight_layout()
         fig.legend(handles[::-1], labels[::-1], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
@@ -514,7 +520,10 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
     ok = points[points["status"] == "ok"] if len(points) else points
     env = json.loads(data.runs["env_json"].iloc[-1] or "{}") if len(data.runs) else {}
     groups = convergence.analyze(points, data.checks) if len(points) else []
-    sections = {name: Section(name) for name in SECTIONS}
+    names = list(SECTIONS)
+    if "world_size" in points and points["world_size"].fillna(1).max() > 1:
+        names.insert(names.index("Throughput") + 1, "Data-parallel scaling")
+    sections = {name: Section(name) for name in names}
 
     def add(name: str, figs, empty: str) -> None:
         figs = [f for f in (figs if isinstance(figs, list) else [figs]) if f is not None]
@@ -523,7 +532,10 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
             sections[name].notes.append(empty)
 
     if len(ok):
-        add("Throughput", [throughput_figure(ok), scaling_figure(ok)], "No throughput was measured (no point has measured steps).")
+        add("Throughput", throughput_figure(ok), "No throughput was measured (no point has measured steps).")
+        scaling = scaling_figure(ok)
+        if scaling is not None:
+            sections["Data-parallel scaling"].figures.append(scaling)
         add("Phase breakdown", phase_figures(ok), "No phase times were measured.")
         add("Convergence", convergence_figures(ok, data.checks), "No loss checks were recorded.")
         figs, notes = target_figures(ok, data.checks, groups)
@@ -534,7 +546,7 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
         sections["Memory and utilisation"].notes += notes
     else:
         mem_fits = {}
-        for name in SECTIONS[1:-1]:
+        for name in names[1:-1]:
             sections[name].notes.append("No point finished with status ok, so there is nothing to plot.")
     sections["Summary"].html = summary_html(data, ok, groups, mem_fits)
     sections["Points"].html = points_table(points) if len(points) else ""

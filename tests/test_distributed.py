@@ -70,3 +70,12 @@ def test_an_external_torchrun_runs_the_sweep_with_rank_0_storing(tmp_path):
         points, runs = s.load("points"), s.load("runs")
     assert len(runs) == 1 and len(points) == 2 and points["point_id"].is_unique
     assert set(points["world_size"]) == {2} and set(points["status"]) == {"ok"} and (points["comm_s"] >= 0).all()
+
+
+def test_the_report_gets_a_scaling_section(tmp_path):
+    from harness import report
+
+    points, checks, _ = _sweep(tmp_path, batch_sizes="4,8", world_sizes="1,2", scaling="weak")
+    with Store(tmp_path / "s.sqlite") as store:
+        html = report.render(report.load(store))
+    assert "<h2>Data-parallel scaling</h2>" in html and "Data-parallel scaling.</b>" in html
