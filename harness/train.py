@@ -287,8 +287,9 @@ def _train(run: RunSpec, split: Split, factory: models.Factory, trace: _Trace, n
         stop = loss_check(0) and run.stop_at_target
         loop_start_ns = now_ns()
         measure_start, checks_before, noise_before = t_start, 0, 0
+        burn_in = run.warmup_steps
         for step in range(0 if stop else run.steps):
-            if step == run.warmup_steps:
+            if step == burn_in:
                 clock.close_window()  # the measured window starts on an idle device
                 measure_start, checks_before, noise_before = now_ns(), sum(trace.check_ns), sum(trace.noise_ns)
             mark()
