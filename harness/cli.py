@@ -148,24 +148,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-_SPEC_FLAGS = (
-    "batch_sizes", "dataset_sizes", "devices", "repeats", "dataset", "target_column", "model", "hidden",
-    "optimizer", "lr", "momentum", "sampling", "loader", "seed", "data_seed", "steps", "epochs",
-    "check_every", "check_set", "holdout_fraction", "threads", "timing", "burn_in_steps",
-    "lr_policy", "base_batch_size", "lr_grid", "warmup_steps", "target_loss", "target_accuracy", "target",
-    "stop_at_target", "noise_samples", "sample_interval", "shard", "world_sizes", "scaling",
-)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.spec import build_spec, load_toml
+    from harness.spec import FIELDS, build_spec, load_toml
     from harness.store import DEFAULT_STORE
     from harness.sweep import plan, run_sweep
 
     from harness.distributed import external_world
 
     file_values = load_toml(args.spec_file) if args.spec_file else {}
-    flags = {name: getattr(args, name) for name in _SPEC_FLAGS}
+    flags = {name: getattr(args, name) for name in FIELDS}  # every spec field is a flag of `run`
     if args.nproc is not None:
         if args.world_sizes is not None:
             raise SpecError("--nproc", "give --nproc or --world-sizes, not both")
@@ -213,10 +206,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from harness.store import Store
 
     with Store.open_existing(args.store) as store:
-        runs = args.runs or store.run_ids()[-1:]
-        unknown = sorted(set(runs) - set(store.run_ids()))
-        if unknown:
-            raise SpecError("--run", f"no run {unknown[0]} in {args.store}; runs: {', '.join(store.run_ids()[-5:]) or 'none'}")
+        runs = store.select_runs(args.runs)
         points, checks = store.load("points", runs), store.load("checks", runs)
     groups = analyze(points, checks)
     print(analysis_json(groups) if args.json else analysis_text(groups, points))

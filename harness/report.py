@@ -57,14 +57,7 @@ class ReportData:
 
 def load(store, run_ids: list[str] | None = None) -> ReportData:
     """The runs to report (default: the latest) and their points, checks and samples."""
-    from harness.errors import SpecError
-
-    known = store.run_ids()
-    if run_ids:
-        missing = [r for r in run_ids if r not in known]
-        if missing:
-            raise SpecError("--run", f"no run {missing[0]} in {store.path}; runs: {', '.join(known[-5:]) or 'none'}")
-    runs = run_ids or known[-1:]
+    runs = store.select_runs(run_ids)
     return ReportData(store.load("runs", runs), store.load("points", runs), store.load("checks", runs), store.load("samples", runs))
 
 

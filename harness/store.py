@@ -178,6 +178,17 @@ class Store:
     def run_ids(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY started_at, rowid")]
 
+    def select_runs(self, run_ids: Iterable[str] | None = None) -> list[str]:
+        """The given runs, each checked to exist (``--run``), or the latest one."""
+        known = self.run_ids()
+        if not run_ids:
+            return known[-1:]
+        run_ids = list(run_ids)
+        missing = [r for r in run_ids if r not in known]
+        if missing:
+            raise SpecError("--run", f"no run {missing[0]} in {self.path}; runs: {', '.join(known[-5:]) or 'none'}")
+        return run_ids
+
     def load(self, table: str, run_ids: Iterable[str] | None = None):
         """A table as a DataFrame (all runs, or the given ones), columns in contract order."""
         import pandas as pd

@@ -68,3 +68,11 @@ def test_unavailable_devices_are_errors():
     with pytest.raises(SpecError, match="--devices: 'tpu' is not a device"):
         build_spec(cli_values={"devices": "tpu"})
     assert [r.device for r in expand(build_spec(cli_values={"devices": "auto", "batch_sizes": "1"}), DataInfo(100, None), CPU)][:1] == ["cpu"]
+
+
+def test_every_spec_field_is_a_run_flag():
+    from harness.cli import _parser
+    from harness.spec import FIELDS
+
+    args = _parser().parse_args(["run"])
+    assert all(hasattr(args, name) for name in FIELDS)
