@@ -19,15 +19,9 @@ def require(device: str) -> None:
 
 def run_point(**flags) -> dict:
     """Train one harness point and return its ``points`` row."""
-    from harness.spec import build_spec
-    from harness.sweep import plan
-    from harness.train import run_point as train
+    from harness.sweep import run_flags
 
-    values = {"threads": str(THREADS), "sample_interval": "0"}
-    values.update({k: str(v) for k, v in flags.items()})
-    the_plan = plan(build_spec(cli_values=values))
-    (run,) = the_plan.runs
-    result = train(run, the_plan.splits[run.dataset_size], the_plan.factory)
+    (result,) = run_flags(**{"threads": THREADS, "sample_interval": 0, **flags})
     if result.status != "ok":
         raise RuntimeError(f"harness point failed: {result.point['error']}")
     return result.point

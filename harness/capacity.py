@@ -16,10 +16,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.memory import DEFAULT_MARGIN, MemoryFit, fit_memory, pin_mmap_threshold
-from harness.spec import RunSpec
-from harness.sweep import Plan
-from harness.train import run_point
+from harness.analysis.memory import DEFAULT_MARGIN, MemoryFit, fit_memory
+from harness.env import device_memory
+from harness.errors import SpecError
+from harness.plan import Plan
+from harness.run.loop import run_point
+from harness.run.probes import pin_mmap_threshold
+from harness.spec import PointSpec
 
 PROBE_STEPS = 2
 MAX_PROBE_BATCH = 2**24
@@ -60,12 +63,8 @@ class CapacityResult:
 
 def device_capacity(device: str) -> int:
     """Default limit: the GPU's total memory, or the machine's physical memory."""
-    from harness.env import device_memory
-
     capacity = device_memory(device)
     if capacity is None:
-        from harness.errors import SpecError
-
         raise SpecError("--memory-limit", f"the capacity of {device} is unknown; give --memory-limit")
     return capacity
 
@@ -80,17 +79,16 @@ def fit_capacity(
     progress: Callable[[str], None] = lambda _: None,
 ) -> CapacityResult:
     """Probe, fit, predict; on CUDA (or with ``verify``) find the real limit by probing."""
-    template = plan.runs[0]
+    template = plan.points[0]
     device = template.device
     if not device.startswith("cuda"):
         pin_mmap_threshold()
     metric = "peak_device_reserved_bytes" if device.startswith("cuda") else "peak_rss_bytes"
     limit = limit_bytes or device_capacity(device)
-    split = plan.splits[template.dataset_size]
+    split = plan.split(template)
 
     def probe(batch: int) -> tuple[int, str, int | None]:
-        run = _probe_run(template, batch)
-        result = run_point(run, split, plan.factory)
+        result = run_point(_probe_point(template, batch), split, plan.factory)
         peak = result.point.get(metric)
         progress(f"B={batch}: {result.status}" + (f", {metric} {peak / 2**20:,.1f} MiB" if peak else ""))
         return batch, result.status, peak
@@ -106,9 +104,9 @@ def fit_capacity(
     return CapacityResult(device, metric, limit, margin, fit, predicted, found, tuple(probes))
 
 
-def _probe_run(template: RunSpec, batch: int) -> RunSpec:
+def _probe_point(template: PointSpec, batch: int) -> PointSpec:
     return dataclasses.replace(
-        template, batch_size=batch, sampling="replacement", steps=PROBE_STEPS, warmup_steps=0,
+        template, batch_size=batch, sampling="replacement", steps=PROBE_STEPS, burn_in_steps=0,
         check_every=str(PROBE_STEPS), noise_samples=0, stop_at_target=False, target_loss=None, target_accuracy=None,
     )
 

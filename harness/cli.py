@@ -24,7 +24,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"batchbench: error: {message}\n")
 
 
+def _spec_flags(parser: argparse.ArgumentParser, names, *, grouped: bool = True) -> dict:
+    """Add the flags of these spec fields, with their help from ``spec.sweep.FLAG_HELP``, in
+    its groups; returns the groups by title."""
+    from harness.spec.sweep import FLAG_GROUPS, FLAG_HELP, flag
+
+    groups = {title: parser.add_argument_group(title) for title in FLAG_GROUPS} if grouped else {}
+    for name in names:
+        title, text = FLAG_HELP[name]
+        target = groups[title] if grouped else parser
+        extra = {"action": "store_const", "const": True, "default": None} if name == "stop_at_target" else {}
+        target.add_argument(flag(name), help=text, **extra)
+    return groups
+
+
 def _parser() -> _Parser:
+    from harness.spec.sweep import FIELDS
+
     parser = _Parser(prog="batchbench", description="Benchmark and profile mini-batch gradient descent.")
     parser.add_argument("--version", action="version", version=f"batchbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -32,53 +48,11 @@ def _parser() -> _Parser:
 
     run = sub.add_parser("run", help="run a sweep and store its points", description="Run a sweep: every dataset size x batch size x device x repeat, phase-timed, stored point by point.")
     run.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")
-    axes = run.add_argument_group("axes")
-    axes.add_argument("--batch-sizes", help="comma list of sizes, power-of-two ranges (1..1024, 1..full) and 'full' [1..full]")
-    axes.add_argument("--dataset-sizes", help="comma list of dataset sizes [the data set's size and half of it]")
-    axes.add_argument("--devices", help="cpu, cuda, cuda:N, mps or auto (all available) [auto]")
-    axes.add_argument("--repeats", help="repeats with seeds seed, seed+1, ... [1]")
-    axes.add_argument("--world-sizes", help="comma list of data-parallel ranks (torch.distributed, a process each) [1]")
-    axes.add_argument("--nproc", help="shorthand for --world-sizes N")
-    axes.add_argument("--scaling", help="strong (the global batch is split over the ranks) or weak (each rank takes the batch) [strong]")
-    work = run.add_argument_group("workload")
-    work.add_argument("--dataset", help="blobs, linreg, digits, mnist-like, or a .npz/.csv/.parquet file [blobs]")
-    work.add_argument("--target-column", help="target column of a .csv/.parquet file [y]")
-    work.add_argument("--model", help="linear, mlp, cnn, module:callable or path/to/file.py:callable [mlp]")
-    work.add_argument("--hidden", help="mlp hidden widths, e.g. 32 or 256,256 [32]")
-    work.add_argument("--optimizer", help="sgd or adam [sgd]")
-    work.add_argument("--lr", help="learning rate [0.1]")
-    work.add_argument("--momentum", help="SGD momentum [0]")
-    work.add_argument("--sampling", help="comma list of shuffle (without replacement, per epoch) and replacement (i.i.d.) [shuffle]")
-    work.add_argument("--loader", help="tensor (indexing) or dataloader (per-sample collation) [tensor]")
-    work.add_argument("--seed", help="seed of the data order and of the initial weights [0]")
-    work.add_argument("--data-seed", help="seed of data generation, subsampling and the holdout split [0]")
-    lr = run.add_argument_group("learning rate across batch sizes")
-    lr.add_argument("--lr-policy", help="constant, linear or sqrt (scale --lr from --base-batch-size), or tuned (every --lr-grid value) [constant]")
-    lr.add_argument("--base-batch-size", help="batch size at which --lr applies under linear/sqrt [32]")
-    lr.add_argument("--lr-grid", help="comma list of learning rates tried by --lr-policy tuned [0.001,0.003,...,1]")
-    lr.add_argument("--warmup-steps", help="linear learning-rate warm-up over the first N steps [0]")
-    target = run.add_argument_group("convergence target (one of)")
-    target.add_argument("--target-loss", help="check-set loss to reach")
-    target.add_argument("--target-accuracy", help="check-set accuracy to reach (classification)")
-    target.add_argument("--target", help="rel:F = L_ref + F (L_0 - L_ref), L_ref the best check loss of the sweep at that dataset size")
-    target.add_argument("--stop-at-target", action="store_const", const=True, default=None, help="end a point at the check that reaches --target-loss/--target-accuracy")
-    target.add_argument("--noise-samples", help="estimate the gradient noise scale at each check from this many per-example gradients (0: off) [0]")
-    budget = run.add_argument_group("budget (one of)")
-    budget.add_argument("--steps", help="training steps per point [500]")
-    budget.add_argument("--epochs", help="epochs per point (steps = ceil(epochs x train size / batch size))")
-    check = run.add_argument_group("loss checks")
-    check.add_argument("--check-every", help="N (steps), Ts (seconds, e.g. 30s), epoch, or auto (20 per point) [auto]")
-    check.add_argument("--check-set", help="holdout or train [holdout]")
-    check.add_argument("--holdout-fraction", help="share of the data held out as the check set [0.2]")
-    timing = run.add_argument_group("timing")
-    timing.add_argument("--threads", help="torch threads, pinned and recorded per point [1]")
-    timing.add_argument("--timing", help="CUDA timing: events (one sync per window) or sync (per phase) [auto: events]")
-    timing.add_argument("--sample-interval", help="monitor interval for CPU/GPU utilisation and memory: seconds, 100ms, or 0 (off) [0.1 s on CPU, 0.02 s on GPU]")
-    timing.add_argument("--burn-in-steps", help="warm-up steps left out of statistics (at most half the steps) [5]")
-    out = run.add_argument_group("output")
+    groups = _spec_flags(run, FIELDS)
+    groups["axes"].add_argument("--nproc", help="shorthand for --world-sizes N")
+    out = groups["output"]
     out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
     out.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
-    out.add_argument("--shard", help="I/N: run only points I, I+N, ... of the sweep (0 <= I < N); join the stores with `batchbench merge`")
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     out.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
     out.add_argument("--no-report", action="store_true", help="do not write the HTML report")
@@ -98,14 +72,8 @@ def _parser() -> _Parser:
     fit = sub.add_parser("fit", help="memory against batch size, and the largest batch that fits",
                          description="Probe a few batch sizes, fit peak memory = fixed + per_sample x B, and predict the largest batch under the memory limit; on CUDA also find it by probing.")
     fit.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file (data set, model, optimizer); flags override it")
-    fit.add_argument("--dataset", help="data set, as for run [blobs]")
-    fit.add_argument("--target-column", help="target column of a .csv/.parquet file [y]")
-    fit.add_argument("--model", help="model, as for run [mlp]")
-    fit.add_argument("--hidden", help="mlp hidden widths [32]")
-    fit.add_argument("--optimizer", help="sgd or adam (Adam keeps two states per parameter) [sgd]")
-    fit.add_argument("--momentum", help="SGD momentum (keeps one state per parameter) [0]")
+    _spec_flags(fit, ("dataset", "target_column", "model", "hidden", "optimizer", "momentum", "threads"), grouped=False)
     fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
-    fit.add_argument("--threads", help="torch threads [1]")
     fit.add_argument("--batch-sizes", default="64..2048", help="probe batch sizes (may exceed the data set: probes sample with replacement) [64..2048]")
     fit.add_argument("--memory-limit", help="e.g. 8GiB [the device's capacity: GPU memory, or physical RAM]")
     fit.add_argument("--margin", default="0.1", help="share of the limit kept free [0.1]")
@@ -151,11 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from harness.parallel.collectives import external_world
+    from harness.plan import plan
     from harness.spec import FIELDS, build_spec, load_toml
     from harness.store import DEFAULT_STORE
-    from harness.sweep import plan, run_sweep
-
-    from harness.distributed import external_world
+    from harness.sweep import run_sweep
 
     file_values = load_toml(args.spec_file) if args.spec_file else {}
     flags = {name: getattr(args, name) for name in FIELDS}  # every spec field is a flag of `run`
@@ -170,16 +138,11 @@ def _run(args: argparse.Namespace) -> int:
             raise SpecError("--world-sizes", f"the launcher started {launched[1]} ranks; leave --world-sizes out or give {launched[1]}")
         flags["world_sizes"] = str(launched[1])
         file_values.pop("world_sizes", None)
-    spec = build_spec(file_values, flags)
-    the_plan = plan(spec)
+    the_plan = plan(build_spec(file_values, flags))  # every input check happens here, before the store is touched
+    store_path = args.store or DEFAULT_STORE
     if launched is not None:
-        from harness.distributed import run_external
-
-        run_id = run_external(the_plan, args.store or DEFAULT_STORE, resume=args.resume, progress=not args.quiet)
-        if run_id is not None:
-            print(f"run {run_id}: stored in {args.store or DEFAULT_STORE} by rank 0", file=sys.stderr)
-        return 0  # every input check happens here, before the store is touched
-    store = _open_store(args.store or DEFAULT_STORE)
+        return _run_as_rank(the_plan, store_path, args)
+    store = _open_store(store_path)
     with store:
         run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False)
         points = store.load("points", [run_id])
@@ -200,9 +163,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_as_rank(the_plan, store_path: str, args: argparse.Namespace) -> int:
+    """Under an external launcher: the same sweep on every rank; rank 0 writes the store."""
+    from harness.parallel.launch import ExternalRanks
+    from harness.sweep import run_sweep
+
+    ranks = ExternalRanks(the_plan.points[0].device)
+    store = _open_store(store_path) if ranks.writes else None
+    try:
+        run_id = run_sweep(the_plan, store, resume=args.resume, progress=not args.quiet, ranks=ranks)
+    finally:
+        if store is not None:
+            store.close()
+        ranks.close()
+    if ranks.writes:
+        print(f"run {run_id}: stored in {store_path} by rank 0", file=sys.stderr)
+    return 0
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from harness.console import analysis_json, analysis_text
-    from harness.convergence import analyze
+    from harness.analysis.convergence import analyze
     from harness.store import Store
 
     with Store.open_existing(args.store) as store:
@@ -216,11 +197,13 @@ def _analyze(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     import json
 
+    from harness.analysis.memory import parse_bytes
     from harness.capacity import fit_capacity
     from harness.console import capacity_text
-    from harness.memory import parse_bytes
-    from harness.spec import _float, build_spec, load_toml, parse_batch_tokens, resolve_batch_sizes
-    from harness.sweep import plan
+    from harness.plan import plan
+    from harness.spec import build_spec, load_toml
+    from harness.spec.expand import resolve_batch_sizes
+    from harness.spec.parse import parse_batch_tokens, parse_float
 
     tokens = parse_batch_tokens(args.batch_sizes)
     if any("full" in t for t in tokens):
@@ -229,7 +212,7 @@ def _fit(args: argparse.Namespace) -> int:
     if len(probe_sizes) < 2:
         raise SpecError("--batch-sizes", "the fit needs at least two probe batch sizes, e.g. 64..2048")
     limit = parse_bytes(args.memory_limit) if args.memory_limit else None
-    margin = _float("margin", args.margin, 0.0, 1.0, low_open=False)
+    margin = parse_float("margin", args.margin, 0.0, 1.0, low_open=False)
     file_values = load_toml(args.spec_file) if args.spec_file else {}
     flags = {name: getattr(args, name) for name in ("dataset", "target_column", "model", "hidden", "optimizer", "momentum", "threads")}
     flags.update({"devices": args.device, "batch_sizes": "1", "steps": "2", "noise_samples": "0", "sample_interval": "0.02",

@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import math
 
+from harness.records import display
+
 COLUMNS = (
-    ("dataset_size", "size", "{:d}"),
-    ("batch_size", "batch", "{:d}"),
-    ("device", "device", "{}"),
-    ("world_size", "ranks", "{:d}"),
-    ("repeat", "rep", "{:d}"),
-    ("samples_per_s", "samples/s", "{:,.0f}"),
-    ("data_s", "data ms", "{:.3f}"),
-    ("derivative_s", "deriv ms", "{:.3f}"),
-    ("update_s", "update ms", "{:.3f}"),
-    ("loss_check_s", "check ms", "{:.2f}"),
-    ("final_eval_loss", "eval loss", "{:.4f}"),
-    ("status", "status", "{}"),
-    ("flags", "flags", "{}"),
+    ("dataset_size", "size"),
+    ("batch_size", "batch"),
+    ("device", "device"),
+    ("world_size", "ranks"),
+    ("repeat", "rep"),
+    ("samples_per_s", "samples/s"),
+    ("data_s", "data ms"),
+    ("derivative_s", "deriv ms"),
+    ("update_s", "update ms"),
+    ("loss_check_s", "check ms"),
+    ("final_eval_loss", "eval loss"),
+    ("status", "status"),
+    ("flags", "flags"),
 )
-MS_COLUMNS = {"data_s", "derivative_s", "update_s", "loss_check_s"}
 
 
-def _cell(value, fmt: str, column: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if column in MS_COLUMNS:
-        value = value * 1e3
-    if fmt == "{:d}":
+def _cell(column: str, value) -> str:
+    if isinstance(value, float) and value.is_integer() and column in ("dataset_size", "batch_size", "world_size", "repeat"):
         value = int(value)
-    return fmt.format(value)
+    return display(column, value) or "-"
 
 
 def points_table(points) -> str:
@@ -39,10 +36,10 @@ def points_table(points) -> str:
         return "(no points)"
     varies = {"repeat": points["repeat"].max() > 0, "world_size": points["world_size"].fillna(1).max() > 1}
     shown = [c for c in COLUMNS if varies.get(c[0], True)]
-    rows = [[title for _, title, _ in shown]]
+    rows = [[title for _, title in shown]]
     ordered = points.sort_values(["dataset_size", "device", "batch_size", "world_size", "repeat"], kind="stable")
     for record in ordered.to_dict("records"):
-        rows.append([_cell(record.get(col), fmt, col) for col, _, fmt in shown])
+        rows.append([_cell(col, record.get(col)) for col, _ in shown])
     widths = [max(len(r[i]) for r in rows) for i in range(len(shown))]
     lines = []
     for n, row in enumerate(rows):
@@ -99,9 +96,9 @@ def analysis_text(groups, points) -> str:
         table = group.table.set_index("batch_size")
         best = []
         for label, batch, column, fmt in (
-            ("time-to-target", group.best_time, "time_to_target_s", "{:.3f} s"),
-            ("compute-to-target", group.best_compute, "compute_to_target_s", "{:.3f} s"),
-            ("throughput", group.best_throughput, "samples_per_s", "{:,.0f} samples/s"),
+            ("time-to-target", group.best_batch_by_time, "time_to_target_s", "{:.3f} s"),
+            ("compute-to-target", group.best_batch_by_compute, "compute_to_target_s", "{:.3f} s"),
+            ("throughput", group.best_batch_by_throughput, "samples_per_s", "{:,.0f} samples/s"),
         ):
             if batch is not None:
                 best.append(f"by {label} {batch} ({fmt.format(table.loc[batch, column])})")
@@ -126,7 +123,7 @@ def analysis_json(groups) -> str:
                 "group": {k: clean(v) for k, v in g.key.items()},
                 "batch_sizes": [{k: clean(v) for k, v in row.items()} for row in g.table.to_dict("records")],
                 "fit": None if g.fit is None else {"b_crit": g.fit.b_crit, "s_min": g.fit.s_min, "e_min": g.fit.e_min, "rms_log_error": g.fit.rms_log_error},
-                "best_batch_size": {"time_to_target": g.best_time, "compute_to_target": g.best_compute, "throughput": g.best_throughput},
+                "best_batch_size": {"time_to_target": g.best_batch_by_time, "compute_to_target": g.best_batch_by_compute, "throughput": g.best_batch_by_throughput},
                 "noise_scale": {"start": g.noise_start, "at_target": g.noise_at_target},
             }
         )

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from harness.errors import SpecError
-from harness.spec import DataInfo
+from harness.spec.expand import DataInfo, split_sizes
 
 BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000}
 FILE_SUFFIXES = (".npz", ".csv", ".parquet")
@@ -129,14 +129,20 @@ def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None 
 
 
 def split(data: Dataset, check_set: str, holdout_fraction: float, *, data_seed: int = 0) -> Split:
-    """Seeded train/holdout split; ``check_set='train'`` checks the loss on the training set."""
+    """Seeded train/holdout split, sized by ``spec.expand.split_sizes`` (the sizes every point
+    records); ``check_set='train'`` checks the loss on the training set itself."""
     if check_set == "train":
         return Split(data.X, data.y, data.X, data.y, data.task, data.n_classes)
-    n = data.n_samples
-    n_check = max(1, round(n * holdout_fraction))
-    order = torch.from_numpy(np.random.default_rng(data_seed + 1).permutation(n))
+    _, n_check = split_sizes(data.n_samples, check_set, holdout_fraction)
+    order = torch.from_numpy(np.random.default_rng(data_seed + 1).permutation(data.n_samples))
     check, train = order[:n_check], order[n_check:]
     return Split(data.X[train], data.y[train], data.X[check], data.y[check], data.task, data.n_classes)
+
+
+def load_split(name: str, size: int, *, data_seed: int, target_column: str | None, check_set: str, holdout_fraction: float) -> Split:
+    """The training and check sets of one dataset size, as every point of that size sees them."""
+    data = load(name, size, data_seed=data_seed, target_column=target_column)
+    return split(data, check_set, holdout_fraction, data_seed=data_seed)
 
 
 def linreg_optimum(data: Dataset) -> tuple[np.ndarray, float]:

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from harness import models
-from harness.spec import RunSpec, build_spec
-from harness.sweep import Plan, plan
-from harness.train import make_loss, make_optimizer, run_point
+from harness.plan import Plan, plan_flags
+from harness.run.loop import run_point
+from harness.run.parts import make_loss, make_optimizer
+from harness.spec import PointSpec
 
 
 @dataclass(frozen=True)
@@ -37,17 +38,11 @@ class OverheadResult:
 
 
 def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32", threads: int = 1, noise_samples: int = 0, sample_interval: float | None = None) -> Plan:
-    flags = {
-        "dataset": dataset, "dataset_sizes": str(dataset_size), "batch_sizes": str(batch_size),
-        "steps": str(steps), "model": model, "hidden": hidden, "threads": str(threads), "devices": "cpu",
-        "noise_samples": str(noise_samples),
-    }
-    if sample_interval is not None:
-        flags["sample_interval"] = str(sample_interval)
-    return plan(build_spec(cli_values=flags))
+    return plan_flags(dataset=dataset, dataset_sizes=dataset_size, batch_sizes=batch_size, steps=steps, model=model, hidden=hidden,
+                      threads=threads, devices="cpu", noise_samples=noise_samples, sample_interval=sample_interval)
 
 
-def plain_loop(run: RunSpec, X: torch.Tensor, y: torch.Tensor, task: str, n_outputs: int) -> float:
+def plain_loop(run: PointSpec, X: torch.Tensor, y: torch.Tensor, task: str, n_outputs: int) -> float:
     """The loop a user would write: a permutation per epoch, slices of it, forward, backward,
     step. Returns samples/s over the steps after the same warm-up the harness uses."""
     torch.set_num_threads(run.threads)
@@ -66,7 +61,7 @@ def plain_loop(run: RunSpec, X: torch.Tensor, y: torch.Tensor, task: str, n_outp
 
     stream = batches()
     for step in range(run.steps):
-        if step == run.warmup_steps:
+        if step == run.burn_in_steps:
             start_ns = time.perf_counter_ns()
         idx = next(stream)
         xb, yb = X[idx], y[idx]
@@ -75,7 +70,7 @@ def plain_loop(run: RunSpec, X: torch.Tensor, y: torch.Tensor, task: str, n_outp
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = (time.perf_counter_ns() - start_ns) / 1e9
-    return (run.steps - run.warmup_steps) * batch / seconds
+    return (run.steps - run.burn_in_steps) * batch / seconds
 
 
 def compare(batch_size: int, *, rounds: int = 21, **plan_kwargs) -> OverheadResult:
@@ -83,8 +78,8 @@ def compare(batch_size: int, *, rounds: int = 21, **plan_kwargs) -> OverheadResu
     round of each, which warms caches and the allocator), alternating which goes first so
     that neither always runs in the other's wake."""
     the_plan = overhead_plan(batch_size, **plan_kwargs)
-    (run,) = the_plan.runs
-    split = the_plan.splits[run.dataset_size]
+    (run,) = the_plan.points
+    split = the_plan.split(run)
     harness_rates, plain_rates = [], []
     for round_index in range(rounds + 1):
         if round_index % 2:
@@ -105,8 +100,8 @@ def compare_sampler(batch_size: int, *, interval_s: float = 0.1, rounds: int = 2
     points without it, interleaved like ``compare`` (``plain_samples_per_s`` holds the latter)."""
     with_sampler = overhead_plan(batch_size, sample_interval=interval_s, **plan_kwargs)
     without = overhead_plan(batch_size, sample_interval=0, **plan_kwargs)
-    (on,), (off,) = with_sampler.runs, without.runs
-    split = with_sampler.splits[on.dataset_size]
+    (on,), (off,) = with_sampler.points, without.points
+    split = with_sampler.split(on)
     on_rates, off_rates = [], []
     for round_index in range(rounds + 1):
         order = [(on, on_rates), (off, off_rates)] if round_index % 2 else [(off, off_rates), (on, on_rates)]

@@ -1,12 +1,16 @@
 """The record tables and their columns: a contract that tests, reports and asv history rely on.
 
-Tidy tables, one observation a row, units in column names (``_s``, ``_bytes``, ``_pct``).
-A column whose feature does not apply (or is not measured on this device) is null, never a
-made-up number. Columns beyond DESIGN.md's list are appended at the end of a table.
+Tidy tables, one observation a row, units in column names (``_s``, ``_bytes``, ``_pct``, ``_w``,
+``_mhz``). Each column is declared here once, with its SQLite type; its unit comes from its
+name, and ``display`` formats a value by that unit for the console and the report. A column
+whose feature does not apply (or is not measured on this device) is null, never a made-up
+number. Columns beyond DESIGN.md's list are appended at the end of a table; a renamed column is
+listed in ``RENAMED`` so that ``Store`` migrates older stores.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +48,7 @@ POINTS = {
     "steps": "INTEGER",
     "epochs": "REAL",
     "samples_seen": "INTEGER",
-    "warmup_steps": "INTEGER",
+    "burn_in_steps": "INTEGER",  # timing warm-up steps, left out of statistics (was warmup_steps)
     "wall_s": "REAL",
     "samples_per_s": "REAL",
     "steps_per_s": "REAL",
@@ -124,7 +128,7 @@ STEPS = {
     "run_id": "TEXT",
     "point_id": "TEXT",
     "step": "INTEGER",
-    "warmup": "INTEGER",
+    "burn_in": "INTEGER",  # 1 for a burn-in step (was warmup)
     "data_s": "REAL",
     "derivative_s": "REAL",
     "update_s": "REAL",
@@ -146,6 +150,51 @@ SAMPLES = {
 
 TABLES = {"runs": RUNS, "points": POINTS, "checks": CHECKS, "steps": STEPS, "samples": SAMPLES}
 STATUSES = ("ok", "oom", "diverged", "error", "skipped")
+
+RENAMED = {"points": {"warmup_steps": "burn_in_steps"}, "steps": {"warmup": "burn_in"}}
+"""Old name -> new name, per table: columns renamed since batchbench 0.1 (``Store`` renames
+them in place when it opens an older store)."""
+
+POINT_COLUMNS = tuple(c for c in POINTS if c != "run_id")
+"""The keys of every ``PointResult.point`` (the store adds ``run_id``)."""
+
+
+def point_row(**values: Any) -> dict[str, Any]:
+    """A ``points`` row: every declared column, null unless given; an undeclared key is a bug
+    in batchbench and fails loudly here rather than at the store."""
+    unknown = set(values) - set(POINT_COLUMNS)
+    if unknown:
+        raise KeyError(f"points has no column(s) {sorted(unknown)}")
+    return {**dict.fromkeys(POINT_COLUMNS), **values}
+
+
+def unit(column: str) -> str | None:
+    """The unit a column's name declares: s, bytes, pct, w, mhz; None for counts and labels."""
+    for suffix in ("_s", "_bytes", "_pct", "_w", "_mhz"):
+        if column.endswith(suffix):
+            return suffix[1:]
+    return None
+
+
+def display(column: str, value: Any) -> str:
+    """A value as people read it: seconds per step in ms, bytes in MiB, rates with thousands
+    separators; empty for null. Used by the terminal tables and the report alike."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    kind = unit(column)
+    if column.endswith("_per_s"):
+        return f"{value:,.0f}"
+    if kind == "s" and column in PHASE_COLUMNS:
+        return f"{value * 1e3:.3f}"
+    if kind == "bytes":
+        return f"{value / 2**20:,.1f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+PHASE_COLUMNS = ("data_s", "derivative_s", "update_s", "loss_check_s", "step_wall_s")
+"""Per-step (loss check: per-check) medians, shown in milliseconds."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import SpecError
-from harness.records import TABLES, PointResult
+from harness.records import RENAMED, TABLES, PointResult
 
 DEFAULT_STORE = "results/batchbench.sqlite"
 
@@ -74,6 +74,10 @@ class Store:
                 body = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
                 self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
                 have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                for old, new in RENAMED.get(table, {}).items():  # a store from batchbench 0.1: rename in place
+                    if old in have and new not in have:
+                        self.conn.execute(f'ALTER TABLE {table} RENAME COLUMN "{old}" TO "{new}"')
+                        have = (have - {old}) | {new}
                 for name, kind in columns.items():  # a store from an older batchbench gains new columns
                     if name not in have:
                         self.conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind.replace(" PRIMARY KEY", "")}')

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import plugin
 
-FAST = ["--steps", "8", "--dataset-sizes", "60", "--batch-sizes", "4", "--quiet"]
+FAST = ["--steps", "8", "--dataset-sizes", "60", "--batch-sizes", "4", "--devices", "cpu", "--quiet"]
 
 
 def _bad_npz(tmp_path):

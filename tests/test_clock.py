@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from harness.clock import PhaseClock, split_steps
+from harness.run.clock import PhaseClock, split_steps
 
 
 def fake_clock(times_ns):

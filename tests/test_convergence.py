@@ -3,22 +3,19 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from conftest import plugin
-from harness import datasets
-from harness.convergence import GradientMoments, analyze, b_simple, best_trials, fit_critical_batch, relative_targets
-from harness.spec import build_spec, expand, DataInfo
+from harness.analysis.convergence import best_trials, fit_critical_batch
+from harness.analysis.noise import GradientMoments, b_simple
+from harness.plan import plan_flags
+from harness.run.loop import run_point
+from harness.spec import DataInfo, build_spec, expand
 from harness.store import Store
-from harness.sweep import plan, run_sweep
-from harness.train import run_point
+from harness.sweep import run_flags
 
 
 def _points(**flags):
-    values = {"devices": "cpu", "burn_in_steps": "0"}
-    values.update({k: str(v) for k, v in flags.items()})
-    p = plan(build_spec(cli_values=values))
-    return [run_point(run, p.splits[run.dataset_size], p.factory) for run in p.runs]
+    return run_flags(**{"devices": "cpu", "burn_in_steps": 0, **flags})
 
 
 def test_tuned_steps_to_target_follow_the_critical_batch_shape():
@@ -72,9 +69,9 @@ def _exact_noise_scale_at_zero(split):
 @pytest.mark.parametrize("model,tolerance", [("zero_linear", 0.10)])
 def test_noise_scale_at_step_0_matches_the_exact_value(model, tolerance):
     flags = dict(dataset="linreg", model=plugin(model), dataset_sizes=5000, batch_sizes=8, steps=10, noise_samples=1024)
-    p = plan(build_spec(cli_values={**{k: str(v) for k, v in flags.items()}, "devices": "cpu"}))
-    (run,) = p.runs
-    split = p.splits[5000]
+    p = plan_flags(**flags, devices="cpu")
+    (run,) = p.points
+    split = p.split(run)
     result = run_point(run, split, p.factory)
     exact = _exact_noise_scale_at_zero(split)
     estimate = result.checks[0]["noise_scale"]
@@ -131,7 +128,7 @@ def test_lr_warmup_ramps_the_learning_rate():
 def test_relative_target_and_analyze_from_the_store(tmp_path, cli):
     store = tmp_path / "s.sqlite"
     code, _, err = cli("run", "--dataset", "linreg", "--model", "linear", "--dataset-sizes", "400", "--batch-sizes", "2,8,32,full",
-                       "--steps", "150", "--check-every", "5", "--target", "rel:0.05", "--noise-samples", "128", "--repeats", "2", "--quiet", "--store", store)
+                       "--steps", "150", "--check-every", "5", "--target", "rel:0.05", "--noise-samples", "128", "--repeats", "2", "--devices", "cpu", "--quiet", "--store", store)
     assert code == 0, err
     with Store(store) as s:
         points = s.load("points")

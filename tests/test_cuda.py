@@ -3,10 +3,8 @@
 import pytest
 import torch
 
-from harness.clock import PhaseClock, split_steps
-from harness.spec import build_spec
-from harness.sweep import plan
-from harness.train import run_point
+from harness.run.clock import PhaseClock, split_steps
+from harness.sweep import run_flags
 
 pytestmark = pytest.mark.cuda
 
@@ -24,15 +22,15 @@ def test_events_clock_times_gpu_work_without_per_phase_sync():
     clock.close_window()
     parts = split_steps(clock.windows()[0])
     assert (parts["data"] > 1e-4).all()  # a 4096^3 matmul takes well over 0.1 ms on the GPU
-    assert (parts["derivative"] >= 0).all() and b.shape == a.shape
+    # the empty phases hold no part of it: without a per-phase sync the host ran ahead, yet
+    # the events placed the matmul's GPU time in the phase that queued it
+    assert (parts["derivative"] < parts["data"] / 10).all() and (parts["update"] < parts["data"] / 10).all()
+    assert b.shape == a.shape
 
 
 @pytest.mark.parametrize("timing,mode", [("auto", "events"), ("sync", "sync")])
 def test_cuda_sweep_records_timing_mode(timing, mode):
-    spec = build_spec(cli_values={"devices": "cuda", "dataset": "mnist-like", "dataset_sizes": "2000", "batch_sizes": "32,full", "steps": "50", "timing": timing})
-    p = plan(spec)
-    for run in p.runs:
-        result = run_point(run, p.splits[run.dataset_size], p.factory)
+    for result in run_flags(devices="cuda", dataset="mnist-like", dataset_sizes=2000, batch_sizes="32,full", steps=50, timing=timing):
         point = result.point
         assert point["status"] == "ok" and point["timing_mode"] == mode and point["device"] == "cuda:0"
         assert point["derivative_s"] > 0 and point["samples_per_s"] > 0

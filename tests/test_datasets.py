@@ -29,13 +29,17 @@ def test_linreg_optimum_is_near_the_noise_floor():
     assert 0.005 < mse < 0.015  # noise std 0.1
 
 
-def test_split_is_seeded_and_disjoint():
-    data = datasets.load("digits", 500)
+def test_split_is_seeded_disjoint_and_sized_like_the_points():
+    from harness.spec.expand import split_sizes
+
+    # row i holds i, so a row in both sets, or a row in neither, shows by its number
+    data = datasets.Dataset("ids", torch.arange(501.0)[:, None], torch.arange(501) % 3, "classification", 3)
     split = datasets.split(data, "holdout", 0.2)
-    assert split.X_train.shape[0] == 400 and split.X_check.shape[0] == 100
-    rows = {tuple(r) for r in split.X_train.tolist()}
-    assert not any(tuple(r) in rows for r in split.X_check.tolist()) or len(rows) < 400
+    train, check = split.X_train[:, 0].long().tolist(), split.X_check[:, 0].long().tolist()
+    assert (len(train), len(check)) == split_sizes(501, "holdout", 0.2) == (401, 100)
+    assert not set(train) & set(check) and sorted(train + check) == list(range(501))
     assert torch.equal(split.X_check, datasets.split(data, "holdout", 0.2).X_check)
+    assert not torch.equal(split.X_check, datasets.split(data, "holdout", 0.2, data_seed=1).X_check)
 
 
 def test_files_npz_csv_parquet_and_target_column(tmp_path):

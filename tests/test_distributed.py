@@ -3,19 +3,18 @@
 import time
 
 import numpy as np
-import pytest
 
 from conftest import plugin
-from harness.spec import build_spec
+from harness.plan import plan_flags
 from harness.store import Store
-from harness.sweep import plan, run_sweep
+from harness.sweep import run_sweep
 
 COMMON = {"dataset": "blobs", "dataset_sizes": "400", "steps": "40", "check_every": "10", "devices": "cpu", "threads": "1", "sample_interval": "0"}
 
 
 def _sweep(tmp_path, **flags):
     with Store(tmp_path / "s.sqlite") as store:
-        run_id = run_sweep(plan(build_spec(cli_values={**COMMON, **flags})), store, progress=False)
+        run_id = run_sweep(plan_flags(**{**COMMON, **flags}), store, progress=False)
         return store.load("points", [run_id]), store.load("checks", [run_id]), store.load("steps", [run_id])
 
 
@@ -44,8 +43,7 @@ def test_a_failing_rank_ends_the_point_as_error_without_hanging(tmp_path, monkey
 
 
 def test_weak_scaling_multiplies_the_global_batch_and_bad_combinations_are_errors(cli, tmp_path):
-    spec = build_spec(cli_values={**COMMON, "batch_sizes": "8", "world_sizes": "2", "scaling": "weak"})
-    (run,) = plan(spec).runs
+    (run,) = plan_flags(**COMMON, batch_sizes=8, world_sizes=2, scaling="weak").points
     assert run.batch_size == 16 and run.per_rank_batch_size == 8 and run.world_size == 2
     for args, field in ((["--nproc", "2", "--check-every", "1s"], "--check-every"), (["--nproc", "2", "--world-sizes", "1,2"], "--nproc"),
                         (["--world-sizes", "0"], "--world-sizes"), (["--scaling", "diagonal"], "--scaling")):
@@ -53,7 +51,7 @@ def test_weak_scaling_multiplies_the_global_batch_and_bad_combinations_are_error
         assert code == 2 and field in err and len(err.strip().splitlines()) == 1, (args, err)
 
 
-def test_an_external_torchrun_runs_the_sweep_with_rank_0_storing(tmp_path):
+def test_an_external_torchrun_runs_the_sweep_with_rank_0_storing_and_relative_targets(tmp_path):
     import os
     import subprocess
     import sys
@@ -63,13 +61,16 @@ def test_an_external_torchrun_runs_the_sweep_with_rank_0_storing(tmp_path):
     store = tmp_path / "ext.sqlite"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "harness", "run",
                "--store", str(store), "--dataset-sizes", "400", "--batch-sizes", "8,64", "--steps", "30", "--devices", "cpu",
-               "--sample-interval", "0", "--quiet"]
+               "--sample-interval", "0", "--check-every", "5", "--target", "rel:0.5", "--quiet"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     with Store(store) as s:
         points, runs = s.load("points"), s.load("runs")
     assert len(runs) == 1 and len(points) == 2 and points["point_id"].is_unique
     assert set(points["world_size"]) == {2} and set(points["status"]) == {"ok"} and (points["comm_s"] >= 0).all()
+    # the relative target is set once the sweep is in, by the same sweep as a plain process runs
+    assert points["target_rel"].eq(0.5).all() and points["target_loss"].notna().all() and points["steps_to_target"].notna().all()
+    assert runs.loc[0, "finished_at"] is not None
 
 
 def test_the_report_gets_a_scaling_section(tmp_path):
@@ -79,3 +80,26 @@ def test_the_report_gets_a_scaling_section(tmp_path):
     with Store(tmp_path / "s.sqlite") as store:
         html = report.render(report.load(store))
     assert "<h2>Data-parallel scaling</h2>" in html and "Data-parallel scaling.</b>" in html
+
+
+def test_combined_rows_have_the_declared_columns_and_a_failure_keeps_no_timing():
+    """``combine`` without processes: two ranks' payloads (from a real single-process point),
+    ok, one failed, none reported. Every row has exactly the declared keys; a failure has the
+    same nulls as a failed single-process point."""
+    from harness.parallel.launch import combine
+    from harness.records import POINT_COLUMNS
+    from harness.run.rows import OK_ONLY
+    from harness.sweep import run_flags
+
+    (single,) = run_flags(**COMMON, batch_sizes=8)
+    (point,) = plan_flags(**COMMON, batch_sizes=8, world_sizes=2).points
+    payload = {"point": single.point, "checks": single.checks, "steps": single.steps, "samples": []}
+    ok = combine(point, [{**payload, "rank": 1}, {**payload, "rank": 0}], 0, "")
+    broken = {**single.point, "status": "error", "error": "ValueError: rank 1 lost its data"}
+    failed = combine(point, [{**payload, "rank": 0}, {**payload, "point": broken, "rank": 1}], 1, "")
+    lost = combine(point, [], 1, "Traceback ...\nRuntimeError: killed")
+    for result in (ok, failed, lost):
+        assert list(result.point) == list(POINT_COLUMNS), result.status
+    assert ok.status == "ok" and ok.point["derivative_s_max_rank"] == single.point["derivative_s"]
+    assert failed.status == "error" and "rank 1" in failed.point["error"] and all(failed.point[c] is None for c in OK_ONLY)
+    assert lost.status == "error" and "0 of 2 reported" in lost.point["error"] and lost.point["world_size"] == 2

@@ -4,16 +4,17 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from conftest import plugin
 from harness.capacity import fit_capacity
-from harness.memory import MemoryFit, activation_bytes_per_sample, fit_memory, parse_bytes, rss_peak_bytes
+from harness.analysis.memory import MemoryFit, fit_memory, parse_bytes
 from harness.models import build_builtin
-from harness.monitor import Monitor, ProcessProbe, utilisation_by_phase
-from harness.spec import build_spec
+from harness.plan import plan_flags
+from harness.run.loop import run_point
+from harness.run.monitor import Monitor, ProcessProbe, utilisation_by_phase
+from harness.run.probes import activation_bytes_per_sample, rss_peak_bytes
 from harness.store import Store
-from harness.sweep import plan, run_sweep
+from harness.sweep import run_flags, run_sweep
 
 WIDE = (4096, 4096)
 
@@ -46,30 +47,23 @@ def test_peak_rss_rise_and_fit_match_analytic_activations(cli, wide_data):
 
 def test_peaks_reset_between_points(tmp_path):
     """A small point after a big one reports a small peak: the value does not only grow."""
-    spec = build_spec(cli_values={"dataset": "mnist-like", "dataset_sizes": "2560", "batch_sizes": "2048,16", "hidden": "2048",
-                                  "steps": "3", "devices": "cpu"})
-    p = plan(spec)
-    runs = sorted(p.runs, key=lambda r: -r.batch_size)  # the big one first
-    from harness.train import run_point
-
-    big, small = (run_point(r, p.splits[2560], p.factory).point for r in runs)
+    p = plan_flags(dataset="mnist-like", dataset_sizes=2560, batch_sizes="2048,16", hidden=2048, steps=3, devices="cpu")
+    points = sorted(p.points, key=lambda point: -point.batch_size)  # the big one first
+    big, small = (run_point(point, p.split(point), p.factory).point for point in points)
     assert small["peak_rss_bytes"] < big["peak_rss_bytes"] - 20 * 2**20
     assert big["param_bytes"] == big["grad_bytes"] == 4 * big["n_params"] and big["optimizer_state_bytes"] == 0
     assert big["activation_bytes"] == 2048 * (784 + 2048 * 2 + 10 * 1) * 4
 
 
 def test_optimizer_state_bytes():
-    spec = build_spec(cli_values={"dataset": "blobs", "dataset_sizes": "200", "batch_sizes": "8", "steps": "3", "devices": "cpu", "optimizer": "adam"})
-    p = plan(spec)
-    from harness.train import run_point
-
-    point = run_point(p.runs[0], p.splits[200], p.factory).point
+    (result,) = run_flags(dataset="blobs", dataset_sizes=200, batch_sizes=8, steps=3, devices="cpu", optimizer="adam")
+    point = result.point
     assert point["optimizer_state_bytes"] >= 2 * point["param_bytes"]  # Adam: two moments per parameter
 
 
 def test_oom_probing_finds_the_limit_and_the_sweep_goes_on():
-    spec = build_spec(cli_values={"model": plugin("oom_above_64"), "dataset_sizes": "200", "batch_sizes": "1", "steps": "2", "devices": "cpu"})
-    result = fit_capacity(plan(spec), [8, 16], limit_bytes=2**30, verify=True)
+    the_plan = plan_flags(model=plugin("oom_above_64"), dataset_sizes=200, batch_sizes=1, steps=2, devices="cpu")
+    result = fit_capacity(the_plan, [8, 16], limit_bytes=2**30, verify=True)
     assert result.probed_max_batch_size == 64
     statuses = {b: s for b, s, _ in result.probes}
     assert statuses[128] == "oom" and statuses[64] == "ok"
@@ -128,10 +122,9 @@ def test_psutil_probe_and_samples_in_the_store(tmp_path):
         pass
     reading = probe.sample()
     assert reading["rss_bytes"] > 10 * 2**20 and 50 <= reading["cpu_pct"] <= 210
-    spec = build_spec(cli_values={"dataset": "mnist-like", "dataset_sizes": "1000", "batch_sizes": "64", "steps": "150", "devices": "cpu",
-                                  "sample_interval": "10ms"})
+    the_plan = plan_flags(dataset="mnist-like", dataset_sizes=1000, batch_sizes=64, steps=150, devices="cpu", sample_interval="10ms")
     with Store(tmp_path / "s.sqlite") as store:
-        run_id = run_sweep(plan(spec), store, progress=False)
+        run_id = run_sweep(the_plan, store, progress=False)
         samples, points, steps = store.load("samples", [run_id]), store.load("points", [run_id]), store.load("steps", [run_id])
     assert len(samples) >= 3 and samples["rss_bytes"].notna().all() and samples["gpu_util_pct"].isna().all()
     assert samples["t_s"].is_monotonic_increasing and steps["t_s"].is_monotonic_increasing
@@ -143,7 +136,7 @@ def test_psutil_probe_and_samples_in_the_store(tmp_path):
 
 @pytest.mark.cuda
 def test_nvml_probe_reads_a_real_gpu():
-    from harness.monitor import nvml_probe
+    from harness.run.monitor import nvml_probe
 
     probe = nvml_probe(0)
     assert probe is not None

@@ -10,9 +10,10 @@ import pytest
 from browser import find_chromium, load_page
 from conftest import ROOT, plugin
 from harness import report
-from harness.spec import build_spec
+from harness.report.page import Section
+from harness.plan import plan_flags
 from harness.store import Store
-from harness.sweep import plan, run_sweep
+from harness.sweep import run_sweep
 
 SMALL = {"dataset": "blobs", "dataset_sizes": "200,400", "batch_sizes": "1,4,16,full", "steps": "60", "repeats": "2", "devices": "cpu",
          "target": "rel:0.3", "noise_samples": "64", "check_every": "10", "sample_interval": "20ms"}
@@ -22,7 +23,7 @@ SMALL = {"dataset": "blobs", "dataset_sizes": "200,400", "batch_sizes": "1,4,16,
 def swept(tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "s.sqlite"
     with Store(path) as store:
-        run_id = run_sweep(plan(build_spec(cli_values=SMALL)), store, progress=False)
+        run_id = run_sweep(plan_flags(**SMALL), store, progress=False)
     return path, run_id
 
 
@@ -54,7 +55,7 @@ def test_report_in_a_real_browser(swept, tmp_path):
     page = load_page(out.resolve().as_uri())
     assert page.failed == [] and page.console == [] and page.exceptions == []
     assert all(url.startswith(("file:", "data:")) for url in page.requests), page.requests
-    assert page.section_ids == [report.Section(s).anchor for s in report.SECTIONS]
+    assert page.section_ids == [Section(s).anchor for s in report.SECTIONS]
     assert page.images >= 6  # every figure decoded and laid out
     shot = tmp_path / "report.png"
     shot.write_bytes(page.screenshot_png)
@@ -71,29 +72,29 @@ def test_the_browser_check_can_fail(tmp_path):
 
 def test_partial_and_failed_data_give_a_report_that_says_so(tmp_path, cli):
     store = tmp_path / "s.sqlite"
-    code, out, _ = cli("run", "--model", plugin("broken"), "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "5", "--quiet", "--store", store,
+    code, out, _ = cli("run", "--devices", "cpu", "--model", plugin("broken"), "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "5", "--quiet", "--store", store,
                        "--report", tmp_path / "failed.html")
     assert code == 0 and "report:" in out
     html = (tmp_path / "failed.html").read_text()
     assert "No point finished with status ok" in html and "bug in user model" in html
-    code, _, _ = cli("run", "--dataset-sizes", "100", "--batch-sizes", "8", "--steps", "20", "--quiet", "--store", store, "--report", tmp_path / "one.html")
+    code, _, _ = cli("run", "--devices", "cpu", "--dataset-sizes", "100", "--batch-sizes", "8", "--steps", "20", "--quiet", "--store", store, "--report", tmp_path / "one.html")
     html = (tmp_path / "one.html").read_text()
     assert code == 0 and "No point reached a target" in html and html.count("<img ") >= 4
 
 
 def test_run_writes_the_report_and_prints_its_path(tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, _ = cli("run", "--dataset-sizes", "100", "--batch-sizes", "8,full", "--steps", "20", "--quiet", "--store", "s.sqlite")
+    code, out, _ = cli("run", "--devices", "cpu", "--dataset-sizes", "100", "--batch-sizes", "8,full", "--steps", "20", "--quiet", "--store", "s.sqlite")
     (line,) = [l for l in out.splitlines() if l.startswith("report: ")]
     assert code == 0 and (tmp_path / line.split(": ", 1)[1]).is_file() and line.startswith("report: reports/")
-    code, out, _ = cli("run", "--dataset-sizes", "100", "--batch-sizes", "8", "--steps", "20", "--quiet", "--store", "s.sqlite", "--no-report")
+    code, out, _ = cli("run", "--devices", "cpu", "--dataset-sizes", "100", "--batch-sizes", "8", "--steps", "20", "--quiet", "--store", "s.sqlite", "--no-report")
     assert code == 0 and "report:" not in out
 
 
 def test_compare_two_runs(tmp_path, cli):
     store = tmp_path / "s.sqlite"
     for _ in range(2):
-        assert cli("run", "--dataset-sizes", "200", "--batch-sizes", "4,16", "--steps", "40", "--quiet", "--no-report", "--store", store)[0] == 0
+        assert cli("run", "--devices", "cpu", "--dataset-sizes", "200", "--batch-sizes", "4,16", "--steps", "40", "--quiet", "--no-report", "--store", store)[0] == 0
     with Store(store) as s:
         a, b = s.run_ids()
     code, out, err = cli("report", "--store", store, "--compare", a, b, "-o", tmp_path / "cmp.html")
@@ -107,6 +108,6 @@ def test_compare_two_runs(tmp_path, cli):
 
 
 def test_reporting_never_imports_torch():
-    code = "import harness.report, harness.store, harness.convergence, sys; print('torch' in sys.modules)"
+    code = "import harness.report, harness.store, harness.analysis.convergence, harness.analysis.memory, harness.console, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "False", out.stderr

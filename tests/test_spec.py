@@ -1,7 +1,8 @@
 import pytest
 
 from harness.errors import SpecError
-from harness.spec import DataInfo, build_spec, expand, load_toml, resolve_batch_sizes
+from harness.spec import DataInfo, build_spec, expand, load_toml
+from harness.spec.expand import resolve_batch_sizes
 
 CPU = ["cpu"]
 
@@ -58,7 +59,7 @@ def test_epochs_budget_and_auto_checks_and_burn_in_at_most_half():
     small, full = expand(spec, DataInfo(100, None), CPU)
     assert (small.steps, full.steps) == (200, 2)
     assert small.check_every == "10" and full.check_every == "1"
-    assert small.warmup_steps == 5 and full.warmup_steps == 1
+    assert small.burn_in_steps == 5 and full.burn_in_steps == 1
 
 
 def test_unavailable_devices_are_errors():

@@ -10,20 +10,23 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, plugin
-from harness.records import CHECKS, POINTS, STEPS
-from harness.spec import build_spec
+from harness.plan import plan_flags
+from harness.records import TABLES
+from harness.run.loop import run_point
 from harness.store import Store
-from harness.sweep import plan, run_sweep
+from harness.sweep import run_sweep
 
-FAST = {"dataset_sizes": "100", "batch_sizes": "2,8,full", "steps": "20", "devices": "cpu"}
+FAST = {"dataset_sizes": 100, "batch_sizes": "2,8,full", "steps": 20, "devices": "cpu"}
 
 
 def test_sweep_stores_contract_columns_and_environment(tmp_path):
     with Store(tmp_path / "s.sqlite") as store:
-        run_id = run_sweep(plan(build_spec(cli_values=FAST)), store, progress=False)
+        run_id = run_sweep(plan_flags(**FAST), store, progress=False)
         points, checks, steps = (store.load(t, [run_id]) for t in ("points", "checks", "steps"))
         runs = store.load("runs")
-    assert list(points.columns) == list(POINTS) and list(checks.columns) == list(CHECKS) and list(steps.columns) == list(STEPS)
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:  # the file itself, not what load() selects
+        for table, columns in TABLES.items():
+            assert [row[1] for row in conn.execute(f"PRAGMA table_info({table})")] == list(columns), table
     assert sorted(points["batch_size"]) == [2, 8, 80] and set(points["status"]) == {"ok"}
     assert len(steps) == 3 * 20 and checks.groupby("point_id").size().min() >= 2
     env = json.loads(runs.loc[0, "env_json"])
@@ -36,25 +39,23 @@ def test_sweep_stores_contract_columns_and_environment(tmp_path):
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     flags = {**FAST, "batch_sizes": "32,full", "model": plugin("oom_above_64")}
     with Store(tmp_path / "s.sqlite") as store:
-        run_id = run_sweep(plan(build_spec(cli_values=flags)), store, progress=False)
+        run_id = run_sweep(plan_flags(**flags), store, progress=False)
         points = store.load("points", [run_id]).sort_values("batch_size")
     assert list(points["status"]) == ["ok", "oom"]
 
 
 def test_resume_runs_only_missing_points_and_the_database_refuses_duplicates(tmp_path):
-    spec = build_spec(cli_values=FAST)
-    the_plan = plan(spec)
+    the_plan = plan_flags(**FAST)
+    spec = the_plan.spec
     with Store(tmp_path / "s.sqlite") as store:
         run_id, _ = store.start_run(spec.to_json(), spec.spec_hash, {}, resume=False)
-        from harness.train import run_point
-
-        first = the_plan.runs[0]
-        store.add_point(run_id, run_point(first, the_plan.splits[first.dataset_size], the_plan.factory))
+        first = the_plan.points[0]
+        store.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
         ran = []
-        resumed = run_sweep(the_plan, store, resume=True, progress=False, on_point=lambda run, _: ran.append(run.point_id))
-        assert resumed == run_id and first.point_id not in ran and len(ran) == len(the_plan.runs) - 1
+        resumed = run_sweep(the_plan, store, resume=True, progress=False, on_point=lambda point, _: ran.append(point.point_id))
+        assert resumed == run_id and first.point_id not in ran and len(ran) == len(the_plan.points) - 1
         with pytest.raises(sqlite3.IntegrityError):
-            store.add_point(run_id, run_point(first, the_plan.splits[first.dataset_size], the_plan.factory))
+            store.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
         fresh = run_sweep(the_plan, store, resume=False, progress=False)
         assert fresh != run_id
 
@@ -95,19 +96,19 @@ def test_sigkill_midway_then_resume_gives_every_point_exactly_once(tmp_path):
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
 def test_export_formats(cli, tmp_path, fmt):
     store = tmp_path / "s.sqlite"
-    assert cli("run", "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "10", "--quiet", "--store", store)[0] == 0
+    assert cli("run", "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "10", "--devices", "cpu", "--quiet", "--store", store)[0] == 0
     out = tmp_path / f"points.{fmt}"
     code, _, err = cli("export", "--store", store, "--table", "points", "--format", fmt, "-o", out)
     assert code == 0, err
     frame = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](out)
     assert sorted(frame["batch_size"]) == [4, 8] and "derivative_s" in frame.columns
     code, stdout, _ = cli("export", "--store", store, "--table", "steps")
-    assert code == 0 and stdout.splitlines()[0].startswith("run_id,point_id,step,warmup")
+    assert code == 0 and stdout.splitlines()[0].startswith("run_id,point_id,step,burn_in,data_s")
     assert len(stdout.splitlines()) == 1 + 2 * 10
 
 
 def test_run_prints_the_table(cli, tmp_path):
-    code, out, err = cli("run", "--dataset-sizes", "100", "--batch-sizes", "4,full", "--steps", "10", "--store", tmp_path / "s.sqlite", "--no-report")
+    code, out, err = cli("run", "--dataset-sizes", "100", "--batch-sizes", "4,full", "--steps", "10", "--devices", "cpu", "--store", tmp_path / "s.sqlite", "--no-report")
     assert code == 0
     header = out.splitlines()[0]
     for title in ("size", "batch", "device", "samples/s", "data ms", "deriv ms", "update ms", "eval loss"):
@@ -116,7 +117,7 @@ def test_run_prints_the_table(cli, tmp_path):
 
 
 def test_shards_and_merge_reproduce_the_unsharded_sweep_exactly_once(tmp_path, cli):
-    common = ["--dataset-sizes", "100,200", "--batch-sizes", "2,8,full", "--steps", "10", "--repeats", "2", "--quiet", "--no-report"]
+    common = ["--dataset-sizes", "100,200", "--batch-sizes", "2,8,full", "--steps", "10", "--repeats", "2", "--devices", "cpu", "--quiet", "--no-report"]
     assert cli("run", *common, "--store", tmp_path / "all.sqlite")[0] == 0
     for i in range(3):
         assert cli("run", *common, "--shard", f"{i}/3", "--store", tmp_path / f"s{i}.sqlite")[0] == 0
@@ -141,3 +142,26 @@ def test_shards_and_merge_reproduce_the_unsharded_sweep_exactly_once(tmp_path, c
 def test_bad_shard_is_a_one_line_error(cli, tmp_path, shard):
     code, _, err = cli("run", "--shard", shard, "--store", tmp_path / "s.sqlite")
     assert code == 2 and "--shard" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_store_from_batchbench_0_1_is_migrated_and_resumes(tmp_path):
+    """0.1 named the burn-in ``warmup_steps`` (points) and ``warmup`` (steps). Opening such a
+    store renames the columns in place; its rows and their values stay, and the same spec
+    resumes the old run (point ids did not change with the rename)."""
+    path = tmp_path / "old.sqlite"
+    the_plan = plan_flags(**FAST)
+    with Store(path) as store:
+        run_id, _ = store.start_run(the_plan.spec.to_json(), the_plan.spec.spec_hash, {}, resume=False)
+        first = the_plan.points[0]
+        store.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
+    with sqlite3.connect(path) as conn:  # turn it into a 0.1 store
+        conn.execute('ALTER TABLE points RENAME COLUMN "burn_in_steps" TO "warmup_steps"')
+        conn.execute('ALTER TABLE steps RENAME COLUMN "burn_in" TO "warmup"')
+    with Store(path) as store:
+        points, steps = store.load("points"), store.load("steps")
+        assert list(points["burn_in_steps"]) == [first.burn_in_steps] and steps["burn_in"].sum() == first.burn_in_steps
+        assert run_sweep(the_plan, store, resume=True, progress=False) == run_id
+        assert len(store.load("points")) == len(the_plan.points)
+    with sqlite3.connect(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(points)")]
+    assert "warmup_steps" not in columns and "burn_in_steps" in columns

@@ -6,20 +6,16 @@ import torch
 
 from conftest import plugin
 from harness import models
-from harness.spec import build_spec
-from harness.sweep import plan
-from harness.train import batch_indices, make_loss, run_point
+from harness.records import POINT_COLUMNS
+from harness.run.batches import batch_indices
+from harness.run.parts import make_loss
+from harness.sweep import run_flags
 
-
-def _plan(**flags):
-    values = {"dataset_sizes": "200", "batch_sizes": "8", "steps": "40", "devices": "cpu"}
-    values.update({k: str(v) for k, v in flags.items()})
-    return plan(build_spec(cli_values=values))
+BASE = {"dataset_sizes": 200, "batch_sizes": 8, "steps": 40, "devices": "cpu"}
 
 
 def _run(**flags):
-    p = _plan(**flags)
-    return [run_point(run, p.splits[run.dataset_size], p.factory) for run in p.runs]
+    return run_flags(**{**BASE, **flags})
 
 
 def test_known_cost_forward_is_measured_in_derivative_only():
@@ -86,16 +82,55 @@ def test_linreg_regression_learns():
     assert result.point["n_classes"] is None and losses[-1] < losses[0] / 20
 
 
-def test_records_steps_checks_and_warmup():
+def test_records_steps_checks_and_burn_in():
     (result,) = _run(steps=40, check_every=10, burn_in_steps=5)
     point = result.point
     assert len(result.steps) == 40
-    assert [s["warmup"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0]
+    assert [s["burn_in"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0]
     assert [c["step"] for c in result.checks] == [0, 10, 20, 30, 40]
-    assert point["steps"] == 40 and point["samples_seen"] == 320 and point["warmup_steps"] == 5
+    assert point["steps"] == 40 and point["samples_seen"] == 320 and point["burn_in_steps"] == 5
     assert point["timing_mode"] == "cpu" and point["threads"] == 1
     assert all(c["compute_s"] <= c["wall_s"] for c in result.checks)
-    assert point["loss_check_total_s"] == pytest.approx(point["loss_check_s"] * 5, rel=1.0)
+    # wall time minus compute time at the last check is the time of all five checks: the total
+    last = result.checks[-1]
+    assert point["loss_check_total_s"] == pytest.approx(last["wall_s"] - last["compute_s"], rel=1e-9)
+    assert 0 < point["loss_check_s"] <= point["loss_check_total_s"] / 3  # the median of 5 positive times
+
+
+def test_every_row_has_exactly_the_declared_columns():
+    """An ok point, a failed point and a skipped one: the same keys, the declaration's."""
+    (ok,) = _run(steps=10)
+    (failed,) = _run(model=plugin("broken"), steps=10)
+    (skipped,) = _run(steps=10, batch_sizes=3, world_sizes=2)
+    for result in (ok, failed, skipped):
+        assert list(result.point) == list(POINT_COLUMNS), result.status
+    assert failed.status == "error" and failed.point["samples_per_s"] is None and failed.point["wall_s"] is None
+    assert skipped.status == "skipped"
+
+
+def test_the_loop_reads_the_clock_four_times_a_step_and_nothing_more():
+    """What the loop does per step, counted: the overhead promise in a form that can fail on
+    any machine. 200 steps, a check every 50: 4 marks a step, a fixed few per window."""
+    import time
+
+    from harness.plan import plan_flags
+    from harness.run.loop import run_point
+
+    def reads(steps):
+        the_plan = plan_flags(**{**BASE, "steps": steps, "check_every": 50, "burn_in_steps": 0, "sample_interval": 0})
+        (point,) = the_plan.points
+        calls = [0]
+
+        def counting_clock():
+            calls[0] += 1
+            return time.perf_counter_ns()
+
+        assert run_point(point, the_plan.split(point), the_plan.factory, now_ns=counting_clock).status == "ok"
+        return calls[0]
+
+    # The fixed part (set-up, first and last check, end) cancels; 100 more steps add 4 marks
+    # each and two checks of 3 reads (the window-closing mark, the check's start and end).
+    assert reads(200) - reads(100) == 100 * 4 + 2 * 3
 
 
 def test_epoch_check_schedule():

@@ -6,16 +6,22 @@ Targets: within 3% of the plain loop at B >= 32, within 5% at B = 1. Pin the pro
 stable numbers: ``taskset -c 1 scripts/test tests/benchmarks --benchmark-only -s``.
 """
 
+import os
+
 import pytest
 
 from harness.overhead import compare
+
+ROUNDS = int(os.environ.get("BATCHBENCH_BENCH_ROUNDS", "51"))
+"""Interleaved rounds per comparison; CI's reporting step runs fewer (the median moves less
+than its noise after about 15 here)."""
 
 TOLERANCE = {1: 0.05, 32: 0.03, 256: 0.03}
 
 
 @pytest.mark.parametrize("batch_size", sorted(TOLERANCE))
 def test_harness_throughput_matches_a_plain_loop(benchmark, batch_size):
-    rounds = 1 if benchmark.disabled else 51  # this VM varies +-20% per round: many rounds, median ratio
+    rounds = 1 if benchmark.disabled else ROUNDS  # this VM varies +-20% per round: many rounds, median ratio
     result = benchmark.pedantic(compare, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
     benchmark.extra_info.update(
         {
@@ -37,7 +43,7 @@ def test_sampler_costs_under_one_percent(benchmark, batch_size):
     """The monitor thread (psutil every 100 ms) against no monitor, same harness points."""
     from harness.overhead import compare_sampler
 
-    rounds = 1 if benchmark.disabled else 31
+    rounds = 1 if benchmark.disabled else max(11, ROUNDS * 3 // 5)
     result = benchmark.pedantic(compare_sampler, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
     benchmark.extra_info.update({"batch_size": batch_size, "device": "cpu", "threads": 1, "interval_s": 0.1, "ratio": result.ratio})
     print(f"\nB={batch_size}: with/without sampler samples/s median ratio {result.ratio:.4f} over {len(result.ratios)} rounds")

@@ -8,19 +8,18 @@ events on a GPU), so ``pytest-benchmark compare`` can show both.
 
 import pytest
 
-from harness.spec import build_spec
-from harness.sweep import plan
-from harness.train import run_point
+from harness.plan import plan_flags
+from harness.run.loop import run_point
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("batch_size", [1, 32, 256])
 def test_training_steps(benchmark, batch_size, device):
     steps = 20 if benchmark.disabled else 300
-    the_plan = plan(build_spec(cli_values={"dataset": "mnist-like", "dataset_sizes": "2000", "batch_sizes": str(batch_size), "devices": device,
-                                           "hidden": "128", "steps": str(steps), "threads": "1", "sample_interval": "0"}))
-    (run,) = the_plan.runs
-    split = the_plan.splits[run.dataset_size]
+    the_plan = plan_flags(dataset="mnist-like", dataset_sizes=2000, batch_sizes=batch_size, devices=device, hidden=128, steps=steps,
+                          threads=1, sample_interval=0)
+    (run,) = the_plan.points
+    split = the_plan.split(run)
     result = benchmark.pedantic(run_point, args=(run, split, the_plan.factory), rounds=1 if benchmark.disabled else 5, iterations=1)
     point = result.point
     assert point["status"] == "ok"

@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from harness import PHASES
+
 MARKS_PER_STEP = 4
 """Step start, end of ``data``, end of ``derivative``, end of ``update``."""
 
@@ -107,19 +109,13 @@ def split_steps(seconds: np.ndarray) -> dict[str, np.ndarray]:
     """Per-step phase times from one window's marks: ``4 n + 1`` marks (the last one closes
     the window) give ``n`` steps. ``step_wall`` runs from a step's start to the next one's,
     so it includes the loop's own bookkeeping that no phase covers."""
-    n = (len(seconds) - 1) // MARKS_PER_STEP
-    if n <= 0:
-        empty = np.empty(0)
-        return {"start": empty, "data": empty, "derivative": empty, "update": empty, "step_wall": empty}
-    starts = seconds[0 : MARKS_PER_STEP * n + 1 : MARKS_PER_STEP]
+    n = max(0, (len(seconds) - 1) // MARKS_PER_STEP)
     grid = seconds[: MARKS_PER_STEP * n].reshape(n, MARKS_PER_STEP)
-    return {
-        "start": grid[:, 0],
-        "data": grid[:, 1] - grid[:, 0],
-        "derivative": grid[:, 2] - grid[:, 1],
-        "update": grid[:, 3] - grid[:, 2],
-        "step_wall": np.diff(starts),
-    }
+    out = {"start": grid[:, 0]}
+    for i, phase in enumerate(PHASES[: MARKS_PER_STEP - 1]):  # consecutive marks bound the phases, in order
+        out[phase] = grid[:, i + 1] - grid[:, i]
+    out["step_wall"] = np.diff(seconds[0 : MARKS_PER_STEP * n + 1 : MARKS_PER_STEP]) if n else np.empty(0)
+    return out
 
 
 def synchronize(device: torch.device) -> None:

@@ -3,7 +3,6 @@
 - ``to_target``: steps, samples, wall time (loss checks included, as MLPerf counts) and compute
   time (checks excluded, as AlgoPerf counts) to the first check that reaches a target. The
   resolution is the check interval: a target reached between two checks is seen at the later.
-- ``b_simple``: the gradient noise scale from gradient moments (see ``harness.noise``).
 - ``fit_critical_batch``: S(B) = S_min (1 + B_crit / B) fitted to steps-to-target in log space
   (McCandlish et al. 2018); E_min = B_crit S_min is the fewest samples any batch size needs.
 - ``best_trials``: with ``--lr-policy tuned``, the learning rate per batch size with the fewest
@@ -21,30 +20,6 @@ import numpy as np
 
 TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
 GROUP_KEYS = ("dataset", "dataset_size", "device", "model", "optimizer", "sampling", "lr_policy", "world_size")
-
-
-@dataclass(frozen=True)
-class GradientMoments:
-    """Moments of the mean of ``n`` per-example gradients drawn without replacement from
-    ``population``: its squared norm and the unbiased trace of the per-example covariance."""
-
-    n: int
-    population: int
-    mean_sq_norm: float
-    trace_cov: float
-    method: str
-
-
-def b_simple(moments: GradientMoments) -> float | None:
-    """tr(Sigma) / |G|^2, with |G|^2 corrected by (1/n - 1/N) tr(Sigma); None when the
-    corrected |G|^2 is not positive (the gradient is lost in its noise: no finite estimate)."""
-    if moments.n < 2 or not math.isfinite(moments.trace_cov):
-        return None
-    correction = (1 / moments.n - 1 / moments.population) * moments.trace_cov
-    signal = moments.mean_sq_norm - correction
-    if signal <= 0 or moments.trace_cov <= 0:
-        return None
-    return moments.trace_cov / signal
 
 
 def reached(check: Mapping[str, Any], target_loss: float | None, target_accuracy: float | None) -> bool:
@@ -184,9 +159,9 @@ class GroupAnalysis:
     key: dict[str, Any]
     table: Any  # DataFrame: one row per batch size
     fit: CriticalBatchFit | None
-    best_time: int | None
-    best_compute: int | None
-    best_throughput: int | None
+    best_batch_by_time: int | None
+    best_batch_by_compute: int | None
+    best_batch_by_throughput: int | None
     noise_start: float | None
     noise_at_target: float | None
 
@@ -240,9 +215,9 @@ def analyze(points, checks) -> list[GroupAnalysis]:
                 key=dict(zip(keys, key_values if isinstance(key_values, tuple) else (key_values,))),
                 table=table,
                 fit=fit,
-                best_time=_argbest(table, "time_to_target_s", min),
-                best_compute=_argbest(table, "compute_to_target_s", min),
-                best_throughput=_argbest(table, "samples_per_s", max),
+                best_batch_by_time=_argbest(table, "time_to_target_s", min),
+                best_batch_by_compute=_argbest(table, "compute_to_target_s", min),
+                best_batch_by_throughput=_argbest(table, "samples_per_s", max),
                 noise_start=median_ci(list(start))[0] if len(start) else None,
                 noise_at_target=median_ci(at_target)[0],
             )

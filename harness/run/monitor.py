@@ -20,6 +20,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from harness import PHASES
+
 SAMPLE_COLUMNS = ("cpu_pct", "rss_bytes", "gpu_util_pct", "gpu_mem_bytes", "gpu_power_w", "gpu_sm_clock_mhz")
 _NVML_WARNED: list[str] = []
 
@@ -149,7 +151,7 @@ def utilisation_by_phase(samples, steps, column: str = "gpu_util_pct") -> dict[s
     """Mean of a sampled column over the samples that fell inside each phase, from the steps'
     start times (``t_s``) and phase durations; samples between steps (loss checks, setup)
     count as ``other``. Pandas frames of one point."""
-    phases = ("data", "derivative", "update")
+    phases = PHASES[:3]  # inside a step; loss checks fall between steps, in "other"
     out: dict[str, float | None] = dict.fromkeys(phases + ("other",))
     if len(samples) == 0 or len(steps) == 0 or samples[column].isna().all():
         return out

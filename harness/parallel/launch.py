@@ -1,0 +1,179 @@
+"""Data-parallel points on torch.distributed: one process per rank, DistributedDataParallel.
+
+Two ways in, one way through ``run_point``:
+
+- ``launch``: the sweep process starts a point's ranks through ``torch.distributed.run``
+  (torchrun ``--standalone``: one machine), gloo on the CPU and nccl on CUDA with one GPU per
+  rank. Each rank (``_worker``) trains its slice of every global batch, writes its numbers to a
+  file and exits; the sweep process, the store's only writer, ``combine``s them: rank 0's
+  curve and phase times, the batch loss averaged over ranks, the median and the slowest
+  rank's phase times, and the exposed communication ``comm_s``.
+- ``ExternalRanks``: a launcher such as ``torchrun --nnodes ...`` started ``batchbench run``
+  once per rank; every rank runs the same sweep (``harness.sweep.run_sweep``) and trains each
+  point together, and rank 0 gathers the results and alone writes the store.
+
+A rank that fails exits non-zero (or reports its failure), and the point is recorded with that
+rank's status and message; collectives time out after ``BATCHBENCH_DIST_TIMEOUT_S`` (300 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import datasets, models
+from harness.parallel.collectives import TIMEOUT_ENV, external_world, timeout_s
+from harness.records import PointResult
+from harness.run import rows
+from harness.run.loop import run_point
+from harness.spec import PointSpec
+
+__all__ = ["ExternalRanks", "TIMEOUT_ENV", "combine", "launch"]
+
+
+def launch(point: PointSpec) -> PointResult:
+    """Run a point of ``point.world_size`` ranks and combine their results."""
+    with tempfile.TemporaryDirectory(prefix="batchbench-ddp-") as tmp:
+        spec_path = Path(tmp) / "point.json"
+        spec_path.write_text(point.to_json())
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={point.world_size}",
+                   "--module", "harness.parallel.launch", str(spec_path), tmp]
+        env = {**os.environ, "OMP_NUM_THREADS": str(point.threads)}
+        limit_s = timeout_s() * 3 + 60
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=limit_s)
+            stderr, code = proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            stderr, code = f"ranks did not finish within {limit_s:.0f} s: {exc}", -1
+        ranks = [json.loads(p.read_text()) for p in sorted(Path(tmp).glob("rank*.json"))]
+    return combine(point, ranks, code, stderr)
+
+
+def combine(point: PointSpec, ranks: list[dict], code: int, stderr: str) -> PointResult:
+    """One point from the ranks' results (any order). A failure gives the same row as a failed
+    single-process point: the declared columns, what only an ok point has left null."""
+    ranks = sorted(ranks, key=lambda r: r["rank"])
+    failed = [r for r in ranks if r["point"]["status"] != "ok"]
+    if len(ranks) != point.world_size or failed or code != 0:
+        if failed:  # the rank that failed first, not the ones its exit cut off
+            primary = next((r for r in failed if not _lost_peer(r["point"]["error"] or "")), failed[0])
+            status, error = primary["point"]["status"], f"rank {primary['rank']}: {primary['point']['error']}"
+        else:
+            tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
+            status, error = "error", f"ranks exited with code {code} ({len(ranks)} of {point.world_size} reported): {tail[0][:300]}"
+        base = ranks[0]["point"] if ranks else rows.result(point, rows.Trace(), status, error).point
+        return PointResult(point=rows.failed(base, status, error), checks=ranks[0]["checks"] if ranks else [], steps=[])
+    lead = ranks[0]
+    row = dict(lead["point"])
+    for key in (*(f"{p}_s" for p in rows.STEP_PHASES), "step_wall_s", "comm_s"):
+        values = [r["point"][key] for r in ranks if r["point"][key] is not None]
+        if values:
+            row[key] = float(np.median(values))
+            if key in ("derivative_s", "step_wall_s"):
+                row[f"{key}_max_rank"] = float(max(values))
+    if row["comm_s"] is not None:
+        row["comm_s"] = max(0.0, row["comm_s"])
+    steps = lead["steps"]
+    losses = np.array([[s["batch_loss"] for s in r["steps"]] for r in ranks], dtype=float)
+    if losses.size:
+        for step, mean in zip(steps, losses.mean(axis=0)):
+            step["batch_loss"] = float(mean)
+    return PointResult(point=row, checks=lead["checks"], steps=steps, samples=lead.get("samples", []))
+
+
+def _lost_peer(message: str) -> bool:
+    """An error that only says another rank went away (gloo/NCCL connection loss, timeout)."""
+    text = message.lower()
+    return any(key in text for key in ("connection closed", "connection reset", "gloo", "nccl", "timed out", "timeout", "broken pipe"))
+
+
+def _payload(rank: int, result: PointResult) -> dict[str, Any]:
+    return {"rank": rank, "point": result.point, "checks": result.checks, "steps": result.steps, "samples": result.samples if rank == 0 else []}
+
+
+def _init(backend: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+
+
+class ExternalRanks:
+    """This process is one rank of every point, as started by an external launcher. Passed to
+    ``run_sweep``: ``share`` hands rank 0's run id and finished points to every rank, ``run``
+    trains a point together and returns the combined result on rank 0 (None elsewhere)."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.rank, self.world, self.local = external_world()
+        self.cuda = device.startswith("cuda")
+        if self.cuda:
+            torch.cuda.set_device(self.local)
+        _init("nccl" if self.cuda else "gloo")
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+    def share(self, header: tuple[str, set[str]] | None) -> tuple[str, set[str]]:
+        import torch.distributed as dist
+
+        box = [None if header is None else (header[0], sorted(header[1]))]
+        dist.broadcast_object_list(box, src=0)
+        run_id, done = box[0]
+        return run_id, set(done)
+
+    def run(self, point: PointSpec, split: datasets.Split, factory: models.Factory) -> PointResult | None:
+        import torch.distributed as dist
+
+        if self.cuda:
+            point = dataclasses.replace(point, device=f"cuda:{self.local}")
+        result = run_point(point, split, factory, rank=None if point.skip_reason else (self.rank, self.world))
+        gathered: list = [None] * self.world
+        dist.all_gather_object(gathered, _payload(self.rank, result))
+        if self.rank != 0:
+            return None
+        return result if point.skip_reason else combine(point, gathered, 0, "")
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def _worker(spec_path: str, out_dir: str) -> int:
+    """One rank of a launched point: train with DDP, write ``rank<R>.json``, exit 1 if it failed."""
+    import torch
+    import torch.distributed as dist
+
+    point = PointSpec.from_json(Path(spec_path).read_text())
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if point.device.startswith("cuda"):
+        point = dataclasses.replace(point, device=f"cuda:{local}")
+        torch.cuda.set_device(local)
+    _init(point.backend)
+    try:
+        split = datasets.load_split(point.dataset, point.dataset_size, data_seed=point.data_seed, target_column=point.target_column,
+                                    check_set=point.check_set, holdout_fraction=point.holdout_fraction)
+        result = run_point(point, split, models.resolve(point.model), rank=(rank, world))
+    except Exception as exc:  # data or plug-in trouble in this rank
+        result = rows.result(point, rows.Trace(), "error", f"{type(exc).__name__}: {exc}")
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(_payload(rank, result), default=float))
+    ok = result.status == "ok"
+    if ok:
+        dist.destroy_process_group()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,249 @@
+"""The report's figures, one builder a question: throughput, data-parallel scaling, phases,
+convergence, steps and time to target, memory and utilisation. DataFrames in, ``Figure``s out
+(None or [] where the data do not allow one); each with a caption that says how to read it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness import PHASES
+from harness.analysis import convergence
+from harness.analysis.memory import fit_memory
+from harness.report.plot import PHASE_COLORS, Figure, lines, log2_axis, palette, png, pyplot, series_label
+
+
+def throughput_figure(ok: pd.DataFrame) -> Figure | None:
+    if ok["samples_per_s"].notna().sum() == 0:
+        return None
+    plt, sns = pyplot()
+    data = ok.assign(series=series_label(ok))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    lines(ax, data, "batch_size", "samples_per_s", "series", palette(data["series"].unique(), "deep"), marker="o")
+    log2_axis(ax, data["batch_size"])
+    ax.set_yscale("log")
+    ax.set(xlabel="batch size (log₂)", ylabel="samples / s (log)")
+    ax.legend(title=None, fontsize=8)
+    repeats = int(ok["repeat"].max()) + 1
+    band = f" The band spans the {repeats} repeats." if repeats > 1 else ""
+    return Figure(
+        "Throughput against batch size",
+        "Samples per second over the measured window (loss checks excluded) at each batch size; a line that flattens marks where a larger batch stops buying speed." + band,
+        "Line chart of training throughput in samples per second against batch size on log axes, one line per device and dataset size.",
+        png(fig),
+    )
+
+
+def scaling_figure(ok: pd.DataFrame) -> Figure | None:
+    if "world_size" not in ok or ok["world_size"].fillna(1).max() <= 1:
+        return None
+    table = convergence.scaling_efficiency(ok)
+    if table.empty or table["efficiency"].notna().sum() == 0:
+        return None
+    plt, _ = pyplot()
+    with_target = table["time_to_target_s"].notna().any()
+    fig, axes = plt.subplots(1, 3 if with_target else 2, figsize=(14 if with_target else 10, 3.8))
+    for (device, per_rank), g in table.groupby(["device", "per_rank_batch_size"]):
+        g = g.sort_values("world_size")
+        label = f"{device} · {int(per_rank)} per rank"
+        axes[0].plot(g["world_size"], g["efficiency"], "o-", label=label)
+        axes[1].plot(g["world_size"], g["comm_share"] * 100, "o-", label=label)
+        if with_target:
+            axes[2].plot(g["world_size"], g["time_to_target_s"], "o-", label=label)
+    axes[0].axhline(1.0, color="grey", lw=1)
+    axes[0].set(xlabel="world size (ranks)", ylabel="scaling efficiency")
+    axes[1].set(xlabel="world size (ranks)", ylabel="exposed communication (% of step)")
+    if with_target:
+        axes[2].set(xlabel="world size (ranks)", ylabel="time to target (s)")
+    for ax in axes:
+        ax.set_xticks(sorted(table["world_size"].unique()))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return Figure("Data-parallel scaling",
+                  "Left: throughput at N ranks over N times one process's at the same per-rank batch (1 is perfect scaling; a point appears where the sweep also ran that per-rank batch on one process). Middle: the all-reduce time the backward pass did not hide, as a share of the step; where it grows, adding ranks stops paying. Right, when a target was set: time to it against the number of ranks.",
+                  "Line charts of scaling efficiency and of exposed communication share against the number of data-parallel ranks.", png(fig))
+
+
+def phase_figures(ok: pd.DataFrame) -> list[Figure]:
+    cols = [f"{p}_s" for p in PHASES[:3]]
+    if ok[cols].notna().sum().sum() == 0:
+        return []
+    plt, _ = pyplot()
+    ok = ok.assign(ranks=ok["world_size"].fillna(1).astype(int) if "world_size" in ok else 1)
+    med = ok.groupby(["device", "dataset_size", "ranks", "batch_size"], as_index=False).agg(
+        data=("data_s", "median"), derivative=("derivative_s", "median"), update=("update_s", "median"),
+        loss_check_total=("loss_check_total_s", "median"), steps=("steps", "median"),
+    )
+    med["loss_check"] = (med["loss_check_total"] / med["steps"]).fillna(0)
+    groups = list(med.groupby(["device", "dataset_size", "ranks"]))[:4]
+    phases = list(PHASE_COLORS)
+    figs = []
+    for share in (False, True):
+        fig, axes = plt.subplots(1, len(groups), figsize=(min(4.2 * len(groups), 11), 3.8), squeeze=False, sharey=share)
+        for ax, ((device, size, ranks), g) in zip(axes[0], groups):
+            g = g.sort_values("batch_size")
+            values = g[phases].fillna(0).to_numpy(dtype=float) * 1e3
+            if share:
+                values = values / values.sum(axis=1, keepdims=True).clip(min=1e-12) * 100
+            x = np.arange(len(g))
+            bottom = np.zeros(len(g))
+            for i, phase in enumerate(phases):
+                ax.bar(x, values[:, i], bottom=bottom, color=PHASE_COLORS[phase], label=phase, width=0.8)
+                bottom += values[:, i]
+            ax.set_xticks(x)
+            ax.set_xticklabels([str(int(b)) for b in g["batch_size"]], rotation=45 if len(g) > 8 else 0, fontsize=8)
+            ax.set(title=f"{device} · N={size}" + (f" · {ranks} ranks" if ranks > 1 else ""), xlabel="batch size", ylabel="share of step (%)" if share else "ms per step")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.tight_layout()
+        fig.legend(handles[::-1], labels[::-1], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        if share:
+            figs.append(Figure("Share of each phase", "The same phases as shares of the step: where the share of derivative grows, the batch is doing useful work; a large data or update share means overhead dominates at that batch size.",
+                               "100% stacked bars of the share of step time spent in data, derivative, update and loss check, per batch size.", png(fig)))
+        else:
+            figs.append(Figure("Time per step by phase", "Median time of each phase per step, stacked (loss_check amortised over the steps between checks); data and derivative grow with the batch, update does not.",
+                               "Stacked bars of per-step milliseconds in the data, derivative, update and loss-check phases against batch size.", png(fig)))
+    return figs
+
+
+def convergence_figures(ok: pd.DataFrame, checks: pd.DataFrame) -> list[Figure]:
+    if checks.empty or checks["eval_loss"].notna().sum() == 0:
+        return []
+    plt, sns = pyplot()
+    meta = ok[["point_id", "batch_size", "dataset_size", "device", "repeat"]]
+    data = checks.merge(meta, on="point_id")
+    if data.empty:
+        return []
+    # One panel per dataset size on the first device: the picture of small-noisy vs large-smooth.
+    data = data[data["device"] == data["device"].iloc[0]]
+    sizes = sorted(data["dataset_size"].unique())[-3:]
+    data = data[data["dataset_size"].isin(sizes)]
+    batches = sorted(data["batch_size"].unique())
+    colors = palette(batches)
+    figs = []
+    for x, xlabel, what in (("step", "steps", "steps"), ("samples_seen", "samples seen", "samples seen"), ("wall_s", "wall time (s, loss checks included)", "wall time")):
+        fig, axes = plt.subplots(1, len(sizes), figsize=(min(4.6 * len(sizes), 11), 3.8), squeeze=False, sharey=True)
+        for ax, size in zip(axes[0], sizes):
+            d = data[data["dataset_size"] == size]
+            lines(ax, d, x, "eval_loss", "batch_size", colors, band=x != "wall_s", lw=1.1)
+            ax.set(title=f"N={size}", xlabel=xlabel, ylabel="check-set loss")
+            if x != "wall_s" and d[x].max() > 50 * max(d[x][d[x] > 0].min(), 1):
+                ax.set_xscale("symlog", linthresh=max(1, d[x][d[x] > 0].min()))
+                ax.set_xlim(left=0)
+            if (d["eval_loss"] > 0).all() and d["eval_loss"].max() / max(d["eval_loss"].min(), 1e-12) > 20:
+                ax.set_yscale("log")
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=colors[b], lw=1.5) for b in batches]  # every panel's batch sizes
+        fig.legend(handles, [str(b) for b in batches], title="batch size", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        fig.tight_layout()
+        figs.append(Figure(f"Check-set loss against {what}",
+                           f"Loss on the check set against {what}, a line per batch size (bands span repeats): small batches are noisy and move fast per sample, large ones are smooth and fast per step.",
+                           f"Line chart of check-set loss against {what}, one line per batch size, one panel per dataset size.", png(fig)))
+    return figs
+
+
+def target_figures(ok: pd.DataFrame, checks: pd.DataFrame, groups) -> tuple[list[Figure], list[str]]:
+    figs, notes = [], []
+    has_target = ok["steps_to_target"].notna().any()
+    plt, sns = pyplot()
+    if not has_target:
+        notes.append("No point reached a target (or none was set): run with --target-loss, --target-accuracy or --target rel:F for steps- and time-to-target.")
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for g in groups:
+            t = g.table.dropna(subset=["steps_to_target"])
+            if t.empty:
+                continue
+            label = f"{g.key.get('device')} · N={g.key.get('dataset_size')}"
+            line = axes[0].plot(t["batch_size"], t["steps_to_target"], "o-", label=label)[0]
+            if g.fit is not None:
+                grid = np.geomspace(t["batch_size"].min(), t["batch_size"].max(), 100)
+                axes[0].plot(grid, g.fit.predict(grid), "--", color=line.get_color(), alpha=0.8,
+                             label=f"fit: B_crit={g.fit.b_crit:.3g}, S_min={g.fit.s_min:.3g}")
+            b0, s0 = t["batch_size"].iloc[0], t["steps_to_target"].iloc[0]
+            axes[0].plot(t["batch_size"], s0 * b0 / t["batch_size"], ":", color="grey", label="perfect scaling" if g is groups[0] else None)
+            tt = g.table.dropna(subset=["time_to_target_s"])
+            axes[1].plot(tt["batch_size"], tt["time_to_target_s"], "o-", label=label + " (wall)", color=line.get_color())
+            axes[1].plot(tt["batch_size"], tt["compute_to_target_s"], "s--", label=label + " (compute)", color=line.get_color(), alpha=0.6)
+        for ax, ylabel in zip(axes, ("steps to target", "seconds to target")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set(xlabel="batch size (log₂)", ylabel=ylabel + " (log)")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        figs.append(Figure("Steps and time to target",
+                           "Left: steps to the target per batch size (best learning rate when tuned) with the fitted S_min·(1 + B_crit/B) and the perfect-scaling line; where the points leave the dotted line, doubling the batch stops halving the steps. Right: wall time (checks included) and compute time (checks excluded) to the target; its minimum is the batch size to train with.",
+                           "Log-log charts of steps to target and of seconds to target against batch size, with the fitted critical-batch curve.", png(fig)))
+    noise = checks.dropna(subset=["noise_scale"]) if "noise_scale" in checks else checks.iloc[:0]
+    if noise.empty:
+        notes.append("The gradient noise scale was not estimated: run with --noise-samples 1024 to record it at every loss check.")
+    else:
+        data = noise.merge(ok[["point_id", "batch_size"]], on="point_id")
+        batches = sorted(data["batch_size"].unique())
+        fig, ax = plt.subplots(figsize=(7.5, 3.8))
+        lines(ax, data, "step", "noise_scale", "batch_size", palette(batches), band=False, lw=1.0)
+        ax.set_yscale("log")
+        ax.set(xlabel="step", ylabel="B_simple (log)")
+        ax.legend(title="batch size", fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        figs.append(Figure("Gradient noise scale over training",
+                           "B_simple = tr(Σ)/|G|² at each loss check: batches much smaller than it are noise-dominated and scale perfectly; it grows as training nears the optimum, so the useful batch size grows with it.",
+                           "Line chart of the estimated gradient noise scale against training step, one line per batch size.", png(fig)))
+    return figs, notes
+
+
+def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[list[Figure], list[str], dict]:
+    figs, notes, fits = [], [], {}
+    plt, sns = pyplot()
+    column = "peak_device_mem_bytes" if ok["peak_device_mem_bytes"].notna().any() else "peak_rss_bytes"
+    mem = ok.dropna(subset=[column])
+    if mem.empty:
+        notes.append("No peak memory was recorded for these points.")
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 4))
+        for (device, size), g in mem.groupby(["device", "dataset_size"]):
+            dev_col = "peak_device_mem_bytes" if str(device).startswith("cuda") and g["peak_device_mem_bytes"].notna().any() else "peak_rss_bytes"
+            g = g.dropna(subset=[dev_col]).sort_values("batch_size")
+            pts = ax.plot(g["batch_size"], g[dev_col] / 2**20, "o", label=f"{device} · N={size} ({dev_col.replace('_bytes', '')})")[0]
+            fit = fit_memory(g["batch_size"], g[dev_col])
+            if fit is not None:
+                fits[(device, size)] = (fit, dev_col)
+                grid = np.linspace(g["batch_size"].min(), g["batch_size"].max(), 50)
+                ax.plot(grid, fit.predict(grid) / 2**20, "-", color=pts.get_color(), alpha=0.6)
+            limit = device_limit(env, device)
+            if limit and limit < 20 * g[dev_col].max():
+                ax.axhline(limit / 2**20, color=pts.get_color(), linestyle="--", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="batch size (log₂)", ylabel="peak memory (MiB)")
+        ax.legend(fontsize=7)
+        limits = ", ".join(f"{d}: {device_limit(env, d) / 2**30:.1f} GiB" for d in mem["device"].unique() if device_limit(env, d))
+        figs.append(Figure("Peak memory against batch size",
+                           f"Peak memory per point with the fitted line peak = fixed + per-sample × B (its slope is what each extra sample costs); dashed lines mark the device limit when it is near the data ({limits or 'limit unknown'}).",
+                           "Scatter of peak memory in MiB against batch size with a fitted straight line per device.", png(fig)))
+    if samples.empty or samples[["cpu_pct", "gpu_util_pct"]].notna().sum().sum() == 0:
+        notes.append("No utilisation was sampled (--sample-interval 0).")
+    else:
+        order = ok[["point_id", "batch_size", "dataset_size", "device"]].reset_index(drop=True)
+        offsets, cursor = {}, 0.0
+        for record in order.to_dict("records"):
+            span = samples.loc[samples["point_id"] == record["point_id"], "t_s"]
+            offsets[record["point_id"]] = cursor
+            cursor += (span.max() if len(span) else 0.0) + 0.05
+        data = samples[samples["point_id"].isin(offsets)].copy()
+        data["t"] = data["t_s"] + data["point_id"].map(offsets)
+        data["cpu_pct"] = data["cpu_pct"].clip(upper=100.0 * (env.get("cpu_count") or 1))  # older stores: tick-sized intervals
+        fig, ax = plt.subplots(figsize=(10, 3.4))
+        ax.plot(data["t"], data["cpu_pct"], lw=0.8, label="process CPU %")
+        if data["gpu_util_pct"].notna().any():
+            ax.plot(data["t"], data["gpu_util_pct"], lw=0.8, label="GPU utilisation %")
+        for record in order.to_dict("records")[:40]:
+            ax.axvline(offsets[record["point_id"]], color="grey", lw=0.5, alpha=0.5)
+        ax.set(xlabel="time across the sweep's points (s)", ylabel="%")
+        ax.legend(fontsize=8, loc="upper right")
+        figs.append(Figure("Utilisation over the sweep",
+                           "Sampled process CPU (100% = one core) and GPU utilisation, point after point (grey lines mark where each point starts); a GPU line that dips inside points shows phases that leave it idle.",
+                           "Time series of CPU and GPU utilisation across the sweep's points.", png(fig)))
+    return figs, notes, fits
+
+
+def device_limit(env: dict, device: str) -> int | None:
+    return (env.get("device_memory_bytes") or {}).get(device)

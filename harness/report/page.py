@@ -1,0 +1,151 @@
+"""The HTML report: DataFrames from the store in, one self-contained HTML file out.
+
+Inline CSS, figures as base64 PNG, the points as a CSV data URI, a few lines of inline script to
+sort the table: nothing is fetched, so the file opens from disk and travels by mail. Built with
+pandas, seaborn/matplotlib and a jinja2 template; never imports torch. Every figure has a
+caption saying how to read it and an alt text; a section without data says so instead.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.analysis import convergence
+from harness.report import figures
+from harness.report.plot import Figure
+from harness.report.tables import points_table, summary_html
+
+SECTIONS = ("Summary", "Throughput", "Phase breakdown", "Convergence", "Time and steps to target", "Memory and utilisation", "Points")
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    html: str = ""
+
+    @property
+    def anchor(self) -> str:
+        return self.title.lower().replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class ReportData:
+    runs: pd.DataFrame
+    points: pd.DataFrame
+    checks: pd.DataFrame
+    samples: pd.DataFrame
+
+
+def load(store, run_ids: list[str] | None = None) -> ReportData:
+    """The runs to report (default: the latest) and their points, checks and samples."""
+    runs = store.select_runs(run_ids)
+    return ReportData(store.load("runs", runs), store.load("points", runs), store.load("checks", runs), store.load("samples", runs))
+
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d2330;background:#f6f7f9;line-height:1.45}
+header{background:#1d2330;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}header p{margin:4px 0 0;color:#c9cfdb;font-size:13px}
+nav{padding:8px 28px;background:#e9ecf2;font-size:13px}nav a{margin-right:14px;color:#2b4c8c;text-decoration:none}
+main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
+section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:14px 20px;margin:18px 0}
+h2{font-size:18px;margin:4px 0 10px}figure{margin:14px 0}figure img{max-width:100%;height:auto;display:block}
+figcaption{font-size:13px;color:#4a5263;margin-top:4px}figcaption b{color:#1d2330}
+.note{color:#4a5263;font-size:13px;background:#f3f5f8;border-left:3px solid #9aa7bd;padding:6px 10px}
+.warn{color:#7a2e0e;background:#fff4ec;border-left:3px solid #e07b39;padding:6px 10px}
+dl.env{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:13px;margin:0 0 10px}dt{color:#6a7285}dd{margin:0}
+table{border-collapse:collapse;font-size:12px}th,td{border-bottom:1px solid #e6e8ee;padding:3px 7px;text-align:right;white-space:nowrap}
+th{background:#f0f2f6;cursor:pointer;position:sticky;top:0}table.rec td,table.rec th{text-align:left;white-space:normal}
+tr.bad td{color:#9b2c2c}.scroll{max-height:520px;overflow:auto;border:1px solid #e6e8ee}
+</style></head><body>
+<header><h1>{{ title }}</h1><p>{{ subtitle }}</p></header>
+<nav>{% for s in sections %}<a href="#{{ s.anchor }}">{{ s.title }}</a>{% endfor %}</nav>
+<main>
+{% for s in sections %}<section id="{{ s.anchor }}"><h2>{{ s.title }}</h2>
+{{ s.html }}
+{% for n in s.notes %}<p class="note">{{ n }}</p>{% endfor %}
+{% for f in s.figures %}<figure><img alt="{{ f.alt }}" src="data:image/png;base64,{{ f.png_base64 }}"><figcaption><b>{{ f.title }}.</b> {{ f.caption }}</figcaption></figure>{% endfor %}
+</section>{% endfor %}
+</main>
+<script>
+document.querySelectorAll("table#points th").forEach(function (th, i) {
+  th.addEventListener("click", function () {
+    var body = th.closest("table").tBodies[0], rows = Array.from(body.rows), asc = th.dataset.asc !== "1";
+    rows.sort(function (a, b) {
+      var x = a.cells[i].dataset.v, y = b.cells[i].dataset.v, nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    th.dataset.asc = asc ? "1" : "0";
+  });
+});
+</script>
+</body></html>
+"""
+
+
+def render(data: ReportData, title: str = "batchbench report") -> str:
+    """The report of the given runs as one HTML string."""
+    points = data.points
+    ok = points[points["status"] == "ok"] if len(points) else points
+    env = json.loads(data.runs["env_json"].iloc[-1] or "{}") if len(data.runs) else {}
+    groups = convergence.analyze(points, data.checks) if len(points) else []
+    names = list(SECTIONS)
+    if "world_size" in points and points["world_size"].fillna(1).max() > 1:
+        names.insert(names.index("Throughput") + 1, "Data-parallel scaling")
+    sections = {name: Section(name) for name in names}
+
+    def add(name: str, figs, empty: str) -> None:
+        figs = [f for f in (figs if isinstance(figs, list) else [figs]) if f is not None]
+        sections[name].figures += figs
+        if not figs:
+            sections[name].notes.append(empty)
+
+    if len(ok):
+        add("Throughput", figures.throughput_figure(ok), "No throughput was measured (no point has measured steps).")
+        scaling = figures.scaling_figure(ok)
+        if scaling is not None:
+            sections["Data-parallel scaling"].figures.append(scaling)
+        add("Phase breakdown", figures.phase_figures(ok), "No phase times were measured.")
+        add("Convergence", figures.convergence_figures(ok, data.checks), "No loss checks were recorded.")
+        figs, notes = figures.target_figures(ok, data.checks, groups)
+        sections["Time and steps to target"].figures += figs
+        sections["Time and steps to target"].notes += notes
+        figs, notes, mem_fits = figures.memory_figures(ok, data.samples, env)
+        sections["Memory and utilisation"].figures += figs
+        sections["Memory and utilisation"].notes += notes
+    else:
+        mem_fits = {}
+        for name in names[1:-1]:
+            sections[name].notes.append("No point finished with status ok, so there is nothing to plot.")
+    sections["Summary"].html = summary_html(data, ok, groups, mem_fits)
+    sections["Points"].html = points_table(points) if len(points) else ""
+    if not len(points):
+        sections["Points"].notes.append("No points stored for this run.")
+    runs = ", ".join(data.runs["run_id"]) if len(data.runs) else "no run"
+    return html_page(title, f"{runs} · {len(points)} points", list(sections.values()))
+
+
+def html_page(title: str, subtitle: str, sections: list[Section]) -> str:
+    """The page around the sections: header, navigation, styles and the table-sorting script."""
+    import jinja2
+
+    template = jinja2.Environment(autoescape=False).from_string(TEMPLATE)
+    return template.render(title=html.escape(title), subtitle=html.escape(subtitle), sections=sections)
+
+
+def write(data: ReportData, output: str | Path, title: str = "batchbench report") -> Path:
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(data, title), encoding="utf-8")
+    return path

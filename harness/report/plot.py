@@ -1,0 +1,92 @@
+"""matplotlib plumbing shared by every figure: a headless backend, one theme, PNGs inlined as
+base64, log2 batch-size axes, median lines with min-max bands, palettes and series labels."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness import PHASES
+
+PHASE_COLORS = dict(zip(PHASES, ("#4C72B0", "#DD8452", "#55A868", "#8172B3")))
+
+
+@dataclass(frozen=True)
+class Figure:
+    title: str
+    caption: str
+    alt: str
+    png_base64: str
+
+
+def png(fig) -> str:
+    for ax in fig.axes:  # minor tick labels are most of the layout time, and little help
+        ax.minorticks_off()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight", metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
+    return plt, sns
+
+
+def log2_axis(ax, values) -> None:
+    ax.set_xscale("log", base=2)
+    ticks = sorted({int(v) for v in values if v and v > 0})
+    if len(ticks) <= 14:
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks], rotation=45 if len(ticks) > 8 else 0)
+    ax.minorticks_off()
+
+
+def series_label(points: pd.DataFrame) -> pd.Series:
+    """Series label per point: device and dataset size, only what varies."""
+    parts = []
+    if points["device"].nunique() > 1:
+        parts.append(points["device"].astype(str))
+    if points["dataset_size"].nunique() > 1:
+        parts.append("N=" + points["dataset_size"].astype(str))
+    if points["sampling"].nunique() > 1:
+        parts.append(points["sampling"].astype(str))
+    if "world_size" in points and points["world_size"].fillna(1).nunique() > 1:
+        parts.append(points["world_size"].fillna(1).astype(int).astype(str) + " ranks")
+    if not parts:
+        return pd.Series(points["device"].astype(str) + " · N=" + points["dataset_size"].astype(str), index=points.index)
+    label = parts[0]
+    for part in parts[1:]:
+        label = label + " · " + part
+    return label
+
+
+def lines(ax, data: pd.DataFrame, x: str, y: str, hue: str, colors: dict, *, band: bool = True, marker: str | None = None, lw: float = 1.3) -> None:
+    """One line per ``hue`` value: the median over repeats at each x, with a band from the
+    minimum to the maximum (plain pandas + matplotlib: seaborn's bootstrap is too slow here)."""
+    for key, group in data.groupby(hue, sort=True):
+        stats = group.groupby(x)[y].agg(["median", "min", "max"]).dropna()
+        if stats.empty:
+            continue
+        color = colors.get(key)
+        ax.plot(stats.index, stats["median"], marker=marker, color=color, lw=lw, label=str(key), markersize=4)
+        if band and (stats["max"] > stats["min"]).any():
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, lw=0)
+
+
+def palette(values, name: str = "viridis") -> dict:
+    import seaborn as sns
+
+    values = sorted(values)
+    return dict(zip(values, sns.color_palette(name, len(values))))

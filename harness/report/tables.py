@@ -1,0 +1,92 @@
+"""The report's HTML tables: the Summary (environment, swept axes, recommendations) and the
+sortable table of points. Values are formatted by ``records.display``, as in the terminal."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+
+import pandas as pd
+
+from harness.records import display
+from harness.report.figures import device_limit
+
+
+TABLE_COLUMNS = [
+    ("dataset_size", "N"), ("batch_size", "batch"), ("device", "device"), ("repeat", "rep"), ("lr", "lr"), ("sampling", "sampling"),
+    ("status", "status"), ("samples_per_s", "samples/s"), ("data_s", "data ms"), ("derivative_s", "deriv ms"), ("update_s", "update ms"),
+    ("loss_check_s", "check ms"), ("step_wall_s", "step ms"), ("steps_to_target", "steps→target"), ("time_to_target_s", "time→target s"),
+    ("final_train_loss", "train loss"), ("final_eval_loss", "eval loss"), ("final_eval_acc", "eval acc"), ("peak_rss_bytes", "peak RSS MiB"),
+    ("peak_device_mem_bytes", "peak dev MiB"), ("flags", "flags"), ("error", "error"),
+]
+
+
+def fmt(column: str, value) -> str:
+    """A cell: the value as ``records.display`` writes it, escaped for HTML."""
+    return html.escape(display(column, value))
+
+
+def points_table(points: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in TABLE_COLUMNS)
+    rows = []
+    ordered = points.sort_values(["dataset_size", "device", "batch_size", "lr", "repeat"], kind="stable")
+    for record in ordered.to_dict("records"):
+        cells = "".join(f"<td data-v=\"{html.escape(str(record.get(c)))}\">{fmt(c, record.get(c))}</td>" for c, _ in TABLE_COLUMNS)
+        rows.append(f"<tr class=\"{'' if record.get('status') == 'ok' else 'bad'}\">{cells}</tr>")
+    csv = base64.b64encode(points.to_csv(index=False).encode()).decode()
+    return (f"<p><a download=\"points.csv\" href=\"data:text/csv;base64,{csv}\">Download all {len(points)} points as CSV</a> "
+            f"(every column of the <code>points</code> table). Click a header to sort.</p>"
+            f"<div class=\"scroll\"><table id=\"points\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def summary_html(data, ok: pd.DataFrame, groups, mem_fits: dict) -> str:
+    """Environment, swept axes and, per device and dataset size, the recommendations (``data``:
+    the ``ReportData`` being rendered)."""
+    points = data.points
+    parts = []
+    for record in data.runs.to_dict("records"):
+        env = json.loads(record["env_json"] or "{}")
+        spec = json.loads(record["spec_json"] or "{}")
+        devices = ", ".join(f"{d} ({name})" for d, name in (env.get("devices") or {}).items())
+        parts.append(
+            "<dl class=\"env\">"
+            f"<dt>run</dt><dd>{html.escape(record['run_id'])}, started {html.escape(str(record['started_at']))}</dd>"
+            f"<dt>workload</dt><dd>{html.escape(str(spec.get('model')))} on {html.escape(str(spec.get('dataset')))}, {html.escape(str(spec.get('optimizer')))}, "
+            f"lr policy {html.escape(str(spec.get('lr_policy', 'constant')))}, sampling {html.escape(', '.join(spec.get('sampling') or []) if isinstance(spec.get('sampling'), list) else str(spec.get('sampling')))}</dd>"
+            f"<dt>machine</dt><dd>{html.escape(str(env.get('cpu_model')))}, {env.get('cpu_count')} CPUs; devices: {html.escape(devices)}</dd>"
+            f"<dt>software</dt><dd>torch {html.escape(str(env.get('torch_version')))}, Python {html.escape(str(env.get('python')))}, "
+            f"batchbench {html.escape(str(env.get('batchbench_version')))}, {env.get('threads')} thread(s)"
+            + (f", code at {html.escape(str(env.get('git_commit'))[:12])}" if env.get("git_commit") else "") + "</dd></dl>"
+        )
+    statuses = points["status"].value_counts().to_dict() if len(points) else {}
+    swept = (f"<p>{len(points)} points: batch sizes {', '.join(str(b) for b in sorted(points['batch_size'].unique()))}; "
+             f"dataset sizes {', '.join(str(s) for s in sorted(points['dataset_size'].unique()))}; "
+             f"devices {', '.join(sorted(points['device'].unique()))}; statuses "
+             + ", ".join(f"{k} {v}" for k, v in statuses.items()) + ".</p>") if len(points) else "<p>This run has no points.</p>"
+    rec_rows = []
+    for g in groups:
+        device, size = g.key.get("device"), g.key.get("dataset_size")
+        table = g.table.set_index("batch_size")
+        fit_info = mem_fits.get((device, size))
+        limit = device_limit(json.loads(data.runs["env_json"].iloc[-1] or "{}"), device) if len(data.runs) else None
+        fits_b = fit_info[0].max_batch_size(limit) if fit_info and limit else None
+
+        def cell(batch, column, fmt):
+            return f"<b>{batch}</b> ({fmt.format(table.loc[batch, column])})" if batch is not None else "—"
+
+        rec_rows.append(
+            f"<tr><td>{html.escape(str(device))}</td><td>{size}</td>"
+            f"<td>{cell(g.best_batch_by_time, 'time_to_target_s', '{:.3g} s to target')}</td>"
+            f"<td>{cell(g.best_batch_by_throughput, 'samples_per_s', '{:,.0f} samples/s')}</td>"
+            f"<td>{f'<b>{fits_b:,}</b> (predicted, {fit_info[0].per_sample_bytes / 1024:,.1f} KiB/sample)' if fits_b else '—'}</td>"
+            f"<td>{f'<b>{g.fit.b_crit:.3g}</b> (S_min {g.fit.s_min:.3g} steps, RMS log err {g.fit.rms_log_error:.2f})' if g.fit else '—'}</td></tr>"
+        )
+    rec = ("<table class=\"rec\"><thead><tr><th>device</th><th>dataset size</th><th>best by time-to-target</th><th>best by throughput</th>"
+           "<th>largest that fits</th><th>critical batch size</th></tr></thead><tbody>" + "".join(rec_rows) + "</tbody></table>") if rec_rows else ""
+    note = ""
+    if len(points) and ok.empty:
+        note = "<p class=\"warn\">No point finished with status ok; the figures are empty. See the errors in the table of points.</p>"
+    elif len(ok) and ok["steps_to_target"].isna().all():
+        note = "<p class=\"note\">No target was reached, so time-to-target and the critical batch size are empty (set --target-loss, --target-accuracy or --target rel:F).</p>"
+    return "".join(parts) + swept + note + rec

@@ -1,0 +1,80 @@
+"""Where a step's mini-batch comes from: the index stream of a point and the fetcher that
+turns indices into tensors on the device (the ``data`` phase)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+
+from harness.spec import PointSpec
+
+Fetch = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle") -> Iterator[torch.Tensor]:
+    """The index stream of a point, from its own generator (never the global RNG).
+
+    ``shuffle``: a fresh permutation per epoch, read in consecutive slices; a batch that runs
+    past the end of an epoch continues into the next permutation, so every batch has exactly
+    ``batch_size`` samples and every sample is seen once per epoch. ``replacement``: i.i.d.
+    uniform indices. The new permutation is drawn lazily, inside the ``data`` phase it costs.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if sampling == "replacement":
+        while True:
+            yield torch.randint(n, (batch_size,), generator=generator)
+    perm = torch.randperm(n, generator=generator)
+    pos = 0
+    while True:
+        if pos == n:
+            perm = torch.randperm(n, generator=generator)
+            pos = 0
+        end = pos + batch_size
+        if end <= n:
+            yield perm[pos:end]
+            pos = end
+        else:
+            head = perm[pos:]
+            perm = torch.randperm(n, generator=generator)
+            pos = end - n
+            yield torch.cat((head, perm[:pos]))
+
+
+def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device, rank: tuple[int, int] | None = None) -> Fetch:
+    """``fetch()`` -> the next (inputs, targets) on the device: tensor indexing by default, or
+    a DataLoader with per-sample collation (``--loader dataloader``) over the same indices.
+    With several ranks each takes its own contiguous slice of the same global batch, so the
+    world sees exactly the samples one process would, without overlap."""
+    batches = batch_indices(point.train_size, point.batch_size, point.seed, point.sampling)
+    if rank is not None:
+        per_rank = point.batch_size // rank[1]
+        low = rank[0] * per_rank
+        batches = (b[low : low + per_rank] for b in batches)
+    on_cpu = device.type == "cpu"
+    if point.loader == "dataloader":
+        from torch.utils.data import DataLoader, TensorDataset
+
+        sampler = (next(batches).tolist() for _ in range(point.steps))
+        loader = iter(DataLoader(TensorDataset(X, y), batch_sampler=sampler))
+        if on_cpu:
+            return loader.__next__
+
+        def fetch_loader() -> tuple[torch.Tensor, torch.Tensor]:
+            xb, yb = next(loader)
+            return xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+        return fetch_loader
+    if on_cpu:
+
+        def fetch_cpu() -> tuple[torch.Tensor, torch.Tensor]:
+            idx = next(batches)
+            return X[idx], y[idx]
+
+        return fetch_cpu
+
+    def fetch_device() -> tuple[torch.Tensor, torch.Tensor]:
+        idx = next(batches)
+        return X[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+
+    return fetch_device

@@ -1,0 +1,152 @@
+"""The ``loss_check`` phase: when it runs (the schedule), what it measures (the check-set loss,
+the mean training-batch loss since the last check, and optionally the gradient noise scale)
+and how it is kept apart from the training steps' time.
+
+A check runs between steps, after the clock's window has closed, so it never lands inside a
+step's phases. Its own duration is recorded per check; the noise-scale estimate that may
+follow it is timed apart again and left out of every wall and compute time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from harness.analysis.convergence import reached
+from harness.analysis.noise import b_simple
+from harness.run.parts import summed_loss
+from harness.run.rows import Trace
+from harness.spec import PointSpec
+
+EVAL_CHUNK = 8192
+"""Rows per forward pass in a loss check, to bound its memory on large check sets."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str) -> tuple[float, float | None]:
+    """Mean loss (and accuracy for classes) on a whole set, in chunks, in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum = summed_loss(task)
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    correct = torch.zeros((), dtype=torch.int64, device=X.device)
+    for start in range(0, X.shape[0], EVAL_CHUNK):
+        xb, yb = X[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
+        out = model(xb)
+        total += loss_sum(out, yb).double()
+        if task == "classification":
+            correct += (out.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    n = X.shape[0]
+    loss = total.item() / n  # sync: the loss check ends here
+    return loss, (correct.item() / n if task == "classification" else None)
+
+
+def schedule(point: PointSpec, now_ns: Callable[[], int]) -> Callable[[int], bool]:
+    """``due(steps_done)``: whether a loss check follows the step just finished."""
+    check_every = point.check_every
+    if check_every == "epoch":
+        per_epoch, batch = point.train_size, point.batch_size
+        return lambda done: (done * batch) // per_epoch > ((done - 1) * batch) // per_epoch
+    if check_every.endswith("s"):
+        period_ns = int(float(check_every[:-1]) * 1e9)
+        last = [now_ns()]
+
+        def due_seconds(done: int) -> bool:
+            now = now_ns()
+            if now - last[0] >= period_ns:
+                last[0] = now
+                return True
+            return False
+
+        return due_seconds
+    every = int(check_every)
+    return lambda done: done % every == 0
+
+
+class BatchLosses:
+    """The training batches' losses. On an accelerator they stay tensors until a check (reading
+    one would wait for the device); on the CPU they are read at once, which waits for nothing
+    and lets each loss tensor go as it would in a plain loop. ``keep`` is the per-step call."""
+
+    def __init__(self, device: torch.device):
+        self.values: list = []
+        append = self.values.append
+        if device.type == "cpu":
+            self.keep: Callable[[torch.Tensor], None] = lambda loss: append(loss.item())
+        else:
+            self.keep = lambda loss: append(loss.detach())
+        self._window_start = 0
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def window_mean(self) -> float | None:
+        """Mean loss of the batches since the previous call (a sync on a device)."""
+        window = self.values[self._window_start :]
+        self._window_start = len(self.values)
+        if not window:
+            return None
+        if isinstance(window[0], float):
+            return float(np.mean(window))
+        return torch.stack(window).float().mean().item()
+
+    def floats(self) -> list[float]:
+        if not self.values or isinstance(self.values[0], float):
+            return list(self.values)
+        return torch.stack(self.values).float().cpu().tolist()
+
+
+class LossCheck:
+    """``check(step) -> reached``: evaluate, record a ``checks`` row in the trace, raise
+    ``Diverged`` on a non-finite loss, estimate the noise scale if asked, and say whether the
+    point's target is reached."""
+
+    def __init__(self, point: PointSpec, model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str,
+                 losses: BatchLosses, trace: Trace, now_ns: Callable[[], int], *,
+                 noise: Callable | None = None, all_mean: Callable[[float | None], float | None] | None = None):
+        self.point, self.model, self.X, self.y, self.task = point, model, X, y, task
+        self.losses, self.trace, self.now_ns = losses, trace, now_ns
+        self.noise, self.all_mean = noise, all_mean
+        self.start_ns = now_ns()
+
+    def __call__(self, step: int) -> bool:
+        trace, now_ns, point = self.trace, self.now_ns, self.point
+        t0 = now_ns()
+        eval_loss, eval_acc = evaluate(self.model, self.X, self.y, self.task)
+        train_loss = self.losses.window_mean()
+        if self.all_mean is not None and train_loss is not None:  # ranks check at the same step: average them
+            train_loss = self.all_mean(train_loss)
+        t1 = now_ns()
+        trace.check_ns.append(t1 - t0)
+        excluded = sum(trace.noise_ns)
+        check: dict[str, Any] = {
+            "step": step,
+            "epoch": step * point.batch_size / point.train_size,
+            "samples_seen": step * point.batch_size,
+            "wall_s": (t1 - self.start_ns - excluded) / 1e9,
+            "compute_s": (t0 - self.start_ns - excluded - sum(trace.check_ns[:-1])) / 1e9,
+            "train_loss": train_loss,
+            "eval_loss": eval_loss,
+            "eval_acc": eval_acc,
+            "noise_scale": None,
+            "noise_scale_s": None,
+        }
+        trace.checks.append(check)
+        for name, value in (("check-set", eval_loss), ("training batch", train_loss)):
+            if value is not None and not math.isfinite(value):
+                raise Diverged(f"{name} loss became {value} by step {step}")
+        if self.noise is not None:
+            n0 = now_ns()
+            check["noise_scale"] = b_simple(self.noise())
+            n1 = now_ns()
+            trace.noise_ns.append(n1 - n0)
+            check["noise_scale_s"] = (n1 - n0) / 1e9
+        return reached(check, point.target_loss, point.target_accuracy)

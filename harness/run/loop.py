@@ -1,0 +1,193 @@
+"""The one training loop: data -> derivative -> update, with loss checks on a schedule.
+
+``run_point`` trains one point and measures it; ``train`` is the loop, written like a
+hand-written PyTorch loop on purpose so that the harness costs what such a loop costs (the
+overhead benchmark holds it to that). The rules that keep it honest:
+
+- ``PhaseClock.mark()`` at each phase boundary; nothing else reads a clock inside a step.
+- No hidden sync inside a timed phase: on an accelerator batch losses stay tensors until a
+  loss check (``BatchLosses``); every ``.item()`` is in a check, after the window's one sync.
+- Burn-in steps train the model like any other step but are left out of the statistics.
+- The loss check is its own phase, between steps.
+
+This module launches nothing: a data-parallel point is started by ``harness.parallel.launch``,
+whose ranks each call ``run_point`` with their ``rank``; from here only the collectives are used.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Callable
+
+import torch
+
+from harness import models
+from harness.datasets import Split
+from harness.parallel.collectives import all_mean, exposed_comm_s
+from harness.records import PointResult
+from harness.run import rows
+from harness.run.batches import fetcher
+from harness.run.checks import BatchLosses, Diverged, LossCheck, evaluate, schedule
+from harness.run.clock import PhaseClock, split_steps, synchronize
+from harness.run.monitor import Monitor, ProcessProbe, max_of, nvml_probe
+from harness.run.parts import make_loss, make_optimizer
+from harness.run.probes import PeakMemory, activation_bytes_per_sample, analytic_bytes
+from harness.spec import PointSpec
+
+
+def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns: Callable[[], int] = time.perf_counter_ns,
+              rank: tuple[int, int] | None = None) -> PointResult:
+    """Train one point and measure it. A failure at run time (OOM, a diverging loss, an error
+    in user code) becomes the point's status; the caller's sweep goes on. ``rank`` = (rank,
+    world size) when this process is one rank of a data-parallel point."""
+    trace = rows.Trace(origin_ns=time.perf_counter_ns(), n_features=split.n_features, n_classes=split.n_classes)
+    if point.skip_reason:
+        return rows.result(point, trace, "skipped", point.skip_reason)
+    if point.world_size > 1 and rank is None:
+        raise ValueError(f"a point of {point.world_size} ranks runs through harness.parallel.launch, one run_point per rank")
+    torch.set_num_threads(point.threads)
+    peaks = PeakMemory(point.device)
+    monitor = _monitor(point, trace.origin_ns)
+    status, error = "ok", None
+    try:
+        train(point, split, factory, trace, now_ns, rank)
+    except Diverged as exc:
+        status, error = "diverged", str(exc)
+    except torch.cuda.OutOfMemoryError as exc:
+        status, error = "oom", _one_line(exc)
+    except RuntimeError as exc:
+        status = "oom" if "out of memory" in str(exc).lower() else "error"
+        error = _one_line(exc)
+    except Exception as exc:  # user code (a plug-in) may raise anything
+        status, error = "error", _one_line(exc)
+    finally:
+        trace.readings = monitor.stop() if monitor is not None else []
+    trace.memory = peaks.read(sampled_rss_max=max_of(trace.readings, "rss_bytes"))
+    if status != "ok":
+        gc.collect()  # drop the failed point's tensors before the next point allocates
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows.result(point, trace, status, error)
+
+
+def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.Trace, now_ns: Callable[[], int],
+          rank: tuple[int, int] | None = None) -> None:
+    """Build the model, train it for the point's steps and record into ``trace``."""
+    device = torch.device(point.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(point.init_seed)
+    model = models.build(point.model, factory, n_features=split.n_features, n_outputs=split.n_outputs, hidden=point.hidden).to(device)
+    trace.n_params = sum(p.numel() for p in model.parameters())
+    trace.analytic["activation_bytes"] = _activation_bytes(model, split.n_features, device, point.batch_size)
+    torch.manual_seed(point.seed)  # dropout and the like follow the repeat's seed
+    optimizer = make_optimizer(point, model.parameters())
+    trained = model  # what the loop calls; loss checks and the noise scale use the plain model
+    if rank is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = make_loss(split.task)
+    X, y = split.X_train, split.y_train  # host memory; moving a batch is part of `data`
+    fetch = fetcher(point, X, y, device, rank)
+    clock = PhaseClock(point.timing_mode, device, now_ns)
+    due = schedule(point, now_ns)
+    losses = BatchLosses(device)
+    check = LossCheck(point, model, split.X_check.to(device), split.y_check.to(device), split.task, losses, trace, now_ns,
+                      noise=_noise_estimator(point, model, loss_fn, X, y, device),
+                      all_mean=None if rank is None else (lambda value: all_mean(value, device)))
+    mark, keep = clock.mark, losses.keep
+    lr_warmup, base_lr, burn_in = point.lr_warmup_steps, point.lr, point.burn_in_steps
+    loop_start_ns = now_ns()  # host time of the first mark, where the clock cannot say (events)
+    try:
+        stop = check(0) and point.stop_at_target
+        loop_start_ns = now_ns()
+        measure_start, checks_before, noise_before = check.start_ns, 0, 0
+        for step in range(0 if stop else point.steps):
+            if step == burn_in:
+                clock.close_window()  # the measured window starts on an idle device
+                measure_start, checks_before, noise_before = now_ns(), sum(trace.check_ns), sum(trace.noise_ns)
+            mark()
+            xb, yb = fetch()
+            mark()
+            loss = loss_fn(trained(xb), yb)
+            loss.backward()
+            mark()
+            if step < lr_warmup:  # linear learning-rate warm-up (Goyal et al. 2017)
+                for group in optimizer.param_groups:
+                    group["lr"] = base_lr * (step + 1) / lr_warmup
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            mark()
+            keep(loss)
+            if due(step + 1):
+                clock.close_window()
+                if check(step + 1) and point.stop_at_target:
+                    break
+        clock.close_window()
+        synchronize(device)
+        trace.measured_ns = now_ns() - measure_start - (sum(trace.noise_ns) - noise_before)
+        trace.measured_check_ns = sum(trace.check_ns) - checks_before
+        if trace.checks[-1]["step"] != len(losses):
+            check(len(losses))
+        trace.wall_ns = now_ns() - check.start_ns - sum(trace.noise_ns)
+        # Outside the timed loop: the final loss on the whole training set.
+        trace.final_train_loss, trace.final_train_acc = evaluate(model, X.to(device), y.to(device), split.task)
+        if rank is not None:
+            per_rank = point.per_rank_batch_size
+            trace.comm_s = exposed_comm_s(trained, X[:per_rank].to(device), y[:per_rank].to(device), loss_fn, device)
+    finally:  # also for a failed point: keep what was measured
+        trace.analytic.update(analytic_bytes(model, optimizer))
+        first = clock.first_mark_ns() or loop_start_ns
+        for window in clock.windows():
+            parts = split_steps(window)
+            for name in (*rows.STEP_PHASES, "step_wall"):
+                trace.phase_s[name].append(parts[name])
+            trace.phase_s["start"].append(parts["start"] + (first - trace.origin_ns) / 1e9)
+        trace.batch_loss = losses.floats()
+        trace.steps_done = len(losses)
+
+
+def _monitor(point: PointSpec, origin_ns: int) -> Monitor | None:
+    if point.sample_interval_s <= 0:
+        return None
+    probes: list = [ProcessProbe()]
+    if point.device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(point.device).index or 0
+        bus = getattr(torch.cuda.get_device_properties(index), "pci_bus_id", None)
+        gpu = nvml_probe(index, bus if isinstance(bus, str) else None)
+        if gpu is not None:
+            probes.append(gpu)
+    return Monitor(point.sample_interval_s, probes, origin_ns=origin_ns).start()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _activation_bytes(model: torch.nn.Module, n_features: int, device: torch.device, batch_size: int) -> int | None:
+    """Analytic activation bytes of a batch, from one eval-mode forward pass of one row that
+    touches neither the RNG nor batch-norm statistics; None where the model will not run on one row."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return activation_bytes_per_sample(model, n_features) * batch_size
+    except Exception:
+        return None
+    finally:
+        model.train(was_training)
+
+
+def _noise_estimator(point: PointSpec, model, loss_fn, X: torch.Tensor, y: torch.Tensor, device: torch.device):
+    """The noise-scale estimator on a fixed, seeded subsample of the training set (the same
+    subsample at every check, so the curve shows the parameters changing, not the sample)."""
+    if point.noise_samples < 2:
+        return None
+    from harness.run.noise import NoiseScale
+
+    generator = torch.Generator().manual_seed(point.data_seed + 7919)
+    rows_ = torch.randperm(point.train_size, generator=generator)[: point.noise_samples].sort().values
+    return NoiseScale(model, loss_fn, X[rows_].to(device), y[rows_].to(device), population=point.train_size)

@@ -1,0 +1,140 @@
+"""From what the loop measured (a ``Trace``) to the contract's rows (``harness.records``).
+
+Every ``points`` row is built by ``records.point_row`` from the declaration, so an ok point,
+a failed point and a combined data-parallel point carry exactly the same keys. What only a
+finished point can honestly report (throughput, phase medians, totals, the final training
+loss) is listed once in ``OK_ONLY`` and left null on every other status, however the point
+failed and in whichever process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness import PHASES
+from harness.analysis import stats
+from harness.analysis.convergence import to_target
+from harness.env import device_name
+from harness.records import PointResult, point_row
+from harness.run.monitor import mean_of
+from harness.spec import PointSpec
+
+STEP_PHASES = PHASES[:3]
+"""The phases inside a step (the loss check runs between steps)."""
+
+OK_ONLY = ("wall_s", "samples_per_s", "steps_per_s", *(f"{p}_s" for p in STEP_PHASES), "step_wall_s", "step_wall_iqr_s",
+           "flags", *(f"{p}_total_s" for p in STEP_PHASES), "final_train_loss", "final_train_acc")
+"""Columns that only a point with status ``ok`` fills."""
+
+
+@dataclass
+class Trace:
+    """What the loop has measured so far; kept when a point fails midway."""
+
+    phase_s: dict[str, list[np.ndarray]] = field(default_factory=lambda: {p: [] for p in (*STEP_PHASES, "step_wall", "start")})
+    """Per closed window, seconds per step of each phase, its wall time and its start."""
+    batch_loss: list[float] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    check_ns: list[int] = field(default_factory=list)
+    noise_ns: list[int] = field(default_factory=list)
+    steps_done: int = 0
+    wall_ns: int = 0
+    measured_ns: int | None = None
+    measured_check_ns: int = 0
+    final_train_loss: float | None = None
+    final_train_acc: float | None = None
+    n_params: int | None = None
+    n_features: int | None = None
+    n_classes: int | None = None
+    origin_ns: int = 0
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    """The monitor's readings (the ``samples`` table)."""
+    memory: dict[str, Any] = field(default_factory=dict)
+    analytic: dict[str, Any] = field(default_factory=dict)
+    comm_s: float | None = None
+
+    def phases(self) -> dict[str, np.ndarray]:
+        """Every recorded step's phase times, windows joined."""
+        return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in self.phase_s.items()}
+
+
+def result(point: PointSpec, trace: Trace, status: str, error: str | None) -> PointResult:
+    """Summarise the trace into the contract's rows; what was not measured stays null."""
+    row = point_row(
+        point_id=point.point_id, status=status, error=error, model=point.model, dataset=point.dataset,
+        dataset_size=point.dataset_size, n_features=trace.n_features, n_classes=trace.n_classes,
+        batch_size=point.batch_size, device=point.device, device_name=device_name(point.device), threads=point.threads,
+        optimizer=point.optimizer, lr=point.lr, momentum=point.momentum if point.optimizer == "sgd" else None,
+        sampling=point.sampling, seed=point.seed, repeat=point.repeat, timing_mode=point.timing_mode,
+        steps=trace.steps_done, epochs=trace.steps_done * point.batch_size / point.train_size,
+        samples_seen=trace.steps_done * point.batch_size, burn_in_steps=point.burn_in_steps,
+        train_size=point.train_size, check_size=point.check_size, check_set=point.check_set, check_every=point.check_every,
+        hidden=",".join(map(str, point.hidden)) if point.model == "mlp" else None, n_params=trace.n_params,
+        loader=point.loader, init_seed=point.init_seed, lr_policy=point.lr_policy, base_lr=point.base_lr,
+        base_batch_size=point.base_batch_size if point.lr_policy in ("linear", "sqrt") else None,
+        lr_warmup_steps=point.lr_warmup_steps, target_loss=point.target_loss, target_accuracy=point.target_accuracy,
+        target_rel=point.target_rel, noise_samples=point.noise_samples or None, world_size=point.world_size,
+        per_rank_batch_size=point.per_rank_batch_size, global_batch_size=point.batch_size, backend=point.backend,
+        scaling=point.scaling, comm_s=trace.comm_s, sample_interval_s=point.sample_interval_s or None,
+        cpu_util_mean_pct=mean_of(trace.readings, "cpu_pct"), gpu_util_mean_pct=mean_of(trace.readings, "gpu_util_pct"),
+        **to_target(trace.checks, point.batch_size, target_loss=point.target_loss, target_accuracy=point.target_accuracy),
+        **trace.memory, **trace.analytic,
+    )
+    if trace.checks:
+        last = trace.checks[-1]
+        scales = [c["noise_scale"] for c in trace.checks if c["noise_scale"] is not None]
+        row.update(final_eval_loss=last["eval_loss"], final_eval_acc=last["eval_acc"], noise_scale=scales[-1] if scales else None)
+    if trace.noise_ns:
+        row["noise_scale_total_s"] = sum(trace.noise_ns) / 1e9
+    if trace.check_ns:
+        row["loss_check_s"] = stats.median(np.array(trace.check_ns) / 1e9)
+        row["loss_check_total_s"] = sum(trace.check_ns) / 1e9
+    if status == "ok":
+        row.update(_timing_summary(point, trace), final_train_loss=trace.final_train_loss, final_train_acc=trace.final_train_acc)
+    return PointResult(point=row, checks=trace.checks, steps=_steps_rows(point, trace), samples=trace.readings)
+
+
+def failed(row: dict[str, Any], status: str, error: str) -> dict[str, Any]:
+    """The row of a point that did not finish: ``OK_ONLY`` columns nulled, status and error set."""
+    return {**row, **dict.fromkeys(OK_ONLY), "status": status, "error": error}
+
+
+def _timing_summary(point: PointSpec, trace: Trace) -> dict[str, Any]:
+    phases = trace.phases()
+    burn_in = point.burn_in_steps
+    measured = {name: values[burn_in:] for name, values in phases.items()}
+    measured_steps = len(measured["step_wall"])
+    compute_ns = trace.measured_ns - trace.measured_check_ns
+    out: dict[str, Any] = {"wall_s": trace.wall_ns / 1e9}
+    out.update({f"{p}_total_s": float(phases[p].sum()) for p in STEP_PHASES})
+    if measured_steps and compute_ns > 0:
+        medians = [stats.median(measured[p]) for p in STEP_PHASES]
+        out.update({f"{p}_s": m for p, m in zip(STEP_PHASES, medians)})
+        out.update(
+            samples_per_s=measured_steps * point.batch_size / (compute_ns / 1e9),
+            steps_per_s=measured_steps / (compute_ns / 1e9),
+            step_wall_s=stats.median(measured["step_wall"]),
+            step_wall_iqr_s=stats.iqr(measured["step_wall"]),
+            flags=",".join(stats.flags(measured["step_wall"], medians)) or None,
+        )
+    return out
+
+
+def _steps_rows(point: PointSpec, trace: Trace) -> list[dict[str, Any]]:
+    phases = trace.phases()
+    n = len(phases["data"])
+    losses = trace.batch_loss
+    columns = [phases[p] for p in STEP_PHASES]
+    return [
+        {
+            "step": i,
+            "burn_in": int(i < point.burn_in_steps),
+            **{f"{p}_s": float(values[i]) for p, values in zip(STEP_PHASES, columns)},
+            "batch_loss": losses[i] if i < len(losses) else None,
+            "t_s": float(phases["start"][i]),
+        }
+        for i in range(n)
+    ]
