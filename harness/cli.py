@@ -7,12 +7,18 @@ fails at run time is recorded with its status and the sweep goes on.
 from __future__ import annotations
 
 import argparse
+import signal
 import sqlite3
 import sys
+import threading
 from typing import Sequence
+
+from pathlib import Path
 
 from harness import __version__
 from harness.errors import SpecError
+from harness.outputs import output_path, write_output
+from harness.store import Store
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
@@ -94,28 +100,55 @@ def _parser() -> _Parser:
     return parser
 
 
+REPEATABLE = {"--run"}
+"""Options that may be given more than once; any other given twice is an error (not "last wins")."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    interrupted: list[bool] = []
+
+    def on_interrupt(signum, frame):  # noted here too, in case a library swallows the exception
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "analyze":
-            return _analyze(args)
-        if args.command == "fit":
-            return _fit(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "merge":
-            return _merge(args)
-        return _export(args)
+        _refuse_repeated_flags(argv)
+        code = COMMANDS[args.command](args)
     except SpecError as exc:
         print(f"batchbench: error: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.DatabaseError as exc:  # a damaged store, found while reading it
+        field = "--store" if getattr(args, "store", None) else "-o"
+        print(f"batchbench: error: {field}: cannot read {getattr(args, 'store', None) or args.output}: {' '.join(str(exc).split())} "
+              "(damaged? `sqlite3 FILE .recover` may save what is left)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
+        interrupted.append(True)
+        code = 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
         print("batchbench: interrupted; finished points are stored (rerun with --resume to continue)", file=sys.stderr)
         return 130
+    return code
 
 
+def _refuse_repeated_flags(argv: list[str]) -> None:
+    seen: set[str] = set()
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0]
+        if not name.startswith("-") or len(name) < 2 or name[1:2].isdigit() or name in REPEATABLE:
+            continue
+        if name in seen:
+            raise SpecError(name, "given twice; give it once (or write the values as one comma list)")
+        seen.add(name)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -138,13 +171,17 @@ def _run(args: argparse.Namespace) -> int:
             raise SpecError("--world-sizes", f"the launcher started {launched[1]} ranks; leave --world-sizes out or give {launched[1]}")
         flags["world_sizes"] = str(launched[1])
         file_values.pop("world_sizes", None)
+    if args.report and not args.no_report:
+        output_path(args.report, "--report")
     the_plan = plan(build_spec(file_values, flags))  # every input check happens here, before the store is touched
     store_path = args.store or DEFAULT_STORE
     if launched is not None:
         return _run_as_rank(the_plan, store_path, args)
-    store = _open_store(store_path)
-    with store:
-        run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False)
+    say = lambda line: print(f"batchbench: {line}", file=sys.stderr)  # noqa: E731
+    with Store(store_path) as store:
+        if store.migrated:
+            say(f"migrated {store.path} from an older batchbench ({'; '.join(store.migrated)})")
+        run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False, say=say)
         points = store.load("points", [run_id])
     if not args.quiet:
         from harness.console import points_table
@@ -155,11 +192,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
     if not args.no_report:
         from harness import report
-        from harness.store import Store
 
-        with Store(store.path) as reader:
-            path = report.write(report.load(reader, [run_id]), args.report or f"reports/{run_id}.html")
-        print(f"report: {path}")
+        with Store.open_existing(store.path) as reader:
+            html_text = report.render(report.load(reader, [run_id]))
+        print(f"report: {write_output(args.report or f'reports/{run_id}.html', html_text, '--report')}")
+    if len(points) and not (points["status"] == "ok").any():
+        say(f"every point failed ({', '.join(sorted(set(points['status'])))}); the errors are in the status and error columns")
+        return 1
     return 0
 
 
@@ -169,7 +208,7 @@ def _run_as_rank(the_plan, store_path: str, args: argparse.Namespace) -> int:
     from harness.sweep import run_sweep
 
     ranks = ExternalRanks(the_plan.points[0].device)
-    store = _open_store(store_path) if ranks.writes else None
+    store = Store(store_path) if ranks.writes else None
     try:
         run_id = run_sweep(the_plan, store, resume=args.resume, progress=not args.quiet, ranks=ranks)
     finally:
@@ -184,7 +223,6 @@ def _run_as_rank(the_plan, store_path: str, args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from harness.console import analysis_json, analysis_text
     from harness.analysis.convergence import analyze
-    from harness.store import Store
 
     with Store.open_existing(args.store) as store:
         runs = store.select_runs(args.runs)
@@ -228,79 +266,69 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness import report
-    from harness.store import Store
 
+    if args.output:
+        output_path(args.output, "-o")
     if args.compare:
         sides = [_compare_side(args.store, ref) for ref in args.compare]
         html_text = report.render_compare(sides[0][0], sides[1][0], sides[0][1], sides[1][1])
-        path = Path(args.output or "reports/compare.html")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(html_text, encoding="utf-8")
+        name = args.output or "reports/compare.html"
     else:
         with Store.open_existing(args.store) as store:
             data = report.load(store, args.runs)
         if data.runs.empty:
             raise SpecError("--store", f"{args.store} holds no run yet")
+        html_text = report.render(data, args.title or "batchbench report")
         name = args.output or f"reports/{data.runs['run_id'].iloc[-1]}.html"
-        path = report.write(data, name, args.title or "batchbench report")
-    print(f"report: {path}")
+    print(f"report: {write_output(name, html_text, '-o')}")
     return 0
 
 
 def _compare_side(default_store: str, ref: str):
-    """``RUN`` (in --store), ``store.sqlite`` (its latest run) or ``store.sqlite:RUN``."""
+    """``RUN`` (in --store), ``path/to/store`` (its latest run) or ``path/to/store:RUN``; a
+    path is read as written, whatever its suffix."""
     from harness import report
-    from harness.store import Store
 
     store_path, run = default_store, ref
-    if ".sqlite" in ref or ref.endswith(".db"):
-        store_path, _, run = ref.partition(".sqlite")
-        store_path += ".sqlite"
-        run = run.lstrip(":") or None
+    head, sep, tail = ref.rpartition(":")
+    if Path(ref).is_file():
+        store_path, run = ref, None
+    elif sep and Path(head).is_file():
+        store_path, run = head, tail or None
+    elif "/" in ref or Path(ref).suffix in (".sqlite", ".db"):
+        raise SpecError("--compare", f"no store at {ref}; give RUN, STORE or STORE:RUN")
     with Store.open_existing(store_path) as store:
         data = report.load(store, [run] if run else None)
     return data, f"{data.runs['run_id'].iloc[-1] if len(data.runs) else ref}"
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from harness.merge import merge_into
 
-    from harness.store import Store
-
-    sources = [Store.open_existing(path) for path in args.stores]  # all checked before writing
-    if any(Path(s.path).resolve() == Path(args.output).resolve() for s in sources):
-        raise SpecError("-o", f"{args.output} is also an input; write the merge to a new store")
-    with _open_store(args.output) as out:
+    sources = [Store.open_existing(path, field="STORE") for path in args.stores]  # all checked before writing
+    if any(s.path.resolve() == Path(args.output).resolve() for s in sources):
+        raise SpecError("-o", f"{args.output} is also an input; write the merge to another store")
+    with Store(args.output, field="-o") as out:
         for source in sources:
             with source:
-                added, skipped = out.merge_from(source)
-            print(f"{source.path}: {added} points added, {skipped} already present", file=sys.stderr)
+                added, present = merge_into(out, source)
+            print(f"{source.path}: {added} points added, {present} already present", file=sys.stderr)
     print(f"merged into {args.output}")
     return 0
 
 
-def _open_store(path: str):
-    from harness.store import Store
-
-    try:
-        return Store(path)
-    except (sqlite3.Error, OSError) as exc:
-        raise SpecError("--store", f"cannot open {path} as a SQLite store: {exc}") from None
-
-
 def _export(args: argparse.Namespace) -> int:
     from harness.records import TABLES
-    from harness.store import Store
 
     if args.table not in TABLES:
         raise SpecError("--table", f"{args.table!r} is not a table; use {', '.join(TABLES)}")
     if args.format not in EXPORT_FORMATS:
         raise SpecError("--format", f"{args.format!r} is not a format; use {', '.join(EXPORT_FORMATS)}")
+    if args.output:
+        output_path(args.output, "-o")
     with Store.open_existing(args.store) as store:
-        frame = store.load(args.table, args.runs)
+        frame = store.load(args.table, store.select_runs(args.runs) if args.runs else None)
     if args.format == "csv":
         payload: str | bytes = frame.to_csv(index=False)
     elif args.format == "json":
@@ -316,12 +344,13 @@ def _export(args: argparse.Namespace) -> int:
         frame.to_parquet(buffer, index=False)
         payload = buffer.getvalue()
     if args.output:
-        mode = "wb" if isinstance(payload, bytes) else "w"
-        with open(args.output, mode) as handle:
-            handle.write(payload)
+        write_output(args.output, payload, "-o")
         print(f"wrote {len(frame)} rows of {args.table} to {args.output}", file=sys.stderr)
     elif isinstance(payload, bytes):
         sys.stdout.buffer.write(payload)
     else:
         sys.stdout.write(payload)
     return 0
+
+
+COMMANDS = {"run": _run, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}

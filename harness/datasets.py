@@ -32,6 +32,8 @@ from harness.errors import SpecError
 from harness.spec.expand import DataInfo, split_sizes
 
 BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000}
+GENERATED_FEATURES = {"blobs": 2, "linreg": 16, "mnist-like": 784}
+"""Features of the data sets generated at any size (what their memory grows with)."""
 FILE_SUFFIXES = (".npz", ".csv", ".parquet")
 LINREG_FEATURES = 16
 
@@ -96,6 +98,13 @@ def info(name: str, target_column: str | None = None) -> DataInfo:
     if Path(name).suffix:
         raise SpecError("--dataset", f"{name!r} has an unsupported suffix; use a built-in ({allowed}) or a .npz, .csv or .parquet file")
     raise SpecError("--dataset", f"unknown data set {name!r}; use a built-in ({allowed}) or a .npz, .csv or .parquet file")
+
+
+def generation_bytes(name: str, size: int) -> int | None:
+    """About the peak memory of generating ``size`` rows of a generated data set (float64
+    while generated, then float32 tensors); None for data read from a file or bundled."""
+    features = GENERATED_FEATURES.get(name)
+    return None if features is None else size * (features + 1) * (8 * 2 + 4)
 
 
 def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None = None) -> Dataset:

@@ -8,6 +8,7 @@ flags (as keywords) to a plan, for tests, benchmarks, asv and notebooks.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,20 @@ class Plan:
     def split(self, point: PointSpec) -> Split:
         return self.splits[point.dataset_size]
 
+    @property
+    def sweep_hash(self) -> str:
+        """What the sweep is, however it was written: a hash of its points (each point's id
+        covers every value it runs with), so ``--batch-sizes 16,4,1`` and ``1,4,16``, or
+        ``--devices auto`` and the devices it means, are one sweep for ``--resume``."""
+        ids = "\n".join(sorted(p.point_id for p in self.points))
+        return hashlib.sha1(ids.encode()).hexdigest()[:16]
+
+    @property
+    def old_hashes(self) -> tuple[str, ...]:
+        """How batchbench 0.1 named this sweep (a hash of the spec as written), so that
+        ``--resume`` still finds its runs."""
+        return (hashlib.sha1(self.spec.to_json().encode()).hexdigest()[:16],)
+
 
 def plan(spec: SweepSpec) -> Plan:
     """Validate ``spec`` against this machine and its data; raise ``SpecError`` on any problem."""
@@ -39,6 +54,7 @@ def plan(spec: SweepSpec) -> Plan:
     points = shard_of(expand(spec, info, env.available_devices()), spec.shard)
     if not points:
         raise SpecError("--shard", f"shard {spec.shard} of this sweep holds no point; use fewer shards")
+    _check_memory(spec, sorted({p.dataset_size for p in points}))
     factory = models.resolve(spec.model)
     splits = {
         size: datasets.load_split(spec.dataset, size, data_seed=spec.data_seed, target_column=spec.target_column,
@@ -48,9 +64,46 @@ def plan(spec: SweepSpec) -> Plan:
     first = next(iter(splits.values()))
     if spec.target_accuracy is not None and first.task != "classification":
         raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
-    models.build(spec.model, factory, n_features=first.n_features, n_outputs=first.n_outputs, hidden=spec.hidden)
+    model = models.build(spec.model, factory, n_features=first.n_features, n_outputs=first.n_outputs, hidden=spec.hidden)
+    _check_output(spec, model, first)
     devices = tuple(dict.fromkeys(p.device for p in points))
     return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices)
+
+
+def _check_memory(spec: SweepSpec, sizes: list[int]) -> None:
+    """A generated data set too large for this machine's free memory is a one-line error now,
+    not a MemoryError from numpy later."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    for size in sizes:
+        need = datasets.generation_bytes(spec.dataset, size)
+        if need is not None and need > available:
+            raise SpecError("--dataset-sizes", f"{size:,} rows of {spec.dataset} need about {need / 2**30:,.1f} GiB to generate; "
+                                               f"this machine has {available / 2**30:,.1f} GiB free: use a smaller size")
+
+
+def _check_output(spec: SweepSpec, model, split: Split) -> None:
+    """The model's output on two training rows has the width the loss needs: K logits for K
+    classes, one value for regression. (A model that fails on the CPU here is left to the run,
+    where its error becomes the point's status.)"""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model.eval()
+            out = model(split.X_train[:2])
+    except Exception:
+        return
+    if not isinstance(out, torch.Tensor) or out.ndim == 0:
+        raise SpecError("--model", f"{spec.model} returns {type(out).__name__}, not a (batch, outputs) tensor")
+    width = int(out.numel() // max(1, out.shape[0]))
+    if split.task == "classification" and (out.ndim != 2 or width != split.n_classes):
+        raise SpecError("--model", f"{spec.model} gives {width} outputs per sample, but {spec.dataset} has {split.n_classes} classes; "
+                                   f"make it map (B, {split.n_features}) to (B, {split.n_classes})")
+    if split.task == "regression" and width != 1:
+        raise SpecError("--model", f"{spec.model} gives {width} outputs per sample, but {spec.dataset} is a regression with 1 target; "
+                                   f"make it map (B, {split.n_features}) to (B, 1)")
 
 
 def plan_flags(**flags: Any) -> Plan:

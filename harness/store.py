@@ -4,16 +4,27 @@ WAL mode and one transaction per finished point: a sweep killed at any moment lo
 point in flight, and ``--resume`` finds the points already committed. A unique index on
 ``(run_id, point_id)`` makes "each point exactly once" a property of the database, not only of
 the runner. ``load()`` gives pandas DataFrames for export and reports.
+
+Two ways to open one, and only the writing one changes anything:
+
+- ``Store(path)`` (``run``, ``merge -o``): creates the store, or opens ours and migrates it from
+  an older batchbench (``migrated`` says what changed). A file that holds anything else is
+  refused before a byte of it changes.
+- ``Store(path, readonly=True)`` (``export``, ``analyze``, ``report``): SQLite's ``mode=ro``;
+  nothing is created, migrated or altered, a read-only file is read, and an older store is
+  read through its old column names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import secrets
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from harness.errors import SpecError
 from harness.records import RENAMED, TABLES, PointResult
@@ -25,48 +36,47 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _records(frame) -> list[dict[str, Any]]:
-    """DataFrame rows as plain Python values, NaN as None (SQLite NULL)."""
-    import math
-
-    out = []
-    for row in frame.to_dict("records"):
-        clean = {}
-        for key, value in row.items():
-            if hasattr(value, "item"):
-                value = value.item()
-            if isinstance(value, float) and math.isnan(value):
-                value = None
-            clean[key] = value
-        out.append(clean)
-    return out
-
-
 def new_run_id() -> str:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
 class Store:
-    """One SQLite file. Open it with ``Store(path)`` (created if missing) or
-    ``Store.open_existing(path)`` for reading."""
+    """One SQLite file; ``field`` is how messages name it (``--store``, ``-o``, ``STORE``)."""
 
-    def __init__(self, path: str | Path = DEFAULT_STORE):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self._create()
+    def __init__(self, path: str | Path = DEFAULT_STORE, *, readonly: bool = False, field: str = "--store"):
+        self.path, self.readonly, self.field = Path(path), readonly, field
+        self.migrated: list[str] = []
+        if readonly or (self.path.is_file() and self.path.stat().st_size > 0):
+            self.conn = _connect_readonly(self.path, field)
+            self.columns = self._columns()
+            if not readonly:  # ours: reopen to write (and migrate)
+                self.conn.close()
+        if not readonly:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(self.path, timeout=30)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self._create()
+            except (sqlite3.Error, OSError) as exc:
+                raise SpecError(field, f"cannot write a store at {self.path}: {exc}") from None
+            self.columns = self._columns()
 
     @classmethod
-    def open_existing(cls, path: str | Path) -> "Store":
-        if not Path(path).is_file():
-            raise SpecError("--store", f"no store at {path}; run `batchbench run --store {path}` first")
-        try:
-            return cls(path)
-        except sqlite3.DatabaseError as exc:
-            raise SpecError("--store", f"{path} is not a batchbench store: {exc}") from None
+    def open_existing(cls, path: str | Path, field: str = "--store") -> "Store":
+        """An existing store, read-only (the reading commands)."""
+        return cls(path, readonly=True, field=field)
+
+    def _columns(self) -> dict[str, list[str]]:
+        """The columns each table has in this file; refuses a file that is not a store."""
+        have = {name: [row[1] for row in self.conn.execute(f'PRAGMA table_info("{name}")')]
+                for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"run_id", "point_id"} <= set(have.get("points", ())) or "run_id" not in have.get("runs", ()):
+            what = "an empty file" if not have else f"tables: {', '.join(sorted(have))}"
+            self.conn.close()
+            raise SpecError(self.field, f"{self.path} is not a batchbench store ({what}); give a store written by `batchbench run`")
+        return have
 
     def _create(self) -> None:
         with self.conn:
@@ -78,25 +88,38 @@ class Store:
                     if old in have and new not in have:
                         self.conn.execute(f'ALTER TABLE {table} RENAME COLUMN "{old}" TO "{new}"')
                         have = (have - {old}) | {new}
-                for name, kind in columns.items():  # a store from an older batchbench gains new columns
-                    if name not in have:
-                        self.conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind.replace(" PRIMARY KEY", "")}')
+                        self.migrated.append(f"{table}.{old} -> {new}")
+                added = [name for name in columns if name not in have]
+                for name in added:  # a store from an older batchbench gains new columns
+                    self.conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {columns[name].replace(" PRIMARY KEY", "")}')
+                if added and len(added) < len(columns):
+                    self.migrated.append(f"{table} +{len(added)} columns")
             self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS points_once ON points (run_id, point_id)")
             for table in ("checks", "steps", "samples"):
                 self.conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_point ON {table} (run_id, point_id)")
 
     # ------------------------------------------------------------ writing
 
-    def start_run(self, spec_json: str, spec_hash: str, env: dict[str, Any], *, resume: bool) -> tuple[str, set[str]]:
+    def find_run(self, *spec_hashes: str) -> tuple[str, set[str], bool] | None:
+        """The latest run of a sweep, by any of its hashes: (run id, its point ids, finished?)."""
+        marks = ", ".join("?" for _ in spec_hashes)
+        row = self.conn.execute(
+            f"SELECT run_id, finished_at FROM runs WHERE spec_hash IN ({marks}) ORDER BY started_at DESC, rowid DESC LIMIT 1", spec_hashes
+        ).fetchone()
+        if row is None:
+            return None
+        done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ?", (row[0],))}
+        return row[0], done, row[1] is not None
+
+    def start_run(self, spec_json: str, spec_hash: str, env: dict[str, Any], *, resume: bool, old_hashes: tuple[str, ...] = ()) -> tuple[str, set[str]]:
         """A run id and the point ids it already holds. With ``resume``, the latest run of the
-        same spec continues; otherwise (or when there is none) a new run starts."""
-        if resume:
-            row = self.conn.execute(
-                "SELECT run_id FROM runs WHERE spec_hash = ? ORDER BY started_at DESC, rowid DESC LIMIT 1", (spec_hash,)
-            ).fetchone()
-            if row is not None:
-                done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ?", (row[0],))}
-                return row[0], done
+        same sweep continues (found by ``spec_hash`` or an ``old_hashes`` one, which it then
+        takes on); otherwise (or when there is none) a new run starts."""
+        found = self.find_run(spec_hash, *old_hashes) if resume else None
+        if found is not None:
+            with self.conn:
+                self.conn.execute("UPDATE runs SET spec_hash = ? WHERE run_id = ?", (spec_hash, found[0]))
+            return found[0], found[1]
         run_id = new_run_id()
         with self.conn:
             self.conn.execute(
@@ -104,6 +127,25 @@ class Store:
                 (run_id, _now(), spec_json, json.dumps(env, sort_keys=True), spec_hash),
             )
         return run_id, set()
+
+    @contextlib.contextmanager
+    def sweep_lock(self, spec_hash: str) -> Iterator[None]:
+        """Held while a process resumes a sweep: a second ``--resume`` of the same sweep is
+        refused in one line instead of running its points twice. An advisory lock on a byte of
+        ``<store>.lock`` (released by the kernel if the process dies); other sweeps go on."""
+        import fcntl
+
+        handle = open(f"{self.path}.lock", "a+b")
+        offset = int(spec_hash[:7], 16)
+        try:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            except OSError:
+                raise SpecError("--resume", f"another batchbench process is already running this sweep into {self.path}; "
+                                            "wait for it to finish (then --resume finds what it stored)") from None
+            yield
+        finally:
+            handle.close()
 
     def add_point(self, run_id: str, result: PointResult) -> None:
         """Commit a finished point with its checks and steps, all or nothing."""
@@ -133,6 +175,10 @@ class Store:
         with self.conn:
             self.conn.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (_now(), run_id))
 
+    def insert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert rows (inside the caller's transaction); an undeclared column is an error."""
+        self._insert(table, rows)
+
     def _insert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         if not rows:
@@ -143,39 +189,6 @@ class Store:
             raise KeyError(f"{table} has no column(s) {sorted(unknown)}")
         sql = f"INSERT INTO {table} ({', '.join(chr(34) + c + chr(34) for c in columns)}) VALUES ({', '.join('?' for _ in columns)})"
         self.conn.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
-
-    def merge_from(self, other: "Store") -> tuple[int, int]:
-        """Copy ``other``'s runs and points in, each point once: runs of the same sweep (its
-        shards, or the same store twice) join into one run, keyed on the spec without its shard.
-        Returns (points added, points already present)."""
-        added = skipped = 0
-        targets = {self._sweep_key(spec): run_id for run_id, spec in self.conn.execute("SELECT run_id, spec_json FROM runs")}
-        for run in other.load("runs").to_dict("records"):
-            key = self._sweep_key(run["spec_json"])
-            target = targets.get(key)
-            with self.conn:
-                if target is None:
-                    target = targets[key] = run["run_id"]
-                    spec = json.loads(run["spec_json"] or "{}")
-                    spec.pop("shard", None)
-                    self._insert("runs", [{**run, "spec_json": json.dumps(spec, sort_keys=True)}])
-                have = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ?", (target,))}
-                points = other.load("points", [run["run_id"]])
-                for table in ("checks", "steps", "samples"):
-                    rows = other.load(table, [run["run_id"]])
-                    rows = rows[~rows["point_id"].isin(have)]
-                    self._insert(table, [{**r, "run_id": target} for r in _records(rows)])
-                new = points[~points["point_id"].isin(have)]
-                self._insert("points", [{**r, "run_id": target} for r in _records(new)])
-            added += len(new)
-            skipped += len(points) - len(new)
-        return added, skipped
-
-    @staticmethod
-    def _sweep_key(spec_json: str | None) -> str:
-        spec = json.loads(spec_json or "{}")
-        spec.pop("shard", None)
-        return json.dumps(spec, sort_keys=True)
 
     # ------------------------------------------------------------ reading
 
@@ -194,18 +207,31 @@ class Store:
         return run_ids
 
     def load(self, table: str, run_ids: Iterable[str] | None = None):
-        """A table as a DataFrame (all runs, or the given ones), columns in contract order."""
+        """A table as a DataFrame (all runs, or the given ones), columns in contract order.
+        A column this file lacks reads as null; one it has under a 0.1 name is read by it."""
         import pandas as pd
 
         if table not in TABLES:
             raise SpecError("--table", f"{table!r} is not a table; use {', '.join(TABLES)}")
-        columns = ", ".join(f'"{c}"' for c in TABLES[table])
-        sql, params = f"SELECT {columns} FROM {table}", []
+        if table not in self.columns:
+            return pd.DataFrame(columns=list(TABLES[table]))
+        have = set(self.columns[table])
+        old_names = {new: old for old, new in RENAMED.get(table, {}).items()}
+        select = []
+        for column in TABLES[table]:
+            source = column if column in have else old_names.get(column) if old_names.get(column) in have else None
+            select.append(f'"{source}" AS "{column}"' if source else f'NULL AS "{column}"')
+        sql, params = f"SELECT {', '.join(select)} FROM {table}", []
         if run_ids is not None:
             run_ids = list(run_ids)
             sql += f" WHERE run_id IN ({', '.join('?' for _ in run_ids)})"
             params = run_ids
-        return pd.read_sql_query(sql + " ORDER BY rowid", self.conn, params=params)
+        try:
+            return pd.read_sql_query(sql + " ORDER BY rowid", self.conn, params=params)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+            detail = " ".join(str(exc).split(": ")[-1].split())
+            raise SpecError(self.field, f"cannot read the {table} table of {self.path}: {detail} "
+                                        "(damaged? `sqlite3 FILE .recover` may save what is left)") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -215,3 +241,24 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _connect_readonly(path: Path, field: str) -> sqlite3.Connection:
+    """``mode=ro``: SQLite never writes the file. A WAL store in a place this process cannot
+    write (no ``-shm`` beside it) opens as ``immutable``, which needs no lock files."""
+    if not path.is_file():
+        raise SpecError(field, f"no store at {path}; `batchbench run` writes one")
+    uri = path.resolve().as_uri()
+    last: sqlite3.Error | None = None
+    for mode in ("mode=ro", "immutable=1"):
+        try:
+            conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.DatabaseError as exc:  # not SQLite at all, or damaged: no second try helps
+            if not isinstance(exc, sqlite3.OperationalError):
+                raise SpecError(field, f"{path} is not a batchbench store: {exc}") from None
+            last = exc
+    if not os.access(path, os.R_OK):
+        raise SpecError(field, f"cannot read {path}: permission denied")
+    raise SpecError(field, f"cannot open {path}: {last}")

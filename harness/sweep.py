@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from typing import Callable
 
@@ -19,7 +21,7 @@ from harness.parallel.launch import ExternalRanks, launch
 from harness.plan import Plan, plan_flags
 from harness.records import PointResult
 from harness.run.loop import run_point
-from harness.spec import PointSpec
+from harness.spec import PointSpec, flag
 from harness.store import Store
 
 
@@ -38,17 +40,26 @@ def run_sweep(
     progress: bool | None = None,
     on_point: Callable[[PointSpec, PointResult], None] | None = None,
     ranks: ExternalRanks | None = None,
+    say: Callable[[str], None] = lambda line: None,
 ) -> str:
     """Run every point not yet in the store; returns the run id. ``progress=None`` shows a
-    bar only when stderr is a terminal. Under an external launcher pass ``ranks``, and the
-    store on rank 0 only (None elsewhere)."""
+    bar only when stderr is a terminal; ``say`` gets what ``--resume`` found. Under an external
+    launcher pass ``ranks``, and the store on rank 0 only (None elsewhere)."""
+    writes = ranks is None or ranks.writes
+    lock = store.sweep_lock(plan.sweep_hash) if writes and resume else contextlib.nullcontext()
+    with lock:
+        return _sweep(plan, store, resume, progress, on_point, ranks, say, writes)
+
+
+def _sweep(plan, store, resume, progress, on_point, ranks, say, writes) -> str:
     from tqdm.auto import tqdm
 
-    writes = ranks is None or ranks.writes
     header = None
     if writes:
+        if resume:
+            say(resume_note(plan, store))
         environment = env.environment(list(plan.devices), plan.spec.threads)
-        header = store.start_run(plan.spec.to_json(), plan.spec.spec_hash, environment, resume=resume)
+        header = store.start_run(plan.spec.to_json(), plan.sweep_hash, environment, resume=resume, old_hashes=plan.old_hashes)
     run_id, done = ranks.share(header) if ranks is not None else header
     todo = [p for p in plan.points if p.point_id not in done]
     show = writes and (sys.stderr.isatty() if progress is None else progress)
@@ -65,6 +76,29 @@ def run_sweep(
     if writes:
         finalise(plan, store, run_id)
     return run_id
+
+
+def resume_note(plan: Plan, store: Store) -> str:
+    """What ``--resume`` finds in the store for this sweep, in one line."""
+    found = store.find_run(plan.sweep_hash, *plan.old_hashes)
+    total = len(plan.points)
+    if found is not None:
+        run_id, done, finished = found
+        done = len(done & {p.point_id for p in plan.points})
+        if done == total:
+            return f"run {run_id} already has all {total} points: nothing to do" + ("" if finished else " (finishing it)")
+        return f"resuming run {run_id}: {done} of {total} points done, {total - done} to run"
+    latest = store.load("runs").tail(1)
+    if latest.empty:
+        return f"nothing to resume in {store.path}; starting a new run"
+    try:
+        before = json.loads(latest["spec_json"].iloc[0] or "{}")
+    except (TypeError, json.JSONDecodeError):
+        before = {}
+    now = json.loads(plan.spec.to_json())
+    differ = [key for key in now if before.get(key) != now[key]]
+    detail = f" (the latest run differs in {', '.join(flag(k) for k in differ)})" if differ else ""
+    return f"no earlier run of this sweep in {store.path}{detail}; starting a new run"
 
 
 def finalise(plan: Plan, store: Store, run_id: str) -> None:

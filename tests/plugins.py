@@ -153,3 +153,30 @@ class FailsOnRank1(nn.Module):
 
 def fails_on_rank_1(n_features, n_outputs):
     return FailsOnRank1(n_features, n_outputs)
+
+
+class Hungry(nn.Module):
+    """Asks the allocator for 64 GiB in a training forward: a CPU out-of-memory."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if self.training:
+            torch.empty(64 * 2**30, dtype=torch.uint8).fill_(1)
+        return self.linear(x)
+
+
+def hungry(n_features, n_outputs):
+    return Hungry(n_features, n_outputs)
+
+
+def three_extra_logits(n_features, n_outputs):
+    """K + 3 outputs for K classes: cross-entropy would run, silently wrong."""
+    return nn.Linear(n_features, n_outputs + 3)
+
+
+def two_logits(n_features, n_outputs):
+    """Two outputs whatever the data set needs."""
+    return nn.Linear(n_features, 2)

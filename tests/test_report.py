@@ -74,7 +74,7 @@ def test_partial_and_failed_data_give_a_report_that_says_so(tmp_path, cli):
     store = tmp_path / "s.sqlite"
     code, out, _ = cli("run", "--devices", "cpu", "--model", plugin("broken"), "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "5", "--quiet", "--store", store,
                        "--report", tmp_path / "failed.html")
-    assert code == 0 and "report:" in out
+    assert code == 1 and "report:" in out  # every point failed: exit 1, and the report still says why
     html = (tmp_path / "failed.html").read_text()
     assert "No point finished with status ok" in html and "bug in user model" in html
     code, _, _ = cli("run", "--devices", "cpu", "--dataset-sizes", "100", "--batch-sizes", "8", "--steps", "20", "--quiet", "--store", store, "--report", tmp_path / "one.html")

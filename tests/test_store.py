@@ -48,7 +48,7 @@ def test_resume_runs_only_missing_points_and_the_database_refuses_duplicates(tmp
     the_plan = plan_flags(**FAST)
     spec = the_plan.spec
     with Store(tmp_path / "s.sqlite") as store:
-        run_id, _ = store.start_run(spec.to_json(), spec.spec_hash, {}, resume=False)
+        run_id, _ = store.start_run(spec.to_json(), the_plan.sweep_hash, {}, resume=False)
         first = the_plan.points[0]
         store.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
         ran = []
@@ -151,7 +151,7 @@ def test_a_store_from_batchbench_0_1_is_migrated_and_resumes(tmp_path):
     path = tmp_path / "old.sqlite"
     the_plan = plan_flags(**FAST)
     with Store(path) as store:
-        run_id, _ = store.start_run(the_plan.spec.to_json(), the_plan.spec.spec_hash, {}, resume=False)
+        run_id, _ = store.start_run(the_plan.spec.to_json(), the_plan.old_hashes[0], {}, resume=False)
         first = the_plan.points[0]
         store.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
     with sqlite3.connect(path) as conn:  # turn it into a 0.1 store

@@ -40,6 +40,12 @@ def points_table(points: pd.DataFrame) -> str:
             f"<div class=\"scroll\"><table id=\"points\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
+def _values(column: pd.Series) -> str:
+    """The distinct values of a column, sorted, nulls left out (rows added by hand may have them)."""
+    values = sorted(column.dropna().unique())
+    return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in values) or "none"
+
+
 def summary_html(data, ok: pd.DataFrame, groups, mem_fits: dict) -> str:
     """Environment, swept axes and, per device and dataset size, the recommendations (``data``:
     the ``ReportData`` being rendered)."""
@@ -60,9 +66,9 @@ def summary_html(data, ok: pd.DataFrame, groups, mem_fits: dict) -> str:
             + (f", code at {html.escape(str(env.get('git_commit'))[:12])}" if env.get("git_commit") else "") + "</dd></dl>"
         )
     statuses = points["status"].value_counts().to_dict() if len(points) else {}
-    swept = (f"<p>{len(points)} points: batch sizes {', '.join(str(b) for b in sorted(points['batch_size'].unique()))}; "
-             f"dataset sizes {', '.join(str(s) for s in sorted(points['dataset_size'].unique()))}; "
-             f"devices {', '.join(sorted(points['device'].unique()))}; statuses "
+    swept = (f"<p>{len(points)} points: batch sizes {_values(points['batch_size'])}; "
+             f"dataset sizes {_values(points['dataset_size'])}; "
+             f"devices {html.escape(_values(points['device']))}; statuses "
              + ", ".join(f"{k} {v}" for k, v in statuses.items()) + ".</p>") if len(points) else "<p>This run has no points.</p>"
     rec_rows = []
     for g in groups:

@@ -54,13 +54,8 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
         train(point, split, factory, trace, now_ns, rank)
     except Diverged as exc:
         status, error = "diverged", str(exc)
-    except torch.cuda.OutOfMemoryError as exc:
-        status, error = "oom", _one_line(exc)
-    except RuntimeError as exc:
-        status = "oom" if "out of memory" in str(exc).lower() else "error"
-        error = _one_line(exc)
     except Exception as exc:  # user code (a plug-in) may raise anything
-        status, error = "error", _one_line(exc)
+        status, error = ("oom" if out_of_memory(exc) else "error"), _one_line(exc)
     finally:
         trace.readings = monitor.stop() if monitor is not None else []
     trace.memory = peaks.read(sampled_rss_max=max_of(trace.readings, "rss_bytes"))
@@ -147,6 +142,18 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
             trace.phase_s["start"].append(parts["start"] + (first - trace.origin_ns) / 1e9)
         trace.batch_loss = losses.floats()
         trace.steps_done = len(losses)
+
+
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate", "not enough memory")
+"""How allocators say it: CUDA and MPS ("out of memory"), torch's CPU allocator ("can't
+allocate memory"), the C library ("cannot allocate memory"), other backends."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a failure is an allocation failure, on any device: the point's status is ``oom``."""
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in OOM_MESSAGES)
 
 
 def _monitor(point: PointSpec, origin_ns: int) -> Monitor | None:

@@ -16,6 +16,9 @@ from harness.errors import SpecError
 from harness.spec.sweep import CHOICES, FIELDS, SweepSpec, flag
 
 _DEVICE_RE = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
+MAX_DATASET_SIZE = 2**31 - 1
+"""Rows a data set may have (torch indexes a batch with int64, but no machine holds more)."""
+
 RANGE_RE = re.compile(r"^(\d+)\.\.(\d+|full)$")
 """A power-of-two range of batch sizes, ``a..b`` (``b`` may be ``full``)."""
 
@@ -32,15 +35,16 @@ def _tokens(field: str, value: Any) -> list[str]:
     return items
 
 
-def _int(field: str, value: Any, minimum: int) -> int:
+def _int(field: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    allowed = f"an integer >= {minimum}" + (f" and <= {maximum:,}" if maximum is not None else "")
     if isinstance(value, bool):
-        raise SpecError(flag(field), f"{value!r} is not an integer; use an integer >= {minimum}")
+        raise SpecError(flag(field), f"{value!r} is not an integer; use {allowed}")
     try:
         number = int(str(value).strip()) if not isinstance(value, int) else value
     except ValueError:
-        raise SpecError(flag(field), f"{value!r} is not an integer; use an integer >= {minimum}") from None
-    if number < minimum:
-        raise SpecError(flag(field), f"{number} is not allowed; use an integer >= {minimum}")
+        raise SpecError(flag(field), f"{value!r} is not an integer; use {allowed}") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        raise SpecError(flag(field), f"{number} is not allowed; use {allowed}")
     return number
 
 
@@ -162,7 +166,7 @@ def parse_check_every(value: Any) -> str:
 
 _PARSERS = {
     "dataset": lambda v: str(v).strip(),
-    "dataset_sizes": lambda v: tuple(_int("dataset_sizes", t, 1) for t in _tokens("dataset_sizes", v)),
+    "dataset_sizes": lambda v: tuple(sorted({_int("dataset_sizes", t, 1, MAX_DATASET_SIZE) for t in _tokens("dataset_sizes", v)})),
     "batch_sizes": parse_batch_tokens,
     "devices": parse_devices,
     "model": lambda v: str(v).strip(),
@@ -221,6 +225,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in FIELDS:
             raise SpecError("spec", f"unknown key {key!r} in {path}; allowed: {', '.join(f.replace('_', '-') for f in FIELDS)}")
+        if name in values:
+            raise SpecError("spec", f"{name} given twice in {path} (as {name.replace('_', '-')} and {name}); give it once")
         values[name] = value
     return values
 

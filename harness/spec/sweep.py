@@ -8,7 +8,6 @@ Every field is a ``batchbench run`` flag (``--batch-sizes`` is ``batch_sizes``) 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -99,11 +98,6 @@ class SweepSpec:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @property
-    def spec_hash(self) -> str:
-        """Identifies the sweep for ``--resume``: same spec, same hash."""
-        return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
 
     @property
     def target_rel(self) -> float | None:

@@ -1,0 +1,77 @@
+"""``batchbench merge``: join stores without losing a run or duplicating a point.
+
+Runs are identified by their run id and points by (run id, point id), so merging the same store
+twice adds nothing, and two machines' runs of one spec stay two runs (``analyze --run A --run
+B`` then treats their points as repeats of one configuration). The shards of one sweep
+(``--shard I/N``) are the exception: they are parts of one run, so they join into one run
+whose spec is the sweep's without the shard. Each source store is merged in one transaction:
+all of it or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from harness.store import Store
+
+DETAIL_TABLES = ("checks", "steps", "samples")
+
+
+def merge_into(out: Store, source: Store) -> tuple[int, int]:
+    """Copy ``source``'s runs and points into ``out``; returns (points added, already present)."""
+    added = present = 0
+    with out.conn:
+        known = set(out.run_ids())
+        shard_runs = dict(out.conn.execute("SELECT spec_hash, run_id FROM runs WHERE spec_hash LIKE 'shards:%'").fetchall())
+        for run in _records(source.load("runs")):
+            target = run["run_id"]
+            if target not in known:
+                spec = _spec(run.get("spec_json"))
+                if spec.get("shard"):  # a part of a sharded sweep: one run for all its shards
+                    spec.pop("shard")
+                    key = "shards:" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+                    if key in shard_runs:
+                        target = shard_runs[key]
+                    else:
+                        out.insert("runs", [{**run, "spec_json": json.dumps(spec, sort_keys=True), "spec_hash": key}])
+                        shard_runs[key] = target
+                else:
+                    out.insert("runs", [run])
+                known.add(target)
+            have = {r[0] for r in out.conn.execute("SELECT point_id FROM points WHERE run_id = ?", (target,))}
+            points = source.load("points", [run["run_id"]])
+            new = points[~points["point_id"].isin(have)]
+            ids = set(new["point_id"])
+            for table in DETAIL_TABLES:
+                rows = source.load(table, [run["run_id"]])
+                out.insert(table, [{**r, "run_id": target} for r in _records(rows[rows["point_id"].isin(ids)])])
+            out.insert("points", [{**r, "run_id": target} for r in _records(new)])
+            added += len(new)
+            present += len(points) - len(new)
+    return added, present
+
+
+def _spec(text: Any) -> dict[str, Any]:
+    try:
+        spec = json.loads(text) if isinstance(text, str) else {}
+    except json.JSONDecodeError:
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def _records(frame) -> list[dict[str, Any]]:
+    """DataFrame rows as plain Python values, NaN as None (SQLite NULL)."""
+    out = []
+    for row in frame.to_dict("records"):
+        clean = {}
+        for key, value in row.items():
+            if hasattr(value, "item"):
+                value = value.item()
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            clean[key] = value
+        out.append(clean)
+    return out

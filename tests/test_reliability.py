@@ -1,0 +1,372 @@
+"""Nothing lost, nothing touched that is not ours. Each case of the catalogue: the exit code,
+one line on stderr, no traceback, and the store's bytes unchanged where they should be."""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, plugin
+from harness.store import Store
+
+SMALL = ["--devices", "cpu", "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "10", "--quiet", "--no-report"]
+
+
+def one_line(err: str, *words: str) -> bool:
+    lines = err.strip().splitlines()
+    return len(lines) == 1 and lines[0].startswith("batchbench: error:") and "Traceback" not in err and all(w in lines[0] for w in words)
+
+
+@pytest.fixture
+def store(cli, tmp_path):
+    """A store holding one finished run of SMALL."""
+    path = tmp_path / "s.sqlite"
+    code, _, err = cli("run", *SMALL, "--store", path)
+    assert code == 0, err
+    return path
+
+
+def _foreign(path):
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table points(x, y)")
+        conn.execute("insert into points values (1, 2)")
+    return path
+
+
+# ------------------------------------------------------------------ merge keeps every run
+
+
+def test_merge_keeps_both_runs_of_one_spec_and_adds_nothing_twice(cli, tmp_path, store):
+    assert cli("run", *SMALL, "--store", store)[0] == 0  # the same sweep again: a second run
+    out = tmp_path / "m.sqlite"
+    code, _, err = cli("merge", store, "-o", out)
+    assert code == 0 and "4 points added" in err, err
+    with Store(out, readonly=True) as m:
+        assert len(m.load("runs")) == 2 and len(m.load("points")) == 4 and len(m.load("steps")) == 4 * 10
+    before = out.read_bytes()
+    code, _, err = cli("merge", store, "-o", out)
+    assert code == 0 and "0 points added, 4 already present" in err
+    again = tmp_path / "m2.sqlite"
+    assert cli("merge", out, "-o", again)[0] == 0
+    code, _, err = cli("merge", out, "-o", again)
+    assert code == 0 and "0 points added" in err
+    with Store(again, readonly=True) as m:
+        assert len(m.load("runs")) == 2 and len(m.load("points")) == 4
+    code, _, err = cli("merge", out, "-o", out)
+    assert code == 2 and one_line(err, "-o") and out.read_bytes() == before
+
+
+def test_two_machines_stores_of_one_spec_are_both_kept_and_analyzed_as_repeats(cli, tmp_path):
+    a, b, out = tmp_path / "a.sqlite", tmp_path / "b.sqlite", tmp_path / "m.sqlite"
+    for path in (a, b):
+        assert cli("run", *SMALL, "--target", "rel:0.5", "--check-every", "2", "--store", path)[0] == 0
+    code, _, err = cli("merge", a, b, "-o", out)
+    assert code == 0, err
+    with Store(out, readonly=True) as m:
+        runs = m.run_ids()
+        assert len(runs) == 2 and len(m.load("points")) == 4
+    import json
+
+    code, text, err = cli("analyze", "--store", out, "--run", runs[0], "--run", runs[1], "--json")
+    assert code == 0, err
+    (group,) = json.loads(text)
+    assert [row["repeats"] for row in group["batch_sizes"]] == [2, 2]
+
+
+# ------------------------------------------------------------------ read-only means read-only
+
+
+@pytest.mark.parametrize("command", [["export"], ["export", "--table", "steps"], ["analyze"], ["report", "-o", "r.html"]])
+@pytest.mark.parametrize("kind", ["foreign", "empty", "text"])
+def test_read_commands_refuse_what_is_not_a_store_and_leave_it_alone(cli, tmp_path, command, kind):
+    path = tmp_path / "other.db"
+    if kind == "foreign":
+        _foreign(path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_text("hello\n")
+    before = path.read_bytes()
+    code, _, err = cli(*command, "--store", path)
+    assert code == 2 and one_line(err, "--store", "not a batchbench store"), err
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_run_refuses_a_foreign_database_without_touching_it(cli, tmp_path):
+    path = _foreign(tmp_path / "other.db")
+    before = path.read_bytes()
+    code, _, err = cli("run", *SMALL, "--store", path)
+    assert code == 2 and one_line(err, "--store", "not a batchbench store") and path.read_bytes() == before
+
+
+def test_a_read_only_store_is_readable_and_unchanged(cli, tmp_path, store):
+    os.chmod(store, 0o444)
+    before = store.read_bytes()
+    for command in (["export"], ["analyze"], ["export", "--table", "runs"], ["report", "-o", tmp_path / "r.html"]):
+        code, _, err = cli(*command, "--store", store)
+        assert code == 0, (command, err)
+    assert store.read_bytes() == before
+
+
+def test_read_commands_do_not_migrate_an_old_store(cli, tmp_path, store):
+    with sqlite3.connect(store) as conn:  # as batchbench 0.1 wrote it
+        conn.execute('ALTER TABLE points RENAME COLUMN "burn_in_steps" TO "warmup_steps"')
+        conn.execute('ALTER TABLE steps RENAME COLUMN "burn_in" TO "warmup"')
+        conn.execute('ALTER TABLE points DROP COLUMN "step_wall_s_max_rank"')
+    before = store.read_bytes()
+    code, out, err = cli("export", "--store", store, "--table", "steps")
+    assert code == 0 and out.startswith("run_id,point_id,step,burn_in,"), err
+    code, out, _ = cli("export", "--store", store)
+    assert code == 0 and "burn_in_steps" in out.splitlines()[0] and "step_wall_s_max_rank" in out.splitlines()[0]
+    assert store.read_bytes() == before
+    code, _, err = cli("run", *SMALL, "--store", store)  # a writing command migrates, and says so
+    assert code == 0 and "migrated" in err
+
+
+# ------------------------------------------------------------------ resume knows its sweep
+
+
+def _partial(cli, store, batch_sizes):
+    """Run the first point of a sweep, as an interrupted run would leave it."""
+    from harness.plan import plan_flags
+    from harness.run.loop import run_point
+
+    the_plan = plan_flags(devices="cpu", dataset_sizes=100, batch_sizes=batch_sizes, steps=10)
+    with Store(store) as s:
+        run_id, _ = s.start_run(the_plan.spec.to_json(), the_plan.sweep_hash, {}, resume=False)
+        first = the_plan.points[0]
+        s.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
+    return run_id
+
+
+@pytest.mark.parametrize("written", [["--batch-sizes", "16,4,1"], ["--batch-sizes", "1,4,4,16"], ["--batch-sizes", "4..4,1,16", "--devices", "auto"]])
+def test_resume_finds_the_sweep_however_it_is_written(cli, tmp_path, written):
+    path = tmp_path / "s.sqlite"
+    run_id = _partial(cli, path, "1,4,16")
+    args = ["--devices", "cpu", "--dataset-sizes", "100", "--steps", "10", "--quiet", "--no-report", "--store", path, "--resume"]
+    if "--devices" in written:
+        args = args[2:]
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is None:
+            import torch
+
+            if torch.cuda.is_available():
+                pytest.skip("auto is more than the CPU on this machine")
+    code, _, err = cli("run", *args, *written)
+    assert code == 0, err
+    assert f"resuming run {run_id}" in err and "1 of 3 points done" in err
+    with Store(path, readonly=True) as s:
+        points = s.load("points")
+        assert s.run_ids() == [run_id] and sorted(points["batch_size"]) == [1, 4, 16] and points["point_id"].is_unique
+    code, _, err = cli("run", *args, *written)
+    assert code == 0 and "nothing to do" in err
+
+
+def test_duplicate_axis_values_collapse_before_anything_runs(cli, tmp_path):
+    path = tmp_path / "s.sqlite"
+    code, _, err = cli("run", "--devices", "cpu", "--dataset-sizes", "100,100", "--batch-sizes", "4,4,8", "--steps", "5", "--quiet", "--no-report", "--store", path)
+    assert code == 0, err
+    with Store(path, readonly=True) as s:
+        assert len(s.load("points")) == 2
+
+
+def test_a_second_resume_of_the_same_sweep_is_refused_while_the_first_runs(tmp_path):
+    path = tmp_path / "s.sqlite"
+    args = [sys.executable, "-m", "harness", "run", "--model", plugin("slow"), "--devices", "cpu", "--dataset-sizes", "64",
+            "--batch-sizes", "1,2,4,8", "--steps", "100", "--quiet", "--no-report", "--store", str(path), "--resume"]
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:  # 4 points of 100 slow steps: about 8 s, and the second starts once one point is in
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                with sqlite3.connect(path, timeout=1) as conn:
+                    if conn.execute("select count(*) from points").fetchone()[0] >= 1:
+                        break
+            except sqlite3.Error:
+                pass
+            time.sleep(0.05)
+        assert first.poll() is None, "the first sweep ended before the second could start"
+        second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and one_line(second.stderr, "--resume", "already"), second.stderr
+    finally:
+        first.wait(timeout=120)
+    assert first.returncode == 0
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("select count(*), count(distinct point_id) from points").fetchone() == (4, 4)
+
+
+# ------------------------------------------------------------------ the right status
+
+
+def test_a_cpu_allocation_failure_is_oom(tmp_path):
+    """A plug-in asks for 64 GiB under a 4 GiB address-space limit: the point is ``oom``."""
+    path = tmp_path / "s.sqlite"
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30)); "
+            "from harness.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "run", "--model", plugin("hungry"), "--devices", "cpu", "--dataset-sizes", "100",
+                           "--batch-sizes", "4", "--steps", "5", "--quiet", "--no-report", "--store", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    with sqlite3.connect(path) as conn:
+        status, error = conn.execute("select status, error from points").fetchone()
+    assert status == "oom", error
+    assert proc.returncode == 1 and "every point failed" in proc.stderr
+
+
+@pytest.mark.parametrize("factory,expected,got", [("three_extra_logits", 3, 6), ("two_logits", 3, 2)])
+def test_a_model_whose_output_does_not_fit_the_classes_is_refused_in_the_plan(cli, tmp_path, factory, expected, got):
+    path = tmp_path / "s.sqlite"
+    code, _, err = cli("run", *SMALL, "--model", plugin(factory), "--store", path)
+    assert code == 2 and one_line(err, "--model", f"{got} outputs", f"{expected}") and not path.exists(), err
+
+
+def test_a_sweep_whose_every_point_failed_exits_1(cli, tmp_path):
+    code, _, err = cli("run", *SMALL, "--model", plugin("broken"), "--store", tmp_path / "s.sqlite")
+    assert code == 1 and "every point failed" in err
+
+
+# ------------------------------------------------------------------ one line, the right code
+
+
+def test_output_paths_that_cannot_be_written(cli, tmp_path, store):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args, field in ((["run", *SMALL[:-1], "--store", tmp_path / "n.sqlite", "--report", afile / "r.html"], "--report"),
+                        (["run", *SMALL[:-1], "--store", tmp_path / "n.sqlite", "--report", tmp_path], "--report"),
+                        (["report", "--store", store, "-o", afile / "r.html"], "-o")):
+        code, _, err = cli(*args)
+        assert code == 2 and one_line(err, field), (args, err)
+    assert not (tmp_path / "n.sqlite").exists()  # checked before the sweep ran
+    code, _, err = cli("export", "--store", store, "-o", tmp_path / "new" / "dir" / "x.csv")  # missing folders are made
+    assert code == 0 and (tmp_path / "new" / "dir" / "x.csv").is_file(), err
+
+
+def test_a_damaged_store_is_one_line(cli, tmp_path, store):
+    with sqlite3.connect(store) as conn:
+        conn.execute("pragma wal_checkpoint(truncate)")
+        pages = conn.execute("pragma page_count").fetchone()[0]
+        size = conn.execute("pragma page_size").fetchone()[0]
+    data = bytearray(store.read_bytes())
+    for page in range(2, pages):  # every page but the schema's
+        data[page * size + 8 : page * size + 200] = os.urandom(192)
+    store.write_bytes(bytes(data))
+    code, _, err = cli("export", "--table", "steps", "--store", store)  # the steps pages are damaged
+    assert code == 2 and one_line(err, "--store", "damaged"), err
+    for command in (["report", "-o", tmp_path / "r.html"], ["analyze"], ["export", "--table", "samples"]):
+        code, _, err = cli(*command, "--store", store)  # these may or may not touch a damaged page
+        assert "Traceback" not in err and (code == 0 or (code == 2 and one_line(err, "--store"))), (command, err)
+
+
+def test_rows_with_nulls_added_by_hand(cli, tmp_path, store):
+    with sqlite3.connect(store) as conn:
+        run_id = conn.execute("select run_id from runs").fetchone()[0]
+        conn.execute("insert into points (run_id, point_id) values (?, 'hand')", (run_id,))
+        conn.execute("insert into runs (run_id) values ('hand-run')")
+        conn.execute("insert into points (run_id, point_id) values ('hand-run', 'p')")
+    code, _, err = cli("report", "--store", store, "--run", run_id, "-o", tmp_path / "r.html")
+    assert code == 0, err
+    code, _, err = cli("analyze", "--store", store, "--run", run_id)
+    assert code == 0, err
+    out = tmp_path / "m.sqlite"
+    code, _, err = cli("merge", store, "-o", out)
+    assert code == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--dataset-sizes", "99999999999999999999999"], "--dataset-sizes"),
+    (["--dataset", "linreg", "--dataset-sizes", "2000000000"], "--dataset-sizes"),
+])
+def test_sizes_too_large_for_the_machine(cli, tmp_path, args, field):
+    path = tmp_path / "s.sqlite"
+    code, _, err = cli("run", "--devices", "cpu", "--batch-sizes", "4", "--steps", "5", "--quiet", "--store", path, *args)
+    assert code == 2 and one_line(err, field) and not path.exists(), err
+
+
+def test_compare_paths_are_read_as_written(cli, tmp_path):
+    old, new = tmp_path / "old.db", tmp_path / "x.sqlite.d" / "s.sqlite"
+    new.parent.mkdir()
+    for path in (old, new):
+        assert cli("run", *SMALL, "--store", path)[0] == 0
+    code, out, err = cli("report", "--compare", old, new, "-o", tmp_path / "c.html")
+    assert code == 0, err
+    assert "2 common points" in (tmp_path / "c.html").read_text()
+
+
+def test_export_of_an_unknown_run_is_an_error(cli, store):
+    code, out, err = cli("export", "--store", store, "--run", "nosuchrun")
+    assert code == 2 and one_line(err, "--run", "nosuchrun") and out == ""
+
+
+def test_merge_errors_name_merge_arguments(cli, tmp_path):
+    code, _, err = cli("merge", tmp_path / "none.sqlite", "-o", tmp_path / "m.sqlite")
+    assert code == 2 and one_line(err, "STORE") and "--store" not in err
+
+
+@pytest.mark.parametrize("args", [["--steps", "5", "--steps", "6"], ["--batch-sizes", "4", "--batch-sizes=8"]])
+def test_a_flag_given_twice_is_an_error(cli, tmp_path, args):
+    code, _, err = cli("run", "--devices", "cpu", "--dataset-sizes", "100", "--quiet", "--store", tmp_path / "s.sqlite", *args)
+    assert code == 2 and one_line(err, args[0], "twice")
+
+
+def test_a_toml_key_given_twice_is_an_error(cli, tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text("batch-sizes = [4]\nbatch_sizes = [8]\n")
+    code, _, err = cli("run", spec, "--store", tmp_path / "s.sqlite")
+    assert code == 2 and one_line(err, "batch_sizes", "twice")
+
+
+def test_ctrl_c_during_the_report_exits_130(tmp_path):
+    """SIGINT while the report renders: exit 130 and the points stay stored."""
+    path = tmp_path / "s.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--devices", "cpu", "--dataset-sizes", "200", "--batch-sizes", "1..full",
+                             "--steps", "20", "--quiet", "--store", str(path), "--report", str(tmp_path / "r.html")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    finished = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(path, timeout=1) as conn:
+                finished = conn.execute("select count(*) from runs where finished_at is not null").fetchone()[0]
+        except sqlite3.Error:
+            pass
+        if finished:
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)  # inside the report now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+
+
+# ------------------------------------------------------------------ kills at random moments
+
+
+def _kill_and_resume(tmp_path, kills: int, seed: int):
+    rng = random.Random(seed)
+    path = tmp_path / "s.sqlite"
+    args = [sys.executable, "-m", "harness", "run", "--model", plugin("slow"), "--devices", "cpu", "--dataset-sizes", "64",
+            "--batch-sizes", "1,2,4,8,16,32,full", "--steps", "15", "--quiet", "--no-report", "--store", str(path), "--resume"]
+    for _ in range(kills):
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 4.0))
+        proc.send_signal(rng.choice([signal.SIGKILL, signal.SIGINT]))
+        proc.wait(timeout=120)
+    final = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("select count(*) from runs").fetchone()[0] == 1
+        rows = conn.execute("select point_id, batch_size from points").fetchall()
+    assert len(rows) == 7 and len({r[0] for r in rows}) == 7
+
+
+def test_kills_at_random_moments_then_resume_leave_every_point_once(tmp_path):
+    _kill_and_resume(tmp_path, kills=3, seed=1)
+
+
+@pytest.mark.slow
+def test_many_kills_at_random_moments(tmp_path):
+    _kill_and_resume(tmp_path, kills=15, seed=2)
