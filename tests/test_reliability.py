@@ -3,6 +3,7 @@ one line on stderr, no traceback, and the store's bytes unchanged where they sho
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -370,3 +371,29 @@ def test_kills_at_random_moments_then_resume_leave_every_point_once(tmp_path):
 @pytest.mark.slow
 def test_many_kills_at_random_moments(tmp_path):
     _kill_and_resume(tmp_path, kills=15, seed=2)
+
+
+def test_a_store_on_a_read_only_file_system_is_read(store, tmp_path):
+    """What a read-only mount looks like to a reader: nothing can be written, not even a -shm
+    beside the store. As root (who writes through chmod) a read-only bind mount makes it so."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    copy = folder / "s.sqlite"
+    shutil.copy(store, copy)
+    before = copy.read_bytes()
+    for command in (["export"], ["analyze"]):
+        cli_line = [sys.executable, "-m", "harness", *command, "--store", str(copy)]
+        if os.geteuid() == 0:
+            if shutil.which("unshare") is None:
+                pytest.skip("root without unshare: cannot make a read-only mount")
+            script = f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$@"'
+            cli_line = ["unshare", "--mount", "sh", "-c", script, "sh", *cli_line]
+        else:
+            os.chmod(copy, 0o444)
+            os.chmod(folder, 0o555)
+        proc = subprocess.run(cli_line, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        os.chmod(folder, 0o755)
+        if os.geteuid() == 0 and "mount" in proc.stderr and proc.returncode != 0 and "batchbench" not in proc.stderr:
+            pytest.skip(f"no read-only mount here: {proc.stderr.strip()}")
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (command, proc.stderr)
+    assert copy.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["s.sqlite"]
