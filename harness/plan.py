@@ -51,7 +51,9 @@ def plan(spec: SweepSpec) -> Plan:
     if spec.target_column is not None and not datasets.is_file(spec.dataset):
         raise SpecError("--target-column", f"applies to .csv and .parquet files, not the built-in {spec.dataset!r}")
     info = datasets.info(spec.dataset, spec.target_column)
-    points = shard_of(expand(spec, info, env.available_devices()), spec.shard)
+    available = env.available_devices()
+    points = shard_of(expand(spec, info, available), spec.shard)
+    _check_ranks(points, available)
     if not points:
         raise SpecError("--shard", f"shard {spec.shard} of this sweep holds no point; use fewer shards")
     _check_memory(spec, sorted({p.dataset_size for p in points}))
@@ -68,6 +70,15 @@ def plan(spec: SweepSpec) -> Plan:
     _check_output(spec, model, first)
     devices = tuple(dict.fromkeys(p.device for p in points))
     return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices)
+
+
+def _check_ranks(points, available: list[str]) -> None:
+    """Data-parallel ranks on CUDA take one GPU each: more ranks than GPUs cannot run."""
+    gpus = sum(d.startswith("cuda") for d in available)
+    wanted = max((p.world_size for p in points if p.device.startswith("cuda")), default=1)
+    if wanted > max(1, gpus):
+        raise SpecError("--world-sizes", f"{wanted} ranks on cuda need {wanted} GPUs (one per rank) and this machine has {gpus}; "
+                                         f"use --world-sizes up to {gpus}, or --devices cpu (gloo ranks share the CPU)")
 
 
 def _check_memory(spec: SweepSpec, sizes: list[int]) -> None:

@@ -84,7 +84,7 @@ POINTS = {
     "loader": "TEXT",  # tensor | dataloader
     "init_seed": "INTEGER",
     "step_wall_iqr_s": "REAL",
-    "flags": "TEXT",  # comma list: noisy (IQR/median > 10%), phase_mismatch (phase sum vs step wall > 10%)
+    "flags": "TEXT",  # comma list: noisy (the median step time may be off by > 10%), phase_mismatch (phase sum vs step wall > 10%)
     "base_lr": "REAL",  # --lr before the policy scaled it (null when tuned)
     "base_batch_size": "INTEGER",
     "lr_warmup_steps": "INTEGER",
@@ -107,6 +107,7 @@ POINTS = {
     "comm_s": "REAL",  # exposed communication per step: synced backward minus no_sync backward (median over ranks)
     "derivative_s_max_rank": "REAL",  # the slowest rank's median derivative (stragglers)
     "step_wall_s_max_rank": "REAL",
+    "step_wall_ci_pct": "REAL",  # half-width of a 95% interval for the median step time, % of it (blocked medians); > 10: noisy
 }
 
 CHECKS = {

@@ -180,3 +180,27 @@ def three_extra_logits(n_features, n_outputs):
 def two_logits(n_features, n_outputs):
     """Two outputs whatever the data set needs."""
     return nn.Linear(n_features, 2)
+
+
+class Steady(nn.Module):
+    """A training forward that always costs 1 ms (a busy wait): the median is certain."""
+
+    def __init__(self, n_features, n_outputs, choices=(0.001,)):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.choices = choices
+        self.rng = __import__("random").Random(0)
+
+    def forward(self, x):
+        if self.training:
+            busy_wait(self.rng.choice(self.choices))
+        return self.linear(x)
+
+
+def steady(n_features, n_outputs):
+    return Steady(n_features, n_outputs)
+
+
+def one_or_three_ms(n_features, n_outputs):
+    """1 ms or 3 ms at random, half and half: the median itself is a coin toss."""
+    return Steady(n_features, n_outputs, choices=(0.001, 0.003))

@@ -103,3 +103,13 @@ def test_combined_rows_have_the_declared_columns_and_a_failure_keeps_no_timing()
     assert ok.status == "ok" and ok.point["derivative_s_max_rank"] == single.point["derivative_s"]
     assert failed.status == "error" and "rank 1" in failed.point["error"] and all(failed.point[c] is None for c in OK_ONLY)
     assert lost.status == "error" and "0 of 2 reported" in lost.point["error"] and lost.point["world_size"] == 2
+
+
+def test_more_cuda_ranks_than_gpus_is_refused_before_anything_runs(cli, tmp_path, monkeypatch):
+    from harness import env
+
+    monkeypatch.setattr(env, "available_devices", lambda: ["cpu", "cuda:0"])  # a one-GPU machine
+    store = tmp_path / "s.sqlite"
+    code, _, err = cli("run", "--devices", "cuda", "--world-sizes", "1,2", "--dataset-sizes", "100", "--batch-sizes", "8", "--store", store)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--world-sizes: 2 ranks on cuda need 2 GPUs" in err and "has 1" in err
+    assert not store.exists()

@@ -164,3 +164,16 @@ def test_dataloader_sees_the_same_batches_as_tensor_indexing():
 def test_builtin_models_train_on_builtin_data(model, dataset):
     (result,) = _run(model=model, dataset=dataset, steps=30, dataset_sizes=300)
     assert result.status == "ok" and result.point["samples_per_s"] > 0
+
+
+def test_noisy_means_the_median_is_uncertain_not_that_steps_jitter():
+    from harness.analysis.stats import median_uncertainty
+
+    (steady,) = _run(model=plugin("steady"), steps=200, check_every=200, sample_interval=0)
+    (coin,) = _run(model=plugin("one_or_three_ms"), steps=200, check_every=200, sample_interval=0)
+    assert "noisy" not in (steady.point["flags"] or "") and steady.point["step_wall_ci_pct"] < 10
+    assert "noisy" in coin.point["flags"] and coin.point["step_wall_ci_pct"] > 10
+    # jitter alone: steps spread +-30% around a stable median are not noisy
+    rng = np.random.default_rng(0)
+    assert median_uncertainty(1e-4 * (1 + 0.3 * rng.uniform(-1, 1, 500))) < 0.05
+    assert median_uncertainty([1e-3] * 10) is None  # too few steps to say

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-NOISY_IQR_RATIO = 0.10
-"""A point whose step-time IQR exceeds 10% of its median is flagged ``noisy`` (the threshold
-torch.utils.benchmark uses)."""
+NOISY_UNCERTAINTY = 0.10
+"""A point is flagged ``noisy`` when its median step time may be off by more than 10%: the
+half-width of a 95% interval for the median, from blocked medians, exceeds 10% of it. (On a
+shared 2-core VM whole blocks of steps run 20-30% slower while a neighbour is busy; 10% flags
+those points, 1 of 21 of a quiet default sweep, and any step whose typical time is a coin toss.) Jitter of
+single steps does not count (sub-millisecond steps always jitter); doubt about the median does,
+as torch.utils.benchmark warns on the spread of blocked measurements, not of single runs."""
+
+BLOCKS = 20
+"""Consecutive blocks the measured steps are cut into; each block's median is one estimate."""
+MIN_BLOCK_STEPS = 5
 
 PHASE_MISMATCH_RATIO = 0.10
 """A point whose phase medians sum to more than 10% away from its median step wall time is
@@ -27,13 +35,33 @@ def iqr(values) -> float | None:
     return float(q3 - q1)
 
 
+def median_uncertainty(values) -> float | None:
+    """Relative half-width of a 95% interval for the median of ``values`` (per-step times in
+    the order they ran): the steps are cut into up to ``BLOCKS`` consecutive blocks (of 5 steps or more), and the
+    median of the block medians is bootstrapped over blocks (seeded, so the same data give the
+    same answer). Blocks, not single steps, because neighbouring steps share the machine's
+    state (caches, clocks, a noisy neighbour). None with fewer than 3 blocks of 5 steps."""
+    values = np.asarray(values, dtype=float)
+    blocks = min(BLOCKS, values.size // MIN_BLOCK_STEPS)
+    if blocks < 3:
+        return None
+    medians = np.array([np.median(block) for block in np.array_split(values, blocks)])
+    center = float(np.median(medians))
+    if center <= 0:
+        return None
+    resampled = np.median(np.random.default_rng(0).choice(medians, size=(2000, blocks)), axis=1)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return float(max(center - low, high - center) / center)
+
+
 def flags(step_wall: np.ndarray, phase_medians: list[float | None]) -> list[str]:
     """Trust flags for one point's measured steps."""
     out: list[str] = []
     wall = median(step_wall)
     if wall is None or wall <= 0:
         return out
-    if iqr(step_wall) / wall > NOISY_IQR_RATIO:
+    uncertainty = median_uncertainty(step_wall)
+    if uncertainty is not None and uncertainty > NOISY_UNCERTAINTY:
         out.append("noisy")
     if all(m is not None for m in phase_medians):
         if abs(sum(phase_medians) - wall) / wall > PHASE_MISMATCH_RATIO:

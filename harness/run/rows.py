@@ -25,7 +25,7 @@ from harness.spec import PointSpec
 STEP_PHASES = PHASES[:3]
 """The phases inside a step (the loss check runs between steps)."""
 
-OK_ONLY = ("wall_s", "samples_per_s", "steps_per_s", *(f"{p}_s" for p in STEP_PHASES), "step_wall_s", "step_wall_iqr_s",
+OK_ONLY = ("wall_s", "samples_per_s", "steps_per_s", *(f"{p}_s" for p in STEP_PHASES), "step_wall_s", "step_wall_iqr_s", "step_wall_ci_pct",
            "flags", *(f"{p}_total_s" for p in STEP_PHASES), "final_train_loss", "final_train_acc")
 """Columns that only a point with status ``ok`` fills."""
 
@@ -118,6 +118,7 @@ def _timing_summary(point: PointSpec, trace: Trace) -> dict[str, Any]:
             steps_per_s=measured_steps / (compute_ns / 1e9),
             step_wall_s=stats.median(measured["step_wall"]),
             step_wall_iqr_s=stats.iqr(measured["step_wall"]),
+            step_wall_ci_pct=_pct(stats.median_uncertainty(measured["step_wall"])),
             flags=",".join(stats.flags(measured["step_wall"], medians)) or None,
         )
     return out
@@ -138,3 +139,7 @@ def _steps_rows(point: PointSpec, trace: Trace) -> list[dict[str, Any]]:
         }
         for i in range(n)
     ]
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
