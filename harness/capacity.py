@@ -2,12 +2,16 @@
 
 Runs a few short probes (one point per probe batch size, two steps each, sampling with
 replacement so a batch may exceed the data set), fits peak = fixed + per_sample x B to their
-peaks (device allocator's peak reserved bytes on CUDA, peak RSS on the CPU), and predicts the
-largest batch under the memory limit less a safety margin. On CUDA it then checks the
-prediction by probing: power-of-two growth until out of memory, then a binary search, each
-failed try freed before the next (``run_point`` records it as ``oom`` and empties the cache).
-Lightning's and accelerate's batch finders only crash into OOM; this predicts first and
-reports both numbers.
+peaks, and predicts the largest batch under the memory limit less a safety margin. The peak is
+what decides whether a batch fits: on CUDA the caching allocator's peak reserved bytes of the
+training steps (what runs out), on the CPU the live tensor bytes of a training step (exact and
+linear in B, where RSS shows the heap). Small probes are dominated by the fixed part, so when it
+probes (CUDA, or ``--verify``) it also probes the batch predicted to fill half the limit and
+refits on the largest probes before predicting; it then finds the real limit (power-of-two
+growth to the first failure, then a binary search: on CUDA until out of memory, each failure
+freed before the next; on the CPU until the tensor bytes pass the limit) and reports the
+prediction's error. Lightning's and accelerate's batch finders only crash into OOM; this
+predicts first and reports both numbers.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from harness.env import device_memory
 from harness.errors import SpecError
 from harness.plan import Plan
 from harness.run.loop import run_point
-from harness.run.probes import pin_mmap_threshold
 from harness.spec import PointSpec
 
 PROBE_STEPS = 2
@@ -39,6 +42,15 @@ class CapacityResult:
     probed_max_batch_size: int | None
     probes: tuple[tuple[int, str, int | None], ...]
     """(batch size, status, peak bytes) of every probe, fit probes first."""
+    predicted_no_margin: int | None = None
+    """The predicted largest batch at the limit itself: what the probed limit is compared with."""
+
+    @property
+    def prediction_error(self) -> float | None:
+        """Predicted (before the margin) over probed largest batch, minus 1."""
+        if self.predicted_no_margin is None or not self.probed_max_batch_size:
+            return None
+        return self.predicted_no_margin / self.probed_max_batch_size - 1
 
     @property
     def method(self) -> str:
@@ -56,6 +68,8 @@ class CapacityResult:
             "device": self.device,
             "metric": self.metric,
             "probed_max_batch_size": self.probed_max_batch_size,
+            "predicted_max_batch_size_no_margin": self.predicted_no_margin,
+            "prediction_error": self.prediction_error,
             "fit_rms_error_bytes": None if self.fit is None else self.fit.rms_error_bytes,
             "probes": [{"batch_size": b, "status": s, "peak_bytes": p} for b, s, p in self.probes],
         }
@@ -81,27 +95,43 @@ def fit_capacity(
     """Probe, fit, predict; on CUDA (or with ``verify``) find the real limit by probing."""
     template = plan.points[0]
     device = template.device
-    if not device.startswith("cuda"):
-        pin_mmap_threshold()
-    metric = "peak_device_reserved_bytes" if device.startswith("cuda") else "peak_rss_bytes"
+    cuda = device.startswith("cuda")
+    metric = "peak_device_reserved_bytes" if cuda else "peak_device_mem_bytes"
     limit = limit_bytes or device_capacity(device)
     split = plan.split(template)
 
     def probe(batch: int) -> tuple[int, str, int | None]:
         result = run_point(_probe_point(template, batch), split, plan.factory)
         peak = result.point.get(metric)
-        progress(f"B={batch}: {result.status}" + (f", {metric} {peak / 2**20:,.1f} MiB" if peak else ""))
-        return batch, result.status, peak
+        status = result.status
+        if status == "ok" and not cuda and peak is not None and peak > limit:
+            status = "oom"  # on the CPU nothing fails at the limit: past it is out of memory
+        progress(f"B={batch}: {status}" + (f", {metric} {peak / 2**20:,.1f} MiB" if peak else ""))
+        return batch, status, peak
 
     probes = [probe(b) for b in sorted(set(probe_sizes))]
-    ok = [(b, p) for b, s, p in probes if s == "ok" and p is not None]
-    fit = fit_memory([b for b, _ in ok], [p for _, p in ok])
+    fit = _fit(probes)
+    searching = verify if verify is not None else cuda
+    if searching and fit is not None:
+        half = fit.max_batch_size(limit, 0.5)  # where the per-sample term is about half the peak
+        if half is not None and half > 1.5 * max(b for b, _, _ in probes) and half <= MAX_PROBE_BATCH:
+            probes.append(probe(half))
+            fit = _fit(probes, largest=3)
     predicted = fit.max_batch_size(limit, margin) if fit else None
     found = None
-    if verify if verify is not None else device.startswith("cuda"):
+    if searching:
         found, extra = _search(probe, probes, limit)
         probes += extra
-    return CapacityResult(device, metric, limit, margin, fit, predicted, found, tuple(probes))
+    return CapacityResult(device, metric, limit, margin, fit, predicted, found, tuple(probes),
+                          fit.max_batch_size(limit, 0.0) if fit else None)
+
+
+def _fit(probes, largest: int | None = None) -> MemoryFit | None:
+    """The line through the ok probes (only the ``largest`` batch sizes, when given)."""
+    ok = sorted((b, p) for b, s, p in probes if s == "ok" and p is not None)
+    if largest is not None:
+        ok = ok[-largest:]
+    return fit_memory([b for b, _ in ok], [p for _, p in ok])
 
 
 def _probe_point(template: PointSpec, batch: int) -> PointSpec:

@@ -153,4 +153,6 @@ def capacity_text(result, spec) -> str:
     lines.append(f"  largest batch that fits (predicted): {predicted}")
     if result.probed_max_batch_size is not None:
         lines.append(f"  largest batch that ran (probed):     {result.probed_max_batch_size:,}")
+    if result.prediction_error is not None:
+        lines.append(f"  prediction before the margin: {result.predicted_no_margin:,} ({result.prediction_error:+.1%} against the probe)")
     return "\n".join(lines)

@@ -93,7 +93,7 @@ POINTS = {
     "final_train_acc": "REAL",
     "noise_samples": "INTEGER",
     "noise_scale_total_s": "REAL",  # time spent estimating the noise scale, outside every phase
-    "peak_device_reserved_bytes": "INTEGER",  # CUDA caching allocator's peak reserved (peak_device_mem_bytes: allocated)
+    "peak_device_reserved_bytes": "INTEGER",  # CUDA caching allocator's peak reserved in training steps (peak_device_mem_bytes: allocated; CPU: live tensor bytes of a probe step)
     "param_bytes": "INTEGER",
     "grad_bytes": "INTEGER",
     "optimizer_state_bytes": "INTEGER",
@@ -107,7 +107,10 @@ POINTS = {
     "comm_s": "REAL",  # exposed communication per step: synced backward minus no_sync backward (median over ranks)
     "derivative_s_max_rank": "REAL",  # the slowest rank's median derivative (stragglers)
     "step_wall_s_max_rank": "REAL",
-    "step_wall_ci_pct": "REAL",  # half-width of a 95% interval for the median step time, % of it (blocked medians); > 10: noisy
+    "step_wall_ci_pct": "REAL",
+    "check_peak_device_mem_bytes": "INTEGER",  # peaks of the loss checks and the final evaluation (the peak_* columns: training steps only)
+    "check_peak_device_reserved_bytes": "INTEGER",
+    "check_peak_rss_bytes": "INTEGER",  # half-width of a 95% interval for the median step time, % of it (blocked medians); > 10: noisy
 }
 
 CHECKS = {

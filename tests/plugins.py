@@ -204,3 +204,27 @@ def steady(n_features, n_outputs):
 def one_or_three_ms(n_features, n_outputs):
     """1 ms or 3 ms at random, half and half: the median itself is a coin toss."""
     return Steady(n_features, n_outputs, choices=(0.001, 0.003))
+
+
+class EvalHog(nn.Module):
+    """A linear model whose eval-mode forward holds a 1 GiB temporary: loss checks and the
+    final evaluation peak high, training steps do not."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        out = self.linear(x)
+        if not self.training:
+            scratch = torch.ones(2**28)  # 1 GiB of float32, written
+            out = out + scratch[:1].sum() * 0
+        return out
+
+
+def eval_hog(n_features, n_outputs):
+    return EvalHog(n_features, n_outputs)
+
+
+def plain_linear(n_features, n_outputs):
+    return nn.Linear(n_features, n_outputs)

@@ -129,8 +129,9 @@ def test_the_loop_reads_the_clock_four_times_a_step_and_nothing_more():
         return calls[0]
 
     # The fixed part (set-up, first and last check, end) cancels; 100 more steps add 4 marks
-    # each and two checks of 3 reads (the window-closing mark, the check's start and end).
-    assert reads(200) - reads(100) == 100 * 4 + 2 * 3
+    # each and two checks of 7 reads (the window-closing mark, the check's start and end, and
+    # the start and end of the two memory-peak reads set aside around it).
+    assert reads(200) - reads(100) == 100 * 4 + 2 * 7
 
 
 def test_epoch_check_schedule():

@@ -191,8 +191,8 @@ def target_figures(ok: pd.DataFrame, checks: pd.DataFrame, groups) -> tuple[list
     return figs, notes
 
 
-def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[list[Figure], list[str], dict]:
-    figs, notes, fits = [], [], {}
+def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[list[Figure], list[str]]:
+    figs, notes = [], []
     plt, sns = pyplot()
     column = "peak_device_mem_bytes" if ok["peak_device_mem_bytes"].notna().any() else "peak_rss_bytes"
     mem = ok.dropna(subset=[column])
@@ -201,12 +201,12 @@ def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[
     else:
         fig, ax = plt.subplots(figsize=(7.5, 4))
         for (device, size), g in mem.groupby(["device", "dataset_size"]):
-            dev_col = "peak_device_mem_bytes" if str(device).startswith("cuda") and g["peak_device_mem_bytes"].notna().any() else "peak_rss_bytes"
+            dev_col = "peak_device_mem_bytes" if g["peak_device_mem_bytes"].notna().any() else "peak_rss_bytes"
             g = g.dropna(subset=[dev_col]).sort_values("batch_size")
-            pts = ax.plot(g["batch_size"], g[dev_col] / 2**20, "o", label=f"{device} · N={size} ({dev_col.replace('_bytes', '')})")[0]
+            what = "tensors" if dev_col == "peak_device_mem_bytes" else "RSS"
+            pts = ax.plot(g["batch_size"], g[dev_col] / 2**20, "o", label=f"{device} · N={size} ({what})")[0]
             fit = fit_memory(g["batch_size"], g[dev_col])
             if fit is not None:
-                fits[(device, size)] = (fit, dev_col)
                 grid = np.linspace(g["batch_size"].min(), g["batch_size"].max(), 50)
                 ax.plot(grid, fit.predict(grid) / 2**20, "-", color=pts.get_color(), alpha=0.6)
             limit = device_limit(env, device)
@@ -217,7 +217,7 @@ def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[
         ax.legend(fontsize=7)
         limits = ", ".join(f"{d}: {device_limit(env, d) / 2**30:.1f} GiB" for d in mem["device"].unique() if device_limit(env, d))
         figs.append(Figure("Peak memory against batch size",
-                           f"Peak memory per point with the fitted line peak = fixed + per-sample × B (its slope is what each extra sample costs); dashed lines mark the device limit when it is near the data ({limits or 'limit unknown'}).",
+                           f"Peak memory of a training step per point (live tensor bytes: the CUDA allocator's peak, or on the CPU an exactly counted probe step; loss checks excluded) with the fitted line peak = fixed + per-sample × B (its slope is what each extra sample costs); dashed lines mark the device limit when it is near the data ({limits or 'limit unknown'}). For the largest batch that fits, run batchbench fit, which probes.",
                            "Scatter of peak memory in MiB against batch size with a fitted straight line per device.", png(fig)))
     if samples.empty or samples[["cpu_pct", "gpu_util_pct"]].notna().sum().sum() == 0:
         notes.append("No utilisation was sampled (--sample-interval 0).")
@@ -242,7 +242,7 @@ def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[
         figs.append(Figure("Utilisation over the sweep",
                            "Sampled process CPU (100% = one core) and GPU utilisation, point after point (grey lines mark where each point starts); a GPU line that dips inside points shows phases that leave it idle.",
                            "Time series of CPU and GPU utilisation across the sweep's points.", png(fig)))
-    return figs, notes, fits
+    return figs, notes
 
 
 def device_limit(env: dict, device: str) -> int | None:

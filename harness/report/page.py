@@ -121,14 +121,13 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
         figs, notes = figures.target_figures(ok, data.checks, groups)
         sections["Time and steps to target"].figures += figs
         sections["Time and steps to target"].notes += notes
-        figs, notes, mem_fits = figures.memory_figures(ok, data.samples, env)
+        figs, notes = figures.memory_figures(ok, data.samples, env)
         sections["Memory and utilisation"].figures += figs
         sections["Memory and utilisation"].notes += notes
     else:
-        mem_fits = {}
         for name in names[1:-1]:
             sections[name].notes.append("No point finished with status ok, so there is nothing to plot.")
-    sections["Summary"].html = summary_html(data, ok, groups, mem_fits)
+    sections["Summary"].html = summary_html(data, ok, groups)
     sections["Points"].html = points_table(points) if len(points) else ""
     if not len(points):
         sections["Points"].notes.append("No points stored for this run.")

@@ -10,7 +10,6 @@ import json
 import pandas as pd
 
 from harness.records import display
-from harness.report.figures import device_limit
 
 
 TABLE_COLUMNS = [
@@ -46,7 +45,7 @@ def _values(column: pd.Series) -> str:
     return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in values) or "none"
 
 
-def summary_html(data, ok: pd.DataFrame, groups, mem_fits: dict) -> str:
+def summary_html(data, ok: pd.DataFrame, groups) -> str:
     """Environment, swept axes and, per device and dataset size, the recommendations (``data``:
     the ``ReportData`` being rendered)."""
     points = data.points
@@ -74,9 +73,6 @@ def summary_html(data, ok: pd.DataFrame, groups, mem_fits: dict) -> str:
     for g in groups:
         device, size = g.key.get("device"), g.key.get("dataset_size")
         table = g.table.set_index("batch_size")
-        fit_info = mem_fits.get((device, size))
-        limit = device_limit(json.loads(data.runs["env_json"].iloc[-1] or "{}"), device) if len(data.runs) else None
-        fits_b = fit_info[0].max_batch_size(limit) if fit_info and limit else None
 
         def cell(batch, column, fmt):
             return f"<b>{batch}</b> ({fmt.format(table.loc[batch, column])})" if batch is not None else "—"
@@ -85,11 +81,10 @@ def summary_html(data, ok: pd.DataFrame, groups, mem_fits: dict) -> str:
             f"<tr><td>{html.escape(str(device))}</td><td>{size}</td>"
             f"<td>{cell(g.best_batch_by_time, 'time_to_target_s', '{:.3g} s to target')}</td>"
             f"<td>{cell(g.best_batch_by_throughput, 'samples_per_s', '{:,.0f} samples/s')}</td>"
-            f"<td>{f'<b>{fits_b:,}</b> (predicted, {fit_info[0].per_sample_bytes / 1024:,.1f} KiB/sample)' if fits_b else '—'}</td>"
             f"<td>{f'<b>{g.fit.b_crit:.3g}</b> (S_min {g.fit.s_min:.3g} steps, RMS log err {g.fit.rms_log_error:.2f})' if g.fit else '—'}</td></tr>"
         )
     rec = ("<table class=\"rec\"><thead><tr><th>device</th><th>dataset size</th><th>best by time-to-target</th><th>best by throughput</th>"
-           "<th>largest that fits</th><th>critical batch size</th></tr></thead><tbody>" + "".join(rec_rows) + "</tbody></table>") if rec_rows else ""
+           "<th>critical batch size</th></tr></thead><tbody>" + "".join(rec_rows) + "</tbody></table>") if rec_rows else ""
     note = ""
     if len(points) and ok.empty:
         note = "<p class=\"warn\">No point finished with status ok; the figures are empty. See the errors in the table of points.</p>"

@@ -18,6 +18,7 @@ import torch
 from harness.analysis.convergence import reached
 from harness.analysis.noise import b_simple
 from harness.run.parts import summed_loss
+from harness.run.probes import PeakMemory
 from harness.run.rows import Trace
 from harness.spec import PointSpec
 
@@ -111,13 +112,29 @@ class LossCheck:
 
     def __init__(self, point: PointSpec, model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str,
                  losses: BatchLosses, trace: Trace, now_ns: Callable[[], int], *,
-                 noise: Callable | None = None, all_mean: Callable[[float | None], float | None] | None = None):
+                 noise: Callable | None = None, all_mean: Callable[[float | None], float | None] | None = None,
+                 peaks: PeakMemory | None = None):
         self.point, self.model, self.X, self.y, self.task = point, model, X, y, task
         self.losses, self.trace, self.now_ns = losses, trace, now_ns
-        self.noise, self.all_mean = noise, all_mean
+        self.noise, self.all_mean, self.peaks = noise, all_mean, peaks
         self.start_ns = now_ns()
 
+    def aside(self, action: Callable[[], None]) -> None:
+        """Run harness bookkeeping between steps, its time set aside from every measurement."""
+        start = self.now_ns()
+        action()
+        self.trace.aside_ns.append(self.now_ns() - start)
+
     def __call__(self, step: int) -> bool:
+        if self.peaks is not None:
+            self.aside(self.peaks.enter_check)
+        try:
+            return self._check(step)
+        finally:
+            if self.peaks is not None:
+                self.aside(self.peaks.leave_check)
+
+    def _check(self, step: int) -> bool:
         trace, now_ns, point = self.trace, self.now_ns, self.point
         t0 = now_ns()
         eval_loss, eval_acc = evaluate(self.model, self.X, self.y, self.task)
@@ -126,7 +143,7 @@ class LossCheck:
             train_loss = self.all_mean(train_loss)
         t1 = now_ns()
         trace.check_ns.append(t1 - t0)
-        excluded = sum(trace.noise_ns)
+        excluded = sum(trace.aside_ns)
         check: dict[str, Any] = {
             "step": step,
             "epoch": step * point.batch_size / point.train_size,
@@ -148,5 +165,6 @@ class LossCheck:
             check["noise_scale"] = b_simple(self.noise())
             n1 = now_ns()
             trace.noise_ns.append(n1 - n0)
+            trace.aside_ns.append(n1 - n0)
             check["noise_scale_s"] = (n1 - n0) / 1e9
         return reached(check, point.target_loss, point.target_accuracy)

@@ -32,7 +32,7 @@ from harness.run.checks import BatchLosses, Diverged, LossCheck, evaluate, sched
 from harness.run.clock import PhaseClock, split_steps, synchronize
 from harness.run.monitor import Monitor, ProcessProbe, max_of, nvml_probe
 from harness.run.parts import make_loss, make_optimizer
-from harness.run.probes import PeakMemory, activation_bytes_per_sample, analytic_bytes
+from harness.run.probes import PeakMemory, activation_bytes_per_sample, analytic_bytes, step_tensor_bytes
 from harness.spec import PointSpec
 
 
@@ -51,7 +51,7 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
     monitor = _monitor(point, trace.origin_ns)
     status, error = "ok", None
     try:
-        train(point, split, factory, trace, now_ns, rank)
+        train(point, split, factory, trace, now_ns, rank, peaks)
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except Exception as exc:  # user code (a plug-in) may raise anything
@@ -59,6 +59,8 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
     finally:
         trace.readings = monitor.stop() if monitor is not None else []
     trace.memory = peaks.read(sampled_rss_max=max_of(trace.readings, "rss_bytes"))
+    if trace.tensor_peak_bytes is not None:  # the CPU's live tensor bytes, from the probe step
+        trace.memory["peak_device_mem_bytes"] = trace.tensor_peak_bytes
     if status != "ok":
         gc.collect()  # drop the failed point's tensors before the next point allocates
         if torch.cuda.is_available():
@@ -67,7 +69,7 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
 
 
 def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.Trace, now_ns: Callable[[], int],
-          rank: tuple[int, int] | None = None) -> None:
+          rank: tuple[int, int] | None = None, peaks: PeakMemory | None = None) -> None:
     """Build the model, train it for the point's steps and record into ``trace``."""
     device = torch.device(point.device)
     if device.type == "cuda":
@@ -85,24 +87,27 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = make_loss(split.task)
     X, y = split.X_train, split.y_train  # host memory; moving a batch is part of `data`
+    if device.type == "cpu":  # peak_device_mem_bytes on the CPU: live tensor bytes of an untimed probe step
+        trace.tensor_peak_bytes = step_tensor_bytes(model, lambda params: make_optimizer(point, params), loss_fn, X, y,
+                                                    point.per_rank_batch_size, seed=point.seed)
     fetch = fetcher(point, X, y, device, rank)
     clock = PhaseClock(point.timing_mode, device, now_ns)
     due = schedule(point, now_ns)
     losses = BatchLosses(device)
     check = LossCheck(point, model, split.X_check.to(device), split.y_check.to(device), split.task, losses, trace, now_ns,
                       noise=_noise_estimator(point, model, loss_fn, X, y, device),
-                      all_mean=None if rank is None else (lambda value: all_mean(value, device)))
+                      all_mean=None if rank is None else (lambda value: all_mean(value, device)), peaks=peaks)
     mark, keep = clock.mark, losses.keep
     lr_warmup, base_lr, burn_in = point.lr_warmup_steps, point.lr, point.burn_in_steps
     loop_start_ns = now_ns()  # host time of the first mark, where the clock cannot say (events)
     try:
         stop = check(0) and point.stop_at_target
         loop_start_ns = now_ns()
-        measure_start, checks_before, noise_before = check.start_ns, 0, 0
+        measure_start, checks_before, aside_before = check.start_ns, 0, 0
         for step in range(0 if stop else point.steps):
             if step == burn_in:
                 clock.close_window()  # the measured window starts on an idle device
-                measure_start, checks_before, noise_before = now_ns(), sum(trace.check_ns), sum(trace.noise_ns)
+                measure_start, checks_before, aside_before = now_ns(), sum(trace.check_ns), sum(trace.aside_ns)
             mark()
             xb, yb = fetch()
             mark()
@@ -122,12 +127,14 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                     break
         clock.close_window()
         synchronize(device)
-        trace.measured_ns = now_ns() - measure_start - (sum(trace.noise_ns) - noise_before)
+        trace.measured_ns = now_ns() - measure_start - (sum(trace.aside_ns) - aside_before)
         trace.measured_check_ns = sum(trace.check_ns) - checks_before
         if trace.checks[-1]["step"] != len(losses):
             check(len(losses))
-        trace.wall_ns = now_ns() - check.start_ns - sum(trace.noise_ns)
-        # Outside the timed loop: the final loss on the whole training set.
+        trace.wall_ns = now_ns() - check.start_ns - sum(trace.aside_ns)
+        # Outside the timed loop: the final loss on the whole training set (its memory is a check's).
+        if peaks is not None:
+            peaks.enter_check()
         trace.final_train_loss, trace.final_train_acc = evaluate(model, X.to(device), y.to(device), split.task)
         if rank is not None:
             per_rank = point.per_rank_batch_size

@@ -71,27 +71,139 @@ def rss_peak_bytes() -> int | None:
 
 
 class PeakMemory:
-    """Resets the peaks when created (at a point's start); ``read()`` gives the point's peaks."""
+    """Per-point peaks, kept apart for the training steps and for the loss checks.
+
+    The point's time is cut into segments at every loss check: ``enter_check()`` closes a
+    training segment (its peak goes to the training peak) and ``leave_check()`` closes a check
+    segment (its peak goes to the check peak), each resetting the counters for the next. What
+    runs before the first check (set-up: building the model, moving data) belongs to neither.
+    On CUDA the counters are the caching allocator's peaks; on the CPU the kernel's peak RSS
+    (VmHWM, reset through /proc/self/clear_refs)."""
 
     def __init__(self, device: str):
         import torch
 
         self.device = device
         self.cuda = device.startswith("cuda") and torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
         release_free_memory()
-        self.hwm = reset_rss_peak()
+        self.segment = "setup"
+        self.peaks: dict[str, dict[str, int]] = {"train": {}, "check": {}}
+        self._reset()
 
-    def read(self, sampled_rss_max: int | None = None) -> dict[str, int | None]:
+    def _reset(self) -> None:
         import torch
 
-        out: dict[str, int | None] = {"peak_rss_bytes": rss_peak_bytes() if self.hwm else sampled_rss_max}
         if self.cuda:
-            out["peak_device_mem_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
-            out["peak_device_reserved_bytes"] = int(torch.cuda.max_memory_reserved(self.device))
-        return out
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.hwm = reset_rss_peak()
+
+    def _fold(self) -> None:
+        """Add the current segment's peaks to its kind (set-up is dropped), then reset."""
+        import torch
+
+        if self.segment in self.peaks:
+            now = {"rss": rss_peak_bytes() if self.hwm else None}
+            if self.cuda:
+                now["mem"] = int(torch.cuda.max_memory_allocated(self.device))
+                now["reserved"] = int(torch.cuda.max_memory_reserved(self.device))
+            kept = self.peaks[self.segment]
+            for key, value in now.items():
+                if value is not None:
+                    kept[key] = max(kept.get(key, 0), value)
+        self._reset()
+
+    def enter_check(self) -> None:
+        self._fold()
+        self.segment = "check"
+
+    def leave_check(self) -> None:
+        self._fold()
+        self.segment = "train"
+
+    def read(self, sampled_rss_max: int | None = None) -> dict[str, int | None]:
+        """The point's peak columns; call once, at its end (what runs since the last check
+        counts as training: the steps of a point that failed midway)."""
+        self._fold()
+        train, check = self.peaks["train"], self.peaks["check"]
+        return {
+            "peak_rss_bytes": train.get("rss") if self.hwm else sampled_rss_max,
+            "peak_device_mem_bytes": train.get("mem"),
+            "peak_device_reserved_bytes": train.get("reserved"),
+            "check_peak_rss_bytes": check.get("rss"),
+            "check_peak_device_mem_bytes": check.get("mem"),
+            "check_peak_device_reserved_bytes": check.get("reserved"),
+        }
+
+
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind some tensors (views counted once)."""
+    seen: dict[int, int] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def step_tensor_bytes(model, make_optimizer, loss_fn, X, y, batch_size: int, seed: int = 0) -> int | None:
+    """Peak live tensor bytes of one training step, counted exactly: parameters, buffers and
+    optimizer state, plus every tensor the step creates (the batch, activations, gradients,
+    temporaries) for as long as it lives. Runs on a copy of the model with its own optimizer
+    and RNG, two steps (the first creates the optimizer's state, the second is counted), so
+    the point's own training is untouched. None where the model cannot be copied or run."""
+    import copy
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_map_only
+    from torch.utils.weak import WeakIdKeyDictionary
+
+    class LiveBytes(TorchDispatchMode):
+        """Adds a storage's bytes when an op creates it, subtracts them when it is freed."""
+
+        def __init__(self):
+            super().__init__()
+            self.known, self.now, self.peak = WeakIdKeyDictionary(), 0, 0
+
+        def _add(self, tensor) -> None:
+            storage = tensor.untyped_storage()
+            if storage in self.known:
+                return
+            size = storage.nbytes()
+            self.known[storage] = size
+            self.now += size
+            self.peak = max(self.peak, self.now)
+            weakref.finalize(storage, self._free, size)
+
+        def _free(self, size: int) -> None:
+            self.now -= size
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tree_map_only(torch.Tensor, self._add, out)
+            return out
+
+    try:
+        clone = copy.deepcopy(model)
+        clone.train()
+        optimizer = make_optimizer(clone.parameters())
+        rows = torch.randint(X.shape[0], (batch_size,), generator=torch.Generator().manual_seed(seed))
+
+        def step() -> None:
+            xb, yb = X[rows], y[rows]
+            loss_fn(clone(xb), yb).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        with torch.random.fork_rng():
+            step()
+            state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+            resident = storage_bytes([*clone.parameters(), *clone.buffers(), *state])
+            with LiveBytes() as live:
+                step()
+        return resident + live.peak
+    except Exception:  # a model that cannot be copied, or fails on a probe batch: no number
+        return None
 
 
 def analytic_bytes(model, optimizer) -> dict[str, int]:

@@ -40,6 +40,11 @@ class Trace:
     checks: list[dict[str, Any]] = field(default_factory=list)
     check_ns: list[int] = field(default_factory=list)
     noise_ns: list[int] = field(default_factory=list)
+    aside_ns: list[int] = field(default_factory=list)
+    """Time between steps that belongs to no measurement (noise-scale estimates, reading the
+    memory peaks): left out of every wall and compute time."""
+    tensor_peak_bytes: int | None = None
+    """CPU: peak live tensor bytes of an untimed probe step (``probes.step_tensor_bytes``)."""
     steps_done: int = 0
     wall_ns: int = 0
     measured_ns: int | None = None
