@@ -16,6 +16,8 @@ import torch
 
 from harness import models
 from harness.plan import Plan, plan_flags
+from harness.run.checks import evaluate
+from harness.run.clock import synchronize
 from harness.run.loop import run_point
 from harness.run.parts import make_loss, make_optimizer
 from harness.spec import PointSpec
@@ -37,40 +39,61 @@ class OverheadResult:
         return float(np.median(self.ratios))
 
 
-def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32", threads: int = 1, noise_samples: int = 0, sample_interval: float | None = None) -> Plan:
+def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32",
+                  threads: int = 1, noise_samples: int = 0, sample_interval: float | None = None, check_every: str = "auto", device: str = "cpu") -> Plan:
     return plan_flags(dataset=dataset, dataset_sizes=dataset_size, batch_sizes=batch_size, steps=steps, model=model, hidden=hidden,
-                      threads=threads, devices="cpu", noise_samples=noise_samples, sample_interval=sample_interval)
+                      threads=threads, devices=device, noise_samples=noise_samples, sample_interval=sample_interval, check_every=check_every,
+                      data_placement="device")
 
 
-def plain_loop(run: PointSpec, X: torch.Tensor, y: torch.Tensor, task: str, n_outputs: int) -> float:
-    """The loop a user would write: a permutation per epoch, slices of it, forward, backward,
-    step. Returns samples/s over the steps after the same warm-up the harness uses."""
-    torch.set_num_threads(run.threads)
-    torch.manual_seed(run.init_seed)
-    model = models.build_builtin(run.model, n_features=X.shape[1], n_outputs=n_outputs, hidden=run.hidden)
-    optimizer = make_optimizer(run, model.parameters())
-    loss_fn = make_loss(task)
-    generator = torch.Generator().manual_seed(run.seed)
-    n, batch = X.shape[0], run.batch_size
+def plain_loop(point: PointSpec, split) -> float:
+    """The loop a user would write, doing the harness's work and nothing more: a permutation per
+    epoch, slices of it, forward, backward, step, and a check-set evaluation at the same steps
+    as the point's loss checks (step 0, every ``check_every`` steps, the end). Returns samples/s
+    over the steps after the burn-in, check time left out, as the harness counts it. On a GPU
+    the training set lives on the device, as the harness's point does (``data_placement``)."""
+    torch.set_num_threads(point.threads)
+    torch.manual_seed(point.init_seed)
+    device = torch.device(point.device)
+    X, y = split.X_train.to(device), split.y_train.to(device)
+    X_check, y_check = split.X_check.to(device), split.y_check.to(device)
+    model = models.build_builtin(point.model, n_features=split.n_features, n_outputs=split.n_outputs, hidden=point.hidden).to(device)
+    optimizer = make_optimizer(point, model.parameters())
+    loss_fn = make_loss(split.task)
+    every = int(point.check_every)
+    generator = torch.Generator().manual_seed(point.seed)
+    n, batch = X.shape[0], point.batch_size
 
     def batches():
         while True:
             perm = torch.randperm(n, generator=generator)
             for start in range(0, n - batch + 1, batch):
-                yield perm[start : start + batch]
+                yield perm[start : start + batch].to(device, non_blocking=True)
+
+    def check() -> int:
+        synchronize(device)
+        start = time.perf_counter_ns()
+        evaluate(model, X_check, y_check, split.task)  # ends with a sync (the loss as a number)
+        return time.perf_counter_ns() - start
 
     stream = batches()
-    for step in range(run.steps):
-        if step == run.burn_in_steps:
-            start_ns = time.perf_counter_ns()
+    check()
+    checks_ns = 0
+    for step in range(point.steps):
+        if step == point.burn_in_steps:
+            synchronize(device)
+            start_ns, checks_ns = time.perf_counter_ns(), 0
         idx = next(stream)
         xb, yb = X[idx], y[idx]
         loss = loss_fn(model(xb), yb)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    seconds = (time.perf_counter_ns() - start_ns) / 1e9
-    return (run.steps - run.burn_in_steps) * batch / seconds
+        if (step + 1) % every == 0:
+            checks_ns += check()
+    synchronize(device)
+    seconds = (time.perf_counter_ns() - start_ns - checks_ns) / 1e9
+    return (point.steps - point.burn_in_steps) * batch / seconds
 
 
 def compare(batch_size: int, *, rounds: int = 21, **plan_kwargs) -> OverheadResult:
@@ -83,12 +106,12 @@ def compare(batch_size: int, *, rounds: int = 21, **plan_kwargs) -> OverheadResu
     harness_rates, plain_rates = [], []
     for round_index in range(rounds + 1):
         if round_index % 2:
-            plain = plain_loop(run, split.X_train, split.y_train, split.task, split.n_outputs)
+            plain = plain_loop(run, split)
         result = run_point(run, split, the_plan.factory)
         if result.status != "ok":
             raise RuntimeError(f"harness point failed: {result.point['error']}")
         if not round_index % 2:
-            plain = plain_loop(run, split.X_train, split.y_train, split.task, split.n_outputs)
+            plain = plain_loop(run, split)
         if round_index:
             harness_rates.append(result.point["samples_per_s"])
             plain_rates.append(plain)

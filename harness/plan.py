@@ -8,7 +8,9 @@ flags (as keywords) to a plan, for tests, benchmarks, asv and notebooks.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,11 @@ from harness.datasets import Split
 from harness.errors import SpecError
 from harness.spec import PointSpec, SweepSpec, build_spec, expand
 from harness.spec.expand import shard_of
+from harness.spec.sweep import AUTO_DEVICE_SHARE
+
+
+FIELDS_SINCE_0_1 = ("data_placement",)
+"""Spec fields added after 0.1: left out when computing a 0.1 run's hash."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,8 @@ class Plan:
     def old_hashes(self) -> tuple[str, ...]:
         """How batchbench 0.1 named this sweep (a hash of the spec as written), so that
         ``--resume`` still finds its runs."""
-        return (hashlib.sha1(self.spec.to_json().encode()).hexdigest()[:16],)
+        fields = {k: v for k, v in dataclasses.asdict(self.spec).items() if k not in FIELDS_SINCE_0_1}
+        return (hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16],)
 
 
 def plan(spec: SweepSpec) -> Plan:
@@ -63,6 +71,7 @@ def plan(spec: SweepSpec) -> Plan:
                                   check_set=spec.check_set, holdout_fraction=spec.holdout_fraction)
         for size in sorted({p.dataset_size for p in points})
     }
+    points = [_resolve_placement(p, splits[p.dataset_size]) for p in points]
     first = next(iter(splits.values()))
     if spec.target_accuracy is not None and first.task != "classification":
         raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
@@ -70,6 +79,20 @@ def plan(spec: SweepSpec) -> Plan:
     _check_output(spec, model, first)
     devices = tuple(dict.fromkeys(p.device for p in points))
     return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices)
+
+
+def _resolve_placement(point: PointSpec, split: Split) -> PointSpec:
+    """``auto``: the training set on the device when it takes under ``AUTO_DEVICE_SHARE`` of
+    the device's memory, else pinned host memory (MPS has no pinned copies: pageable)."""
+    if point.loader == "dataloader" and point.data_placement == "device":
+        raise SpecError("--data-placement", "device needs --loader tensor (a DataLoader collates on the host); use pinned or pageable")
+    if point.data_placement != "auto":
+        return point
+    size = split.X_train.nbytes + split.y_train.nbytes
+    capacity = env.device_memory(point.device) or 0
+    small = size < AUTO_DEVICE_SHARE * capacity and point.loader == "tensor"
+    placement = "device" if small else ("pinned" if point.device.startswith("cuda") else "pageable")
+    return dataclasses.replace(point, data_placement=placement)
 
 
 def _check_ranks(points, available: list[str]) -> None:

@@ -110,7 +110,9 @@ POINTS = {
     "step_wall_ci_pct": "REAL",
     "check_peak_device_mem_bytes": "INTEGER",  # peaks of the loss checks and the final evaluation (the peak_* columns: training steps only)
     "check_peak_device_reserved_bytes": "INTEGER",
-    "check_peak_rss_bytes": "INTEGER",  # half-width of a 95% interval for the median step time, % of it (blocked medians); > 10: noisy
+    "check_peak_rss_bytes": "INTEGER",
+    "timed_steps": "INTEGER",  # measured steps whose phases were timed (every k-th after the burn-in; marks cost < 1% of the window)
+    "data_placement": "TEXT",  # host (CPU) | pageable | pinned | device: where the training set lives  # half-width of a 95% interval for the median step time, % of it (blocked medians); > 10: noisy
 }
 
 CHECKS = {
@@ -131,7 +133,7 @@ CHECKS = {
 STEPS = {
     "run_id": "TEXT",
     "point_id": "TEXT",
-    "step": "INTEGER",
+    "step": "INTEGER",  # the timed steps: every burn-in step, then every k-th (points.timed_steps)
     "burn_in": "INTEGER",  # 1 for a burn-in step (was warmup)
     "data_s": "REAL",
     "derivative_s": "REAL",

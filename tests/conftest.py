@@ -27,6 +27,19 @@ def cli(capsys):
     return invoke
 
 
+def losses_by_step(result) -> dict:
+    """A point's batch losses by step number (its timed steps: which ones depends on timing)."""
+    return {row["step"]: row["batch_loss"] for row in result.steps}
+
+
+def common_losses(a, b) -> tuple[list, list]:
+    """Two points' batch losses at the steps both timed."""
+    la, lb = losses_by_step(a), losses_by_step(b)
+    steps = sorted(set(la) & set(lb))
+    assert len(steps) >= 5, "too few common timed steps to compare"
+    return [la[s] for s in steps], [lb[s] for s in steps]
+
+
 @pytest.fixture(autouse=True)
 def _restore_threads():
     threads = torch.get_num_threads()

@@ -84,7 +84,7 @@ def test_noise_scale_at_step_0_matches_the_exact_value(model, tolerance):
 def test_noise_scale_leaves_training_untouched_and_falls_back_without_vmap():
     base = dict(dataset="blobs", dataset_sizes=400, batch_sizes=16, steps=40, check_every=10)
     off, on = _points(**base, noise_samples=0)[0], _points(**base, noise_samples=256)[0]
-    assert [s["batch_loss"] for s in off.steps] == [s["batch_loss"] for s in on.steps]
+    assert [c["train_loss"] for c in off.checks] == [c["train_loss"] for c in on.checks]
     assert off.checks[0]["noise_scale"] is None and on.checks[0]["noise_scale"] > 0
     (bn,) = _points(**base, model=plugin("with_batchnorm"), noise_samples=256)
     assert bn.status == "ok" and bn.checks[0]["noise_scale"] is not None

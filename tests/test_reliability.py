@@ -48,7 +48,8 @@ def test_merge_keeps_both_runs_of_one_spec_and_adds_nothing_twice(cli, tmp_path,
     code, _, err = cli("merge", store, "-o", out)
     assert code == 0 and "4 points added" in err, err
     with Store(out, readonly=True) as m:
-        assert len(m.load("runs")) == 2 and len(m.load("points")) == 4 and len(m.load("steps")) == 4 * 10
+        points = m.load("points")
+        assert len(m.load("runs")) == 2 and len(points) == 4 and len(m.load("steps")) == (points["burn_in_steps"] + points["timed_steps"]).sum()
     before = out.read_bytes()
     code, _, err = cli("merge", store, "-o", out)
     assert code == 0 and "0 points added, 4 already present" in err

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import plugin
+from conftest import common_losses, plugin
 from harness import models
 from harness.records import POINT_COLUMNS
 from harness.run.batches import batch_indices
@@ -41,9 +41,11 @@ def test_known_cost_forward_is_measured_in_derivative_only():
 def test_same_seed_gives_bit_identical_curves_and_data_order():
     a, b = _run(seed=3)[0], _run(seed=3)[0]
     assert [c["eval_loss"] for c in a.checks] == [c["eval_loss"] for c in b.checks]
-    assert [s["batch_loss"] for s in a.steps] == [s["batch_loss"] for s in b.steps]
+    assert [c["train_loss"] for c in a.checks] == [c["train_loss"] for c in b.checks]
+    first, second = common_losses(a, b)
+    assert first == second
     c = _run(seed=4)[0]
-    assert [s["batch_loss"] for s in a.steps] != [s["batch_loss"] for s in c.steps]
+    assert [c_["train_loss"] for c_ in a.checks] != [c_["train_loss"] for c_ in c.checks]
 
 
 def test_data_order_is_seeded_and_every_epoch_is_a_permutation():
@@ -85,8 +87,8 @@ def test_linreg_regression_learns():
 def test_records_steps_checks_and_burn_in():
     (result,) = _run(steps=40, check_every=10, burn_in_steps=5)
     point = result.point
-    assert len(result.steps) == 40
-    assert [s["burn_in"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0]
+    assert len(result.steps) == 5 + point["timed_steps"] and 5 < point["timed_steps"] <= 35
+    assert [s["burn_in"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0] and [s["step"] for s in result.steps[:6]] == [0, 1, 2, 3, 4, 5]
     assert [c["step"] for c in result.checks] == [0, 10, 20, 30, 40]
     assert point["steps"] == 40 and point["samples_seen"] == 320 and point["burn_in_steps"] == 5
     assert point["timing_mode"] == "cpu" and point["threads"] == 1
@@ -108,16 +110,17 @@ def test_every_row_has_exactly_the_declared_columns():
     assert skipped.status == "skipped"
 
 
-def test_the_loop_reads_the_clock_four_times_a_step_and_nothing_more():
+def test_the_loop_reads_the_clock_only_on_timed_steps():
     """What the loop does per step, counted: the overhead promise in a form that can fail on
-    any machine. 200 steps, a check every 50: 4 marks a step, a fixed few per window."""
+    any machine. Untimed steps read no clock; a timed step reads it 5 times (its marks); a
+    check adds a fixed few. 200 steps against 100, a check every 50."""
     import time
 
     from harness.plan import plan_flags
     from harness.run.loop import run_point
 
     def reads(steps):
-        the_plan = plan_flags(**{**BASE, "steps": steps, "check_every": 50, "burn_in_steps": 0, "sample_interval": 0})
+        the_plan = plan_flags(**{**BASE, "steps": steps, "check_every": 50, "sample_interval": 0})
         (point,) = the_plan.points
         calls = [0]
 
@@ -125,13 +128,36 @@ def test_the_loop_reads_the_clock_four_times_a_step_and_nothing_more():
             calls[0] += 1
             return time.perf_counter_ns()
 
-        assert run_point(point, the_plan.split(point), the_plan.factory, now_ns=counting_clock).status == "ok"
-        return calls[0]
+        result = run_point(point, the_plan.split(point), the_plan.factory, now_ns=counting_clock)
+        assert result.status == "ok" and result.point["timed_steps"] == len(result.steps) - point.burn_in_steps
+        return calls[0], len(result.steps)
 
-    # The fixed part (set-up, first and last check, end) cancels; 100 more steps add 4 marks
-    # each and two checks of 7 reads (the window-closing mark, the check's start and end, and
-    # the start and end of the two memory-peak reads set aside around it).
-    assert reads(200) - reads(100) == 100 * 4 + 2 * 7
+    (long_reads, long_timed), (short_reads, short_timed) = reads(200), reads(100)
+    # 100 more steps: 5 reads per timed step among them, and two checks of 7 reads (the
+    # window-closing mark, the check's start and end, and the memory-peak reads set aside)
+    assert long_reads - short_reads == 5 * (long_timed - short_timed) + 2 * 7
+
+
+def test_sampled_timing_times_every_kth_step_and_throughput_counts_them_all():
+    from harness.run.clock import MARK_BUDGET, MARKS_PER_STEP, sample_every
+
+    assert sample_every(1e-7, 1.5e-3) == 1  # a host clock read (at least 3 us in a loop) against a 1.5 ms step
+    assert sample_every(1e-7, 3e-4) == 5
+    assert sample_every(30e-6, 3e-4) == 50  # a CUDA event record against a 300 us launch-bound step
+    assert sample_every(30e-6, None) == 1
+    k = sample_every(30e-6, 3e-4)
+    assert MARKS_PER_STEP * 30e-6 / (k * 3e-4) == pytest.approx(MARK_BUDGET)  # just inside the budget
+    import harness.run.loop as loop
+
+    original = loop.sample_every
+    loop.sample_every = lambda cost, step: 7
+    try:
+        (result,) = _run(steps=100, burn_in_steps=5, check_every=25)
+    finally:
+        loop.sample_every = original
+    assert [s["step"] for s in result.steps] == [0, 1, 2, 3, 4] + list(range(5, 100, 7))
+    assert result.point["timed_steps"] == len(range(5, 100, 7)) and result.point["steps"] == 100
+    assert result.point["samples_per_s"] == pytest.approx(8 * result.point["steps_per_s"]) and result.point["derivative_s"] > 0
 
 
 def test_epoch_check_schedule():
@@ -157,7 +183,9 @@ def test_oom_and_user_errors_are_statuses(tmp_path):
 def test_dataloader_sees_the_same_batches_as_tensor_indexing():
     tensor = _run(loader="tensor")[0]
     loader = _run(loader="dataloader")[0]
-    assert [s["batch_loss"] for s in tensor.steps] == [s["batch_loss"] for s in loader.steps]
+    assert [c["train_loss"] for c in tensor.checks] == [c["train_loss"] for c in loader.checks]
+    first, second = common_losses(tensor, loader)
+    assert first == second
     assert loader.point["loader"] == "dataloader"
 
 

@@ -45,7 +45,12 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
     """``fetch()`` -> the next (inputs, targets) on the device: tensor indexing by default, or
     a DataLoader with per-sample collation (``--loader dataloader``) over the same indices.
     With several ranks each takes its own contiguous slice of the same global batch, so the
-    world sees exactly the samples one process would, without overlap."""
+    world sees exactly the samples one process would, without overlap.
+
+    Where the batch comes from is the point's ``data_placement``: ``host`` (CPU points index
+    the data in place), ``pageable`` (gather in host memory, copy), ``pinned`` (gather into
+    pinned host memory, copy asynchronously: the caching host allocator reuses a buffer only
+    once its copy is done) or ``device`` (``X``, ``y`` already on the device, indexed there)."""
     batches = batch_indices(point.train_size, point.batch_size, point.seed, point.sampling)
     if rank is not None:
         per_rank = point.batch_size // rank[1]
@@ -56,7 +61,7 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
         from torch.utils.data import DataLoader, TensorDataset
 
         sampler = (next(batches).tolist() for _ in range(point.steps))
-        loader = iter(DataLoader(TensorDataset(X, y), batch_sampler=sampler))
+        loader = iter(DataLoader(TensorDataset(X, y), batch_sampler=sampler, pin_memory=point.data_placement == "pinned"))
         if on_cpu:
             return loader.__next__
 
@@ -73,8 +78,27 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
 
         return fetch_cpu
 
-    def fetch_device() -> tuple[torch.Tensor, torch.Tensor]:
+    if point.data_placement == "device":
+
+        def fetch_resident() -> tuple[torch.Tensor, torch.Tensor]:
+            idx = next(batches).to(device, non_blocking=True)
+            return X[idx], y[idx]
+
+        return fetch_resident
+    if point.data_placement == "pinned":
+
+        def fetch_pinned() -> tuple[torch.Tensor, torch.Tensor]:
+            idx = next(batches)
+            xb = torch.empty((len(idx), *X.shape[1:]), dtype=X.dtype, pin_memory=True)
+            yb = torch.empty((len(idx), *y.shape[1:]), dtype=y.dtype, pin_memory=True)
+            torch.index_select(X, 0, idx, out=xb)
+            torch.index_select(y, 0, idx, out=yb)
+            return xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+        return fetch_pinned
+
+    def fetch_pageable() -> tuple[torch.Tensor, torch.Tensor]:
         idx = next(batches)
         return X[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
 
-    return fetch_device
+    return fetch_pageable

@@ -20,6 +20,7 @@ import gc
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
 from harness import models
@@ -29,7 +30,7 @@ from harness.records import PointResult
 from harness.run import rows
 from harness.run.batches import fetcher
 from harness.run.checks import BatchLosses, Diverged, LossCheck, evaluate, schedule
-from harness.run.clock import PhaseClock, split_steps, synchronize
+from harness.run.clock import PhaseClock, sample_every, split_steps, synchronize
 from harness.run.monitor import Monitor, ProcessProbe, max_of, nvml_probe
 from harness.run.parts import make_loss, make_optimizer
 from harness.run.probes import PeakMemory, activation_bytes_per_sample, analytic_bytes, step_tensor_bytes
@@ -86,7 +87,9 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
 
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = make_loss(split.task)
-    X, y = split.X_train, split.y_train  # host memory; moving a batch is part of `data`
+    X, y = split.X_train, split.y_train  # host memory; moving a batch is part of `data`...
+    if point.data_placement == "device":  # ...unless the training set lives on the device (moved now, untimed)
+        X, y = X.to(device), y.to(device)
     if device.type == "cpu":  # peak_device_mem_bytes on the CPU: live tensor bytes of an untimed probe step
         trace.tensor_peak_bytes = step_tensor_bytes(model, lambda params: make_optimizer(point, params), loss_fn, X, y,
                                                     point.per_rank_batch_size, seed=point.seed)
@@ -104,23 +107,32 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
         stop = check(0) and point.stop_at_target
         loop_start_ns = now_ns()
         measure_start, checks_before, aside_before = check.start_ns, 0, 0
+        every = 1  # burn-in steps are all timed; after them every k-th (clock.sample_every)
         for step in range(0 if stop else point.steps):
             if step == burn_in:
                 clock.close_window()  # the measured window starts on an idle device
+                every = trace.timed_every = sample_every(clock.mark_cost_s(), _median(clock.last_window_steps_s()))
                 measure_start, checks_before, aside_before = now_ns(), sum(trace.check_ns), sum(trace.aside_ns)
-            mark()
+            timed = (step - burn_in) % every == 0 or step < burn_in
+            if timed:
+                mark()
             xb, yb = fetch()
-            mark()
+            if timed:
+                mark()
             loss = loss_fn(trained(xb), yb)
             loss.backward()
-            mark()
+            if timed:
+                mark()
             if step < lr_warmup:  # linear learning-rate warm-up (Goyal et al. 2017)
                 for group in optimizer.param_groups:
                     group["lr"] = base_lr * (step + 1) / lr_warmup
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            mark()
-            keep(loss)
+            if timed:
+                mark()
+            keep(loss)  # the tensor, read at the next check: no per-step sync, no per-step read
+            if timed:
+                mark()
             if due(step + 1):
                 clock.close_window()
                 if check(step + 1) and point.stop_at_target:
@@ -174,6 +186,10 @@ def _monitor(point: PointSpec, origin_ns: int) -> Monitor | None:
         if gpu is not None:
             probes.append(gpu)
     return Monitor(point.sample_interval_s, probes, origin_ns=origin_ns).start()
+
+
+def _median(values) -> float | None:
+    return float(np.median(values)) if len(values) else None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -25,7 +25,7 @@ from harness.spec import PointSpec
 STEP_PHASES = PHASES[:3]
 """The phases inside a step (the loss check runs between steps)."""
 
-OK_ONLY = ("wall_s", "samples_per_s", "steps_per_s", *(f"{p}_s" for p in STEP_PHASES), "step_wall_s", "step_wall_iqr_s", "step_wall_ci_pct",
+OK_ONLY = ("wall_s", "samples_per_s", "steps_per_s", *(f"{p}_s" for p in STEP_PHASES), "step_wall_s", "step_wall_iqr_s", "step_wall_ci_pct", "timed_steps",
            "flags", *(f"{p}_total_s" for p in STEP_PHASES), "final_train_loss", "final_train_acc")
 """Columns that only a point with status ``ok`` fills."""
 
@@ -43,6 +43,8 @@ class Trace:
     aside_ns: list[int] = field(default_factory=list)
     """Time between steps that belongs to no measurement (noise-scale estimates, reading the
     memory peaks): left out of every wall and compute time."""
+    timed_every: int = 1
+    """After the burn-in every k-th step was timed (``clock.sample_every``); the burn-in's all were."""
     tensor_peak_bytes: int | None = None
     """CPU: peak live tensor bytes of an untimed probe step (``probes.step_tensor_bytes``)."""
     steps_done: int = 0
@@ -78,7 +80,7 @@ def result(point: PointSpec, trace: Trace, status: str, error: str | None) -> Po
         samples_seen=trace.steps_done * point.batch_size, burn_in_steps=point.burn_in_steps,
         train_size=point.train_size, check_size=point.check_size, check_set=point.check_set, check_every=point.check_every,
         hidden=",".join(map(str, point.hidden)) if point.model == "mlp" else None, n_params=trace.n_params,
-        loader=point.loader, init_seed=point.init_seed, lr_policy=point.lr_policy, base_lr=point.base_lr,
+        loader=point.loader, data_placement=point.data_placement, init_seed=point.init_seed, lr_policy=point.lr_policy, base_lr=point.base_lr,
         base_batch_size=point.base_batch_size if point.lr_policy in ("linear", "sqrt") else None,
         lr_warmup_steps=point.lr_warmup_steps, target_loss=point.target_loss, target_accuracy=point.target_accuracy,
         target_rel=point.target_rel, noise_samples=point.noise_samples or None, world_size=point.world_size,
@@ -111,7 +113,7 @@ def _timing_summary(point: PointSpec, trace: Trace) -> dict[str, Any]:
     phases = trace.phases()
     burn_in = point.burn_in_steps
     measured = {name: values[burn_in:] for name, values in phases.items()}
-    measured_steps = len(measured["step_wall"])
+    measured_steps = max(0, trace.steps_done - burn_in)  # every step counts for throughput; the timed ones for phases
     compute_ns = trace.measured_ns - trace.measured_check_ns
     out: dict[str, Any] = {"wall_s": trace.wall_ns / 1e9}
     out.update({f"{p}_total_s": float(phases[p].sum()) for p in STEP_PHASES})
@@ -124,9 +126,16 @@ def _timing_summary(point: PointSpec, trace: Trace) -> dict[str, Any]:
             step_wall_s=stats.median(measured["step_wall"]),
             step_wall_iqr_s=stats.iqr(measured["step_wall"]),
             step_wall_ci_pct=_pct(stats.median_uncertainty(measured["step_wall"])),
+            timed_steps=len(measured["step_wall"]),
             flags=",".join(stats.flags(measured["step_wall"], medians)) or None,
         )
     return out
+
+
+def timed_step_numbers(point: PointSpec, trace: Trace, count: int) -> list[int]:
+    """The step numbers of the timed steps: every burn-in step, then every k-th."""
+    burn_in = min(point.burn_in_steps, count)
+    return list(range(burn_in)) + list(range(point.burn_in_steps, point.burn_in_steps + (count - burn_in) * trace.timed_every, trace.timed_every))
 
 
 def _steps_rows(point: PointSpec, trace: Trace) -> list[dict[str, Any]]:
@@ -136,13 +145,13 @@ def _steps_rows(point: PointSpec, trace: Trace) -> list[dict[str, Any]]:
     columns = [phases[p] for p in STEP_PHASES]
     return [
         {
-            "step": i,
-            "burn_in": int(i < point.burn_in_steps),
+            "step": step,
+            "burn_in": int(step < point.burn_in_steps),
             **{f"{p}_s": float(values[i]) for p, values in zip(STEP_PHASES, columns)},
-            "batch_loss": losses[i] if i < len(losses) else None,
+            "batch_loss": losses[step] if step < len(losses) else None,
             "t_s": float(phases["start"][i]),
         }
-        for i in range(n)
+        for i, step in enumerate(timed_step_numbers(point, trace, n))
     ]
 
 

@@ -68,6 +68,8 @@ class PointSpec:
     scaling: str = "strong"
     skip_reason: str | None = None
     """Set where the point cannot run as asked (a batch that does not split over the ranks)."""
+    data_placement: str = "host"
+    """host (CPU points), pageable, pinned or device; ``auto`` until the plan resolves it."""
 
     @property
     def per_rank_batch_size(self) -> int:
@@ -84,6 +86,8 @@ class PointSpec:
         """Stable identity of the point: a hash of every field under its stored name
         (fields renamed since 0.1 hash under their old names, so stores keep resuming)."""
         fields = {_ID_NAMES.get(k, k): v for k, v in dataclasses.asdict(self).items()}
+        if fields["data_placement"] in _PLACEMENT_BEFORE:  # what every point did before the axis existed
+            del fields["data_placement"]
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -101,6 +105,7 @@ class PointSpec:
 
 
 _ID_NAMES = {"burn_in_steps": "warmup_steps", "sample_interval_s": "sample_interval"}
+_PLACEMENT_BEFORE = ("host", "pageable")
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,14 @@ def check_interval(check_every: str, steps: int) -> str:
     return check_every
 
 
+def placements(spec: SweepSpec, device: str) -> tuple[str, ...]:
+    """The data placements a device runs: ``host`` on the CPU (there is nowhere else to put
+    the data), the axis's values elsewhere (``auto`` resolved by the plan, which knows sizes)."""
+    if device == "cpu":
+        return ("host",)
+    return tuple(p for p in spec.data_placement if p != "host") or ("auto",)
+
+
 def shard_of(points: list, shard: str | None) -> list:
     """Every N-th point starting at I: shards of one sweep are disjoint and cover it."""
     if shard is None:
@@ -253,10 +266,11 @@ def expand(spec: SweepSpec, data: DataInfo, available_devices: Sequence[str]) ->
                 else:
                     steps = spec.steps if spec.steps is not None else DEFAULT_STEPS
                 for lr in learning_rates(spec, global_batch):
-                    for device in devices:
+                    for device, placement in ((d, p) for d in devices for p in placements(spec, d)):
                         for repeat in range(spec.repeats):
                             points.append(
                                 PointSpec(
+                                    data_placement=placement,
                                     world_size=world,
                                     scaling=spec.scaling,
                                     skip_reason=skip,

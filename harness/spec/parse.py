@@ -201,6 +201,7 @@ _PARSERS = {
     "shard": parse_shard,
     "world_sizes": lambda v: tuple(sorted({_int("world_sizes", t, 1) for t in _tokens("world_sizes", v)})),
     "scaling": lambda v: _choice("scaling", v),
+    "data_placement": lambda v: tuple(dict.fromkeys(_choice("data_placement", t) for t in _tokens("data_placement", v))),
 }
 assert set(_PARSERS) == set(FIELDS)
 

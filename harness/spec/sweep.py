@@ -38,7 +38,13 @@ CHOICES = {
     "timing": ("auto", "events", "sync"),
     "sampling": ("shuffle", "replacement"),
     "loader": ("tensor", "dataloader"),
+    "data_placement": ("auto", "pageable", "pinned", "device", "host"),
 }
+
+AUTO_DEVICE_SHARE = 0.25
+"""``--data-placement auto`` keeps the training set on the accelerator when it takes less than
+this share of the device's memory (as users with small data do), else pins it in host memory
+and copies each batch asynchronously (as users with large data do)."""
 
 
 def flag(field: str) -> str:
@@ -95,6 +101,9 @@ class SweepSpec:
     """Data-parallel ranks (torch.distributed, one process each); 1 is a plain single process."""
     scaling: str = "strong"
     """strong: the global batch is --batch-sizes, split over the ranks; weak: each rank takes it."""
+    data_placement: tuple[str, ...] = ("auto",)
+    """Where the training set lives on an accelerator: pageable or pinned host memory (a copy
+    per batch) or the device itself; auto picks by size. CPU points are always ``host``."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -143,6 +152,7 @@ FLAG_HELP = {
     "timing": ("timing", "CUDA timing: events (one sync per window) or sync (per phase) [auto: events]"),
     "sample_interval": ("timing", "monitor interval for CPU/GPU utilisation and memory: seconds, 100ms, or 0 (off) [0.1 s on CPU, 0.02 s on GPU]"),
     "burn_in_steps": ("timing", "warm-up steps left out of statistics (at most half the steps) [5]"),
+    "data_placement": ("workload", "comma list of pageable (host memory, copied each step), pinned (pinned host memory, asynchronous copies), device (the training set on the accelerator) and auto (device if it takes under 25% of device memory, else pinned); CPU points are host [auto]"),
     "shard": ("output", "I/N: run only points I, I+N, ... of the sweep (0 <= I < N); join the stores with `batchbench merge`"),
 }
 """Per spec field: the help group and text of its ``batchbench run`` flag (default in brackets).
