@@ -217,7 +217,7 @@ class EvalHog(nn.Module):
     def forward(self, x):
         out = self.linear(x)
         if not self.training:
-            scratch = torch.ones(2**28)  # 1 GiB of float32, written
+            scratch = torch.ones(2**28, device=x.device)  # 1 GiB of float32, written
             out = out + scratch[:1].sum() * 0
         return out
 
@@ -228,3 +228,63 @@ def eval_hog(n_features, n_outputs):
 
 def plain_linear(n_features, n_outputs):
     return nn.Linear(n_features, n_outputs)
+
+
+SPIN_S = 0.002
+"""GPU time of the spin kernel in SpinForward's training forward."""
+
+
+def spin_cycles(seconds: float) -> int:
+    """``torch.cuda._sleep`` cycles for about ``seconds`` of GPU time, calibrated on this GPU
+    (as torch's own tests do: time a long spin)."""
+    calibration = 10_000_000
+    return int(seconds * calibration / spin_seconds(calibration, repeats=5))
+
+
+def spin_seconds(cycles: int, repeats: int = 21) -> float:
+    """The spin's GPU time by an independent clock: synchronise, spin, synchronise."""
+    import statistics
+
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.cuda._sleep(cycles)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+class SpinForward(nn.Module):
+    """A linear model whose training forward also spins the GPU for a known time."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.cycles = spin_cycles(SPIN_S) if torch.cuda.is_available() else 0
+
+    def forward(self, x):
+        if self.training and x.is_cuda:
+            torch.cuda._sleep(self.cycles)
+        return self.linear(x)
+
+
+def spin_forward(n_features, n_outputs):
+    return SpinForward(n_features, n_outputs)
+
+
+class CudaOOMAbove64(nn.Module):
+    """Asks the CUDA allocator for far more than any GPU has when the batch exceeds 64."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if self.training and x.shape[0] > 64:
+            torch.empty(2**45, dtype=torch.uint8, device=x.device)
+        return self.linear(x)
+
+
+def cuda_oom_above_64(n_features, n_outputs):
+    return CudaOOMAbove64(n_features, n_outputs)

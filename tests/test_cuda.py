@@ -36,3 +36,63 @@ def test_cuda_sweep_records_timing_mode(timing, mode):
         assert point["derivative_s"] > 0 and point["samples_per_s"] > 0
         phase_sum = point["data_s"] + point["derivative_s"] + point["update_s"]
         assert phase_sum == pytest.approx(point["step_wall_s"], rel=0.5)
+
+
+@pytest.mark.parametrize("timing,every", [("auto", 1), ("sync", None), ("auto", None)], ids=["events-every-step", "sync", "events-sampled"])
+def test_a_known_gpu_cost_lands_in_derivative(timing, every, monkeypatch):
+    """A spin kernel of known GPU time in the forward pass: ``derivative`` within 5% of the
+    spin's time by an independent synchronised clock (plus the tiny linear model's own work)."""
+    import plugins
+    from harness.run import loop
+
+    if every is not None:
+        monkeypatch.setattr(loop, "sample_every", lambda cost, step: every)
+    (result,) = run_flags(devices="cuda", dataset="blobs", dataset_sizes=2000, batch_sizes=32, steps=120, timing=timing,
+                          model=f"{plugins.__file__}:spin_forward", sample_interval=0)
+    point = result.point
+    expected = plugins.spin_seconds(plugins.spin_cycles(plugins.SPIN_S))
+    assert point["status"] == "ok" and point["derivative_s"] == pytest.approx(expected, rel=0.05), (point["derivative_s"], expected)
+    assert point["data_s"] < 0.1 * expected and point["update_s"] < 0.1 * expected
+    if every is None and timing == "auto":
+        assert point["timed_steps"] < 120 - 5  # events cost enough that only a sample is timed
+
+
+def test_a_cuda_out_of_memory_is_a_status_and_the_sweep_goes_on(tmp_path):
+    from conftest import plugin
+    from harness.plan import plan_flags
+    from harness.store import Store
+    from harness.sweep import run_sweep
+
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = run_sweep(plan_flags(devices="cuda", dataset_sizes=400, batch_sizes="32,128,256", steps=10, model=plugin("cuda_oom_above_64")),
+                           store, progress=False)
+        points = store.load("points", [run_id]).sort_values("batch_size")
+    assert list(points["status"]) == ["ok", "oom", "oom"] and "OutOfMemoryError" in points["error"].iloc[1]
+
+
+def test_fit_predicts_the_probed_limit_within_10_percent(cli):
+    import json
+
+    code, out, err = cli("fit", "--device", "cuda", "--dataset", "mnist-like", "--model", "mlp", "--hidden", "4096,4096", "--json", "--quiet")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["probed_max_batch_size"] and abs(result["prediction_error"]) <= 0.10, result
+
+
+def test_training_peaks_on_cuda_leave_out_the_checks():
+    from conftest import plugin
+
+    flags = dict(devices="cuda", dataset="blobs", dataset_sizes=400, batch_sizes=32, steps=40, check_every=10, sample_interval=0)
+    (plain,) = run_flags(model=plugin("plain_linear"), **flags)
+    (hog,) = run_flags(model=plugin("eval_hog"), **flags)
+    assert abs(hog.point["peak_device_mem_bytes"] - plain.point["peak_device_mem_bytes"]) < 256 * 2**20
+    assert hog.point["check_peak_device_mem_bytes"] > plain.point["peak_device_mem_bytes"] + 900 * 2**20
+
+
+@pytest.mark.parametrize("placement", ["pageable", "pinned", "device"])
+def test_every_data_placement_trains_the_same(placement):
+    (result,) = run_flags(devices="cuda", dataset="mnist-like", dataset_sizes=2000, batch_sizes=64, steps=30, data_placement=placement, sample_interval=0)
+    (reference,) = run_flags(devices="cpu", dataset="mnist-like", dataset_sizes=2000, batch_sizes=64, steps=30, sample_interval=0)
+    assert result.status == "ok" and result.point["data_placement"] == placement
+    assert [c["step"] for c in result.checks] == [c["step"] for c in reference.checks]
+    assert result.checks[-1]["eval_loss"] == pytest.approx(reference.checks[-1]["eval_loss"], rel=1e-3)
