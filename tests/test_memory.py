@@ -8,11 +8,10 @@ import pytest
 from conftest import plugin
 from harness.capacity import fit_capacity
 from harness.analysis.memory import MemoryFit, fit_memory, parse_bytes
-from harness.models import build_builtin
 from harness.plan import plan_flags
 from harness.run.loop import run_point
 from harness.run.monitor import Monitor, ProcessProbe, utilisation_by_phase
-from harness.run.probes import activation_bytes_per_sample, rss_peak_bytes
+from harness.run.probes import rss_peak_bytes
 from harness.store import Store
 from harness.sweep import run_flags, run_sweep
 

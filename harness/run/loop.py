@@ -130,7 +130,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
             optimizer.zero_grad(set_to_none=True)
             if timed:
                 mark()
-            keep(loss)  # the tensor, read at the next check: no per-step sync, no per-step read
+            keep(loss)  # on a device a detached tensor, read at the next check: no per-step sync
             if timed:
                 mark()
             if due(step + 1):
