@@ -59,8 +59,8 @@ def test_merge_keeps_both_runs_of_one_spec_and_adds_nothing_twice(cli, tmp_path,
     assert code == 0 and "0 points added" in err
     with Store(again, readonly=True) as m:
         assert len(m.load("runs")) == 2 and len(m.load("points")) == 4
-    code, _, err = cli("merge", out, "-o", out)
-    assert code == 2 and one_line(err, "-o") and out.read_bytes() == before
+    code, _, err = cli("merge", out, "-o", out)  # the output into itself
+    assert code == 0 and "0 points added, 4 already present" in err and out.read_bytes() == before
 
 
 def test_two_machines_stores_of_one_spec_are_both_kept_and_analyzed_as_repeats(cli, tmp_path):
@@ -398,3 +398,13 @@ def test_a_store_on_a_read_only_file_system_is_read(store, tmp_path):
             pytest.skip(f"no read-only mount here: {proc.stderr.strip()}")
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (command, proc.stderr)
     assert copy.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["s.sqlite"]
+    # a writing command on the same read-only store: one line, exit 2, nothing changed
+    run_line = [sys.executable, "-m", "harness", "run", *SMALL, "--store", str(copy)]
+    if os.geteuid() == 0:
+        run_line = ["unshare", "--mount", "sh", "-c", script, "sh", *run_line]
+    else:
+        os.chmod(folder, 0o555)
+    proc = subprocess.run(run_line, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    os.chmod(folder, 0o755)
+    assert proc.returncode == 2 and one_line(proc.stderr, "--store"), proc.stderr
+    assert copy.read_bytes() == before
