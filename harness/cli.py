@@ -24,10 +24,33 @@ EXPORT_FORMATS = ("csv", "json", "parquet")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump) and exit code 2."""
+    """argparse, but a usage error is one line (no usage dump) with a suggestion for a mistyped
+    flag, exit code 2, and no abbreviations: ``--batch-size 8`` is not taken for
+    ``--batch-sizes`` in silence."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"batchbench: error: {message}\n")
+        self.exit(2, f"batchbench: error: {message}{self._suggestion(message)}\n")
+
+    def _suggestion(self, message: str) -> str:
+        import difflib
+
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = set(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    known |= set(parser._option_string_actions)
+        for token in message.split(":", 1)[1].split():
+            if token.startswith("--"):
+                close = difflib.get_close_matches(token.split("=", 1)[0], sorted(known), n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
 
 
 def _spec_flags(parser: argparse.ArgumentParser, names, *, grouped: bool = True) -> dict:
@@ -49,7 +72,7 @@ def _parser() -> _Parser:
 
     parser = _Parser(prog="batchbench", description="Benchmark and profile mini-batch gradient descent.")
     parser.add_argument("--version", action="version", version=f"batchbench {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     run = sub.add_parser("run", help="run a sweep and store its points", description="Run a sweep: every dataset size x batch size x device x repeat, phase-timed, stored point by point.")

@@ -94,3 +94,12 @@ def test_the_real_process_exits_2_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--batch-sizes" in proc.stderr
+
+
+@pytest.mark.parametrize("args,suggested", [(["--batch-size", "8"], "--batch-sizes"), (["--batchsizes", "8"], "--batch-sizes"),
+                                            (["--step", "10"], "--steps")])
+def test_abbreviated_or_mistyped_flags_are_errors_with_a_suggestion(cli, tmp_path, args, suggested):
+    store = tmp_path / "store.sqlite"
+    code, _, err = cli("run", *FAST, "--store", store, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unrecognized arguments" in err and f"did you mean {suggested}?" in err
+    assert not store.exists()

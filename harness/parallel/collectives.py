@@ -30,6 +30,15 @@ def all_mean(value: float | None, device: torch.device) -> float:
     return total.item() / dist.get_world_size()
 
 
+def all_max(value: int, device: torch.device) -> int:
+    """The largest ``value`` of any rank: what ranks agree on when each measured its own."""
+    import torch.distributed as dist
+
+    top = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    return int(top.item())
+
+
 def exposed_comm_s(ddp, xb, yb, loss_fn, device, repeats: int = 7) -> float:
     """Median extra time of a synchronised backward over a ``no_sync`` one: the all-reduce
     the backward pass failed to hide. Gradients are zeroed after; parameters never move."""

@@ -25,7 +25,7 @@ import torch
 
 from harness import models
 from harness.datasets import Split
-from harness.parallel.collectives import all_mean, exposed_comm_s
+from harness.parallel.collectives import all_max, all_mean, exposed_comm_s
 from harness.records import PointResult
 from harness.run import rows
 from harness.run.batches import fetcher
@@ -111,7 +111,10 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
         for step in range(0 if stop else point.steps):
             if step == burn_in:
                 clock.close_window()  # the measured window starts on an idle device
-                every = trace.timed_every = sample_every(clock.mark_cost_s(), _median(clock.last_window_steps_s()))
+                every = sample_every(clock.mark_cost_s(), _median(clock.last_window_steps_s()))
+                if rank is not None:  # every rank times the same steps, so their rows line up
+                    every = all_max(every, device)
+                trace.timed_every = every
                 measure_start, checks_before, aside_before = now_ns(), sum(trace.check_ns), sum(trace.aside_ns)
             timed = (step - burn_in) % every == 0 or step < burn_in
             if timed:
