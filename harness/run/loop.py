@@ -4,9 +4,12 @@
 hand-written PyTorch loop on purpose so that the harness costs what such a loop costs (the
 overhead benchmark holds it to that). The rules that keep it honest:
 
-- ``PhaseClock.mark()`` at each phase boundary; nothing else reads a clock inside a step.
-- No hidden sync inside a timed phase: on an accelerator batch losses stay tensors until a
-  loss check (``BatchLosses``); every ``.item()`` is in a check, after the window's one sync.
+- ``PhaseClock.mark()`` at each phase boundary of a timed step (every burn-in step, then
+  every k-th, ``clock.sample_every``); nothing else reads a clock inside a step. Throughput is
+  the window's own wall clock, never the marks.
+- No hidden sync inside a timed phase: on an accelerator batch losses stay detached tensors
+  until a loss check (``BatchLosses``), read there after the window's one sync; on the CPU a
+  loss is read as its step ends (nothing to wait for).
 - Burn-in steps train the model like any other step but are left out of the statistics.
 - The loss check is its own phase, between steps.
 
