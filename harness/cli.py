@@ -15,112 +15,12 @@ from typing import Sequence
 
 from pathlib import Path
 
-from harness import __version__
+from harness.cli_args import parser as _parser
 from harness.errors import SpecError
 from harness.outputs import output_path, write_output
 from harness.store import Store
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump) with a suggestion for a mistyped
-    flag, exit code 2, and no abbreviations: ``--batch-size 8`` is not taken for
-    ``--batch-sizes`` in silence."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"batchbench: error: {message}{self._suggestion(message)}\n")
-
-    def _suggestion(self, message: str) -> str:
-        import difflib
-
-        if not message.startswith("unrecognized arguments:"):
-            return ""
-        known = set(self._option_string_actions)
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for parser in action.choices.values():
-                    known |= set(parser._option_string_actions)
-        for token in message.split(":", 1)[1].split():
-            if token.startswith("--"):
-                close = difflib.get_close_matches(token.split("=", 1)[0], sorted(known), n=1, cutoff=0.6)
-                if close:
-                    return f" (did you mean {close[0]}?)"
-        return ""
-
-
-def _spec_flags(parser: argparse.ArgumentParser, names, *, grouped: bool = True) -> dict:
-    """Add the flags of these spec fields, with their help from ``spec.sweep.FLAG_HELP``, in
-    its groups; returns the groups by title."""
-    from harness.spec.sweep import FLAG_GROUPS, FLAG_HELP, flag
-
-    groups = {title: parser.add_argument_group(title) for title in FLAG_GROUPS} if grouped else {}
-    for name in names:
-        title, text = FLAG_HELP[name]
-        target = groups[title] if grouped else parser
-        extra = {"action": "store_const", "const": True, "default": None} if name == "stop_at_target" else {}
-        target.add_argument(flag(name), help=text, **extra)
-    return groups
-
-
-def _parser() -> _Parser:
-    from harness.spec.sweep import FIELDS
-
-    parser = _Parser(prog="batchbench", description="Benchmark and profile mini-batch gradient descent.")
-    parser.add_argument("--version", action="version", version=f"batchbench {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
-    run = sub.add_parser("run", help="run a sweep and store its points", description="Run a sweep: every dataset size x batch size x device x repeat, phase-timed, stored point by point.")
-    run.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")
-    groups = _spec_flags(run, FIELDS)
-    groups["axes"].add_argument("--nproc", help="shorthand for --world-sizes N")
-    out = groups["output"]
-    out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
-    out.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
-    out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
-    out.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
-    out.add_argument("--no-report", action="store_true", help="do not write the HTML report")
-
-    report = sub.add_parser("report", help="write the self-contained HTML report of stored runs")
-    report.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
-    report.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to report (repeatable) [the latest]")
-    report.add_argument("--output", "-o", help="HTML file [reports/<run id>.html]")
-    report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="before/after: two run ids of --store, or store.sqlite[:RUN] paths")
-    report.add_argument("--title", default=None, help="page title")
-
-    analyze = sub.add_parser("analyze", help="steps-to-target, critical batch size and recommendations for a stored sweep")
-    analyze.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
-    analyze.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to analyze (repeatable) [the latest]")
-    analyze.add_argument("--json", action="store_true", help="print JSON instead of tables")
-
-    fit = sub.add_parser("fit", help="memory against batch size, and the largest batch that fits",
-                         description="Probe a few batch sizes, fit peak memory = fixed + per_sample x B, and predict the largest batch under the memory limit; on CUDA also find it by probing.")
-    fit.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file (data set, model, optimizer); flags override it")
-    _spec_flags(fit, ("dataset", "target_column", "model", "hidden", "optimizer", "momentum", "threads"), grouped=False)
-    fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
-    fit.add_argument("--batch-sizes", default="64..2048", help="probe batch sizes (may exceed the data set: probes sample with replacement) [64..2048]")
-    fit.add_argument("--memory-limit", help="e.g. 8GiB [the device's capacity: GPU memory, or physical RAM]")
-    fit.add_argument("--margin", default="0.1", help="share of the limit kept free [0.1]")
-    fit.add_argument("--verify", action="store_true", default=None, help="also find the limit by OOM probing (default on CUDA only)")
-    fit.add_argument("--json", action="store_true", help="print JSON")
-    fit.add_argument("--quiet", action="store_true", help="no progress lines")
-
-    merge = sub.add_parser("merge", help="combine stores (shards of a sweep, or machines) without duplicating points")
-    merge.add_argument("stores", nargs="+", metavar="STORE", help="stores to read")
-    merge.add_argument("-o", "--output", required=True, help="store to write (created, or added to)")
-
-    export = sub.add_parser("export", help="write a stored table as CSV, JSON or Parquet")
-    export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
-    export.add_argument("--table", default="points", help="points, checks, steps, samples or runs [points]")
-    export.add_argument("--format", default="csv", help="csv, json or parquet [csv]")
-    export.add_argument("--run", action="append", dest="runs", metavar="ID", help="only this run (repeatable) [all runs]")
-    export.add_argument("-o", "--output", help="file to write [stdout]")
-    return parser
 
 
 REPEATABLE = {"--run"}
@@ -174,6 +74,49 @@ def _refuse_repeated_flags(argv: list[str]) -> None:
         seen.add(name)
 
 
+def _spec(args: argparse.Namespace):
+    """The spec of ``run`` and ``tune``: the spec file's keys, overridden by the flags."""
+    from harness.spec import FIELDS, build_spec, load_toml
+
+    file_values = load_toml(args.spec_file) if args.spec_file else {}
+    return build_spec(file_values, {name: getattr(args, name) for name in FIELDS})
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.plan import plan
+    from harness.store import DEFAULT_STORE
+    from harness.tune.runner import tune, tune_spec
+
+    if args.report and not args.no_report:
+        output_path(args.report, "--report")
+    if args.world_sizes is not None and args.world_sizes.strip() != "1":
+        raise SpecError("--world-sizes", "tune runs single-process trials; give 1 or leave it out")
+    the_plan = plan(tune_spec(_spec(args)))
+    say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
+    with Store(args.store or DEFAULT_STORE) as store:
+        run_id, results = tune(the_plan, store, say=say)
+    if args.json:
+        groups = [r.as_dict() for r in results]
+        print(json.dumps({"run_id": run_id, "store": str(store.path), **groups[0], "groups": groups}, indent=1))
+    else:
+        from harness.console import group_label
+
+        for r in results:
+            label = group_label({"dataset": the_plan.spec.dataset, "dataset_size": r.key["dataset_size"], "device": r.key["device"]})
+            print(f"{label}: {r.sentence()}")
+        print(f"run {run_id} in {store.path}: `batchbench analyze --run {run_id}` shows every trial", file=sys.stderr)
+    if not args.no_report:
+        from harness import report
+
+        with Store.open_existing(store.path) as reader:
+            html_text = report.render(report.load(reader, [run_id]), title="batchbench tune")
+        path = write_output(args.report or f"reports/{run_id}.html", html_text, "--report")
+        print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0 if all(r.choice.best is not None for r in results) else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     from harness.parallel.collectives import external_world
     from harness.plan import plan
@@ -205,11 +148,14 @@ def _run(args: argparse.Namespace) -> int:
         if store.migrated:
             say(f"migrated {store.path} from an older batchbench ({'; '.join(store.migrated)})")
         run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False, say=say)
-        points = store.load("points", [run_id])
+        points, checks = store.load("points", [run_id]), store.load("checks", [run_id])
     if not args.quiet:
-        from harness.console import points_table
+        from harness.analysis.convergence import analyze
+        from harness.console import points_table, recommendations_text
 
         print(points_table(points))
+        if points[["target_loss", "target_accuracy"]].notna().any().any():
+            print("\n" + recommendations_text(analyze(points, checks)))
     failed = int((points["status"] != "ok").sum())
     note = f", {failed} not ok (see the status column)" if failed else ""
     print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
@@ -377,4 +323,4 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}
+COMMANDS = {"run": _run, "tune": _tune, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from harness.analysis.recommend import recommend
 from harness.records import display
 
 COLUMNS = (
@@ -66,7 +67,7 @@ def analysis_text(groups, points) -> str:
     out = []
     for group in groups:
         key = group.key
-        out.append(" · ".join(f"{v}" if k != "dataset_size" else f"{v} samples" for k, v in key.items()))
+        out.append(group_label(key))
         rows = [["batch", "lr", "steps→target [95% CI]", "samples→target", "time→target s", "compute→target s", "samples/s", "eval loss"]]
         for r in group.table.to_dict("records"):
             ci = f" [{_num(r['steps_ci_low'], '{:.0f}')}, {_num(r['steps_ci_high'], '{:.0f}')}]" if r["steps_ci_low"] is not None else ""
@@ -104,8 +105,29 @@ def analysis_text(groups, points) -> str:
                 best.append(f"by {label} {batch} ({fmt.format(table.loc[batch, column])})")
         if best:
             out.append("  best batch size: " + ", ".join(best))
+        advice = recommend(group)
+        if advice is not None:
+            out.append("  recommended: " + advice.sentence())
         out.append("")
     return "\n".join(out).rstrip()
+
+
+def recommendations_text(groups) -> str:
+    """What ``batchbench run`` ends with: per group (device x dataset size x ...), the batch
+    size that reaches the target soonest, or why there is none."""
+    lines = []
+    shown = [k for k in (groups[0].key if groups else {}) if k in ("dataset", "dataset_size", "device") or len({str(g.key[k]) for g in groups}) > 1]
+    for group in groups:
+        label = group_label({k: group.key[k] for k in shown})
+        advice = recommend(group)
+        lines.append(f"{label}: " + (advice.sentence() if advice is not None else "no batch size reached the target; see `batchbench analyze`"))
+    return "\n".join(lines)
+
+
+def group_label(key) -> str:
+    """A group's key as a reader says it: ``digits · 1797 samples · cpu · mlp``."""
+    words = {"dataset_size": "{} samples", "world_size": "{} rank(s)", "lr_policy": "lr {}", "sampling": "{} sampling"}
+    return " · ".join(words.get(k, "{}").format(v).replace("1 rank(s)", "1 rank").replace("rank(s)", "ranks") for k, v in key.items())
 
 
 def analysis_json(groups) -> str:
@@ -125,6 +147,7 @@ def analysis_json(groups) -> str:
                 "fit": None if g.fit is None else {"b_crit": g.fit.b_crit, "s_min": g.fit.s_min, "e_min": g.fit.e_min, "rms_log_error": g.fit.rms_log_error},
                 "best_batch_size": {"time_to_target": g.best_batch_by_time, "compute_to_target": g.best_batch_by_compute, "throughput": g.best_batch_by_throughput},
                 "noise_scale": {"start": g.noise_start, "at_target": g.noise_at_target},
+                "recommendation": None if recommend(g) is None else recommend(g).as_dict(),
             }
         )
     return json.dumps(payload, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v))

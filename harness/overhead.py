@@ -16,7 +16,7 @@ import torch
 
 from harness import models
 from harness.plan import Plan, plan_flags
-from harness.run.checks import evaluate
+from harness.run.checks import evaluate, schedule
 from harness.run.clock import synchronize
 from harness.run.loop import run_point
 from harness.run.parts import make_loss, make_optimizer
@@ -49,7 +49,7 @@ def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", 
 def plain_loop(point: PointSpec, split) -> float:
     """The loop a user would write, doing the harness's work and nothing more: a permutation per
     epoch, slices of it, forward, backward, step, and a check-set evaluation at the same steps
-    as the point's loss checks (step 0, every ``check_every`` steps, the end). Returns samples/s
+    as the point's loss checks (step 0, the point's ``check_every`` schedule, the end). Returns samples/s
     over the steps after the burn-in, check time left out, as the harness counts it. On a GPU
     the training set lives on the device, as the harness's point does (``data_placement``)."""
     torch.set_num_threads(point.threads)
@@ -60,7 +60,7 @@ def plain_loop(point: PointSpec, split) -> float:
     model = models.build_builtin(point.model, n_features=split.n_features, n_outputs=split.n_outputs, hidden=point.hidden).to(device)
     optimizer = make_optimizer(point, model.parameters())
     loss_fn = make_loss(split.task)
-    every = int(point.check_every)
+    due = schedule(point, time.perf_counter_ns)  # the harness's own schedule: the same checks at the same steps
     generator = torch.Generator().manual_seed(point.seed)
     n, batch = X.shape[0], point.batch_size
 
@@ -89,7 +89,7 @@ def plain_loop(point: PointSpec, split) -> float:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % every == 0:
+        if due(step + 1):
             checks_ns += check()
     synchronize(device)
     seconds = (time.perf_counter_ns() - start_ns - checks_ns) / 1e9

@@ -26,7 +26,7 @@ RUNS = {
 POINTS = {
     "run_id": "TEXT",
     "point_id": "TEXT",
-    "status": "TEXT",  # ok | oom | diverged | error | skipped
+    "status": "TEXT",  # ok | oom | diverged | error | skipped | pruned (stopped by `batchbench tune`: it could no longer win)
     "error": "TEXT",
     "model": "TEXT",
     "dataset": "TEXT",
@@ -155,7 +155,7 @@ SAMPLES = {
 }
 
 TABLES = {"runs": RUNS, "points": POINTS, "checks": CHECKS, "steps": STEPS, "samples": SAMPLES}
-STATUSES = ("ok", "oom", "diverged", "error", "skipped")
+STATUSES = ("ok", "oom", "diverged", "error", "skipped", "pruned")
 
 RENAMED = {"points": {"warmup_steps": "burn_in_steps"}, "steps": {"warmup": "burn_in"}}
 """Old name -> new name, per table: columns renamed since batchbench 0.1 (``Store`` renames

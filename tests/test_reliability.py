@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, plugin
 from harness.store import Store
 
-SMALL = ["--devices", "cpu", "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "10", "--quiet", "--no-report"]
+SMALL = ["--devices", "cpu", "--dataset", "blobs", "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "10", "--quiet", "--no-report"]
 
 
 def one_line(err: str, *words: str) -> bool:

@@ -2,7 +2,8 @@ import pytest
 
 from harness.errors import SpecError
 from harness.spec import DataInfo, build_spec, expand, load_toml
-from harness.spec.expand import resolve_batch_sizes
+from harness.spec.expand import log_check_steps, resolve_batch_sizes
+from harness.spec.parse import parse_check_every
 
 CPU = ["cpu"]
 
@@ -55,11 +56,35 @@ def test_expand_gives_one_run_per_point_and_repeat_with_stable_ids():
 
 
 def test_epochs_budget_and_auto_checks_and_burn_in_at_most_half():
-    spec = build_spec(cli_values={"batch_sizes": "1,full", "dataset_sizes": "100", "epochs": "2", "check_set": "train"})
+    spec = build_spec(cli_values={"batch_sizes": "1,full", "dataset_sizes": "100", "epochs": "2", "check_set": "train", "target": "none"})
     small, full = expand(spec, DataInfo(100, None), CPU)
     assert (small.steps, full.steps) == (200, 2)
-    assert small.check_every == "10" and full.check_every == "1"
+    assert small.check_every == "10" and full.check_every == "1"  # no target: 20 checks, evenly
     assert small.burn_in_steps == 5 and full.burn_in_steps == 1
+
+
+def test_a_sweep_has_a_relative_target_and_geometric_checks_unless_told_otherwise():
+    default = build_spec()
+    assert default.target == "rel:0.1" and default.target_rel == 0.1
+    (point,) = expand(build_spec(cli_values={"batch_sizes": "8", "dataset_sizes": "100"}), DataInfo(100, None), CPU)
+    assert point.check_every == "log:40" and point.target_rel == 0.1
+    assert build_spec(cli_values={"target_loss": "0.5"}).target is None  # an absolute target replaces the default
+    assert build_spec(cli_values={"target": "none"}).target is None
+    with pytest.raises(SpecError, match="--target: give one target, not --target-loss and --target"):
+        build_spec(cli_values={"target_loss": "0.5", "target": "rel:0.2"})
+
+
+@pytest.mark.parametrize("steps,count,expected_len,head,tail", [(10, 40, 10, [1, 2, 3], [9, 10]), (500, 40, 40, [1, 2, 3, 4, 5], [500]), (20000, 40, 40, [1, 2, 3], [20000])])
+def test_log_schedule_checks_every_step_first_then_geometrically(steps, count, expected_len, head, tail):
+    at = log_check_steps(steps, count)
+    assert len(at) == expected_len and at[: len(head)] == head and at[-len(tail):] == tail
+    assert at == sorted(set(at))
+    if steps > count:  # a constant ratio once the steps are apart: steps-to-target has the same relative resolution everywhere
+        ratios = [b / a for a, b in zip(at, at[1:]) if b - a > 1]
+        assert max(ratios) / min(ratios) < 1.25
+    assert parse_check_every("log") == "log:40" and parse_check_every("LOG:12") == "log:12"
+    with pytest.raises(SpecError, match="--check-every: 'log:1' is not a schedule"):
+        parse_check_every("log:1")
 
 
 def test_unavailable_devices_are_errors():

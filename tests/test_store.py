@@ -32,8 +32,8 @@ def test_sweep_stores_contract_columns_and_environment(tmp_path):
     env = json.loads(runs.loc[0, "env_json"])
     assert env["torch_version"] and env["threads"] == 1 and "cpu" in env["devices"] and env["cpu_model"]
     assert runs.loc[0, "finished_at"] is not None
-    # columns of features not built yet stay null
-    assert points["noise_scale"].isna().all() and points["steps_to_target"].isna().all()
+    # the noise scale is opt-in; the default target (rel:0.1) fills steps-to-target where reached
+    assert points["noise_scale"].isna().all() and (points["target_rel"] == 0.1).all() and points["steps_to_target"].notna().any()
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
@@ -113,7 +113,9 @@ def test_run_prints_the_table(cli, tmp_path):
     header = out.splitlines()[0]
     for title in ("size", "batch", "device", "samples/s", "data ms", "deriv ms", "update ms", "eval loss"):
         assert title in header
-    assert len(out.splitlines()) == 2 + 2 and "2 points" in err
+    lines = out.splitlines()
+    assert len(lines) == 2 + 2 + 2 and lines[4] == "" and "2 points" in err  # header, 2 points, a blank line, the answer
+    assert lines[5].startswith("digits · 100 samples · cpu: train with batch size ")
 
 
 def test_shards_and_merge_reproduce_the_unsharded_sweep_exactly_once(tmp_path, cli):
@@ -169,6 +171,6 @@ def test_a_store_from_batchbench_0_1_is_migrated_and_resumes(tmp_path):
 
 def test_point_ids_and_sweep_names_of_0_1_still_match():
     """Ids computed by batchbench 0.1 for this spec: stores written then keep resuming."""
-    the_plan = plan_flags(devices="cpu", dataset_sizes=100, batch_sizes="4,8", steps=5)
+    the_plan = plan_flags(devices="cpu", dataset="blobs", target="none", dataset_sizes=100, batch_sizes="4,8", steps=5)  # 0.1's defaults
     assert [p.point_id for p in the_plan.points] == ["f98d69dcb6c968b0", "8ab980a0f817b944"]
     assert the_plan.old_hashes == ("9a37764d73a4802c",)

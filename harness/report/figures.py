@@ -10,7 +10,8 @@ import pandas as pd
 from harness import PHASES
 from harness.analysis import convergence
 from harness.analysis.memory import fit_memory
-from harness.report.plot import PHASE_COLORS, Figure, lines, log2_axis, palette, png, pyplot, series_label
+from harness.analysis.recommend import recommend, step_s
+from harness.report.plot import PHASE_COLORS, Figure, lines, log2_axis, log_y, palette, png, pyplot, series_label
 
 
 def throughput_figure(ok: pd.DataFrame) -> Figure | None:
@@ -130,7 +131,7 @@ def convergence_figures(ok: pd.DataFrame, checks: pd.DataFrame) -> list[Figure]:
                 ax.set_xscale("symlog", linthresh=max(1, d[x][d[x] > 0].min()))
                 ax.set_xlim(left=0)
             if (d["eval_loss"] > 0).all() and d["eval_loss"].max() / max(d["eval_loss"].min(), 1e-12) > 20:
-                ax.set_yscale("log")
+                log_y(ax)
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], color=colors[b], lw=1.5) for b in batches]  # every panel's batch sizes
@@ -140,6 +141,81 @@ def convergence_figures(ok: pd.DataFrame, checks: pd.DataFrame) -> list[Figure]:
                            f"Loss on the check set against {what}, a line per batch size (bands span repeats): small batches are noisy and move fast per sample, large ones are smooth and fast per step.",
                            f"Line chart of check-set loss against {what}, one line per batch size, one panel per dataset size.", png(fig)))
     return figs
+
+
+def headline_figure(groups) -> Figure | None:
+    """Time to target as the product of its two factors, a panel each, the choice starred."""
+    shown = [(g, recommend(g)) for g in groups]
+    shown = [(g, r) for g, r in shown if r is not None]
+    if not shown:
+        return None
+    plt, _ = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    batches = set()
+    for g, rec in shown:
+        t = g.table.sort_values("batch_size").copy()
+        t["step_s"] = [step_s(r) for r in t.to_dict("records")]
+        label = f"{g.key.get('device')} · N={g.key.get('dataset_size')}" if len(shown) > 1 else None
+        color = None
+        for ax, column in zip(axes, ("steps_to_target", "step_s", "compute_to_target_s")):
+            d = t.dropna(subset=[column])
+            line = ax.plot(d["batch_size"], d[column], "o-", ms=4, lw=1.4, color=color, label=label)[0]
+            color = line.get_color()
+            mine = d[d["batch_size"] == rec.batch_size]
+            ax.plot(mine["batch_size"], mine[column], "*", ms=14, color=color, markeredgecolor="black")
+            batches |= set(d["batch_size"])
+    for ax, title in zip(axes, ("steps to target (falls with B)", "seconds per step (rises with B)", "= seconds of training to target")):
+        log_y(ax)
+        log2_axis(ax, batches)
+        ax.set(xlabel="batch size", title=title)
+        ax.title.set_fontsize(10)
+    if len(shown) > 1:
+        axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return Figure("Which batch size: time to target = steps to target x time per step",
+                  "Each panel on log axes, a line per device and dataset size; the star is the recommended batch size, the least training time to the target (loss checks left out). Below the critical batch size doubling B nearly halves the steps; above it the steps hardly fall while each step costs more.",
+                  "Three log-log charts against batch size: steps to target falling, seconds per step rising, and their product, time to target, with its minimum starred.", png(fig))
+
+
+def search_figure(points: pd.DataFrame, checks: pd.DataFrame) -> Figure | None:
+    """A ``batchbench tune`` run: every trial in the (batch size, learning rate) plane by how it
+    ended, and the training time to target per batch size with the choice starred."""
+    if len(points) == 0 or not (points["status"] == "pruned").any():
+        return None
+    plt, _ = pyplot()
+    last = checks.sort_values("step").groupby("point_id").tail(1).set_index("point_id")["compute_s"] if len(checks) else pd.Series(dtype=float)
+    trials = points.assign(stopped_s=points["point_id"].map(last))
+    reached = trials[trials["steps_to_target"].notna() & (trials["status"] == "ok")]
+    best = reached.loc[reached["compute_to_target_s"].idxmin()] if len(reached) else None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    styles = (("reached", "o", "#55A868"), ("missed", "s", "#8c8c8c"), ("pruned", "x", "#DD8452"), ("failed", "v", "#C44E52"))
+    outcome = np.where(trials["steps_to_target"].notna() & (trials["status"] == "ok"), "reached",
+                       np.where(trials["status"] == "ok", "missed", np.where(trials["status"] == "pruned", "pruned", "failed")))
+    for name, marker, color in styles:
+        chosen = trials[outcome == name]
+        if len(chosen):
+            left.scatter(chosen["batch_size"], chosen["lr"], marker=marker, color=color, s=40, label=f"{name} ({len(chosen)})")
+    per_batch = reached.groupby("batch_size")["compute_to_target_s"].min()
+    right.plot(per_batch.index, per_batch.values, "o-", color="#55A868", label="best reached, per batch size")
+    stopped = trials[outcome == "pruned"]
+    if len(stopped):
+        right.scatter(stopped["batch_size"], stopped["stopped_s"], marker="^", color="#DD8452", s=30, label="pruned (at least this long)")
+    if best is not None:
+        left.plot([best["batch_size"]], [best["lr"]], "*", ms=16, color="#55A868", markeredgecolor="black", label="chosen")
+        right.plot([best["batch_size"]], [best["compute_to_target_s"]], "*", ms=16, color="#55A868", markeredgecolor="black")
+    for ax in (left, right):
+        log2_axis(ax, trials["batch_size"])
+        ax.set(xlabel="batch size")
+        ax.legend(fontsize=7)
+    left.set_yscale("log", base=2)
+    left.set(ylabel="learning rate (log₂)")
+    log_y(right)
+    right.set(ylabel="seconds of training (log)")
+    fig.tight_layout()
+    return Figure("The search: which trials ran and how they ended",
+                  f"Left: every trial of the search ({len(trials)}), by outcome; pruned trials stopped once they could no longer beat the best time, missed ones ran their whole budget. "
+                  "Right: the least training time to the target at each batch size tried, with pruned trials at the time they were stopped (their time to target is at least that); the star is the choice.",
+                  "Scatter of trials over batch size and learning rate by outcome, and a chart of training time to target against batch size with the chosen batch size starred.", png(fig))
 
 
 def target_figures(ok: pd.DataFrame, checks: pd.DataFrame, groups) -> tuple[list[Figure], list[str]]:
@@ -165,9 +241,10 @@ def target_figures(ok: pd.DataFrame, checks: pd.DataFrame, groups) -> tuple[list
             tt = g.table.dropna(subset=["time_to_target_s"])
             axes[1].plot(tt["batch_size"], tt["time_to_target_s"], "o-", label=label + " (wall)", color=line.get_color())
             axes[1].plot(tt["batch_size"], tt["compute_to_target_s"], "s--", label=label + " (compute)", color=line.get_color(), alpha=0.6)
+        tried = {b for g in groups for b in g.table["batch_size"]}
         for ax, ylabel in zip(axes, ("steps to target", "seconds to target")):
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
+            log2_axis(ax, tried)
+            log_y(ax)
             ax.set(xlabel="batch size (log₂)", ylabel=ylabel + " (log)")
             ax.legend(fontsize=7)
         fig.tight_layout()

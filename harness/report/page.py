@@ -60,6 +60,7 @@ main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
 section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:14px 20px;margin:18px 0}
 h2{font-size:18px;margin:4px 0 10px}figure{margin:14px 0}figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:13px;color:#4a5263;margin-top:4px}figcaption b{color:#1d2330}
+.answer{font-size:15px;background:#eef6ee;border-left:4px solid #55a868;padding:8px 12px;margin:6px 0}
 .note{color:#4a5263;font-size:13px;background:#f3f5f8;border-left:3px solid #9aa7bd;padding:6px 10px}
 .warn{color:#7a2e0e;background:#fff4ec;border-left:3px solid #e07b39;padding:6px 10px}
 dl.env{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:13px;margin:0 0 10px}dt{color:#6a7285}dd{margin:0}
@@ -119,7 +120,8 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
         add("Phase breakdown", figures.phase_figures(ok), "No phase times were measured.")
         add("Convergence", figures.convergence_figures(ok, data.checks), "No loss checks were recorded.")
         figs, notes = figures.target_figures(ok, data.checks, groups)
-        sections["Time and steps to target"].figures += figs
+        search = figures.search_figure(points, data.checks)
+        sections["Time and steps to target"].figures += ([search] if search is not None else []) + figs
         sections["Time and steps to target"].notes += notes
         figs, notes = figures.memory_figures(ok, data.samples, env)
         sections["Memory and utilisation"].figures += figs
@@ -128,6 +130,9 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
         for name in names[1:-1]:
             sections[name].notes.append("No point finished with status ok, so there is nothing to plot.")
     sections["Summary"].html = summary_html(data, ok, groups)
+    headline = figures.headline_figure(groups) if len(ok) else None
+    if headline is not None:
+        sections["Summary"].figures.append(headline)
     sections["Points"].html = points_table(points) if len(points) else ""
     if not len(points):
         sections["Points"].notes.append("No points stored for this run.")

@@ -45,12 +45,54 @@ def pyplot():
 
 
 def log2_axis(ax, values) -> None:
+    """A batch-size axis: log2, a tick at each batch size that was run, except those closer
+    than 0.6 octave to a kept one (718 beside 512 and 1024 would overlap); powers of two and
+    the largest size are kept first."""
     ax.set_xscale("log", base=2)
     ticks = sorted({int(v) for v in values if v and v > 0})
-    if len(ticks) <= 14:
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([str(t) for t in ticks], rotation=45 if len(ticks) > 8 else 0)
+    if not ticks:
+        return
+    import math
+
+    preferred = sorted(ticks, key=lambda t: (t != ticks[-1], t & (t - 1) != 0, t))
+    kept: list[int] = []
+    for tick in preferred:
+        if all(abs(math.log2(tick) - math.log2(other)) >= 0.6 for other in kept):
+            kept.append(tick)
+    kept.sort()
+    while len(kept) > 14:  # very wide ranges: every other tick
+        kept = kept[::2] if kept[-1] == kept[::2][-1] else kept[::2] + [kept[-1]]
+    ax.set_xticks(kept)
+    ax.set_xticklabels([str(t) for t in kept], rotation=45 if len(kept) > 8 else 0)
     ax.minorticks_off()
+
+
+def log_y(ax) -> None:
+    """A log y axis (call it after plotting) with ticks at 1, 2 and 5 of each decade, or finer
+    where that gives fewer than three, as plain numbers: a range inside one decade still reads."""
+    import math
+
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    if not (low > 0 and high > low):
+        return
+    ticks: list[float] = []
+    for subs in ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
+        ticks = [m * 10.0**k for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for m in subs if low <= m * 10.0**k <= high]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) < 3:  # a narrow range: evenly spaced round numbers
+        from matplotlib.ticker import MaxNLocator
+
+        ticks = [t for t in MaxNLocator(4).tick_values(low, high) if low <= t <= high and t > 0]
+    if len(ticks) > 12:
+        ticks = [t for t in ticks if math.isclose(t / 10.0 ** math.floor(math.log10(t) + 1e-9), 1.0)]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"{t:.3g}" for t in ticks])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(low, high)
 
 
 def series_label(points: pd.DataFrame) -> pd.Series:

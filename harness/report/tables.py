@@ -9,6 +9,8 @@ import json
 
 import pandas as pd
 
+from harness.analysis.recommend import recommend
+
 from harness.records import display
 
 
@@ -79,7 +81,7 @@ def summary_html(data, ok: pd.DataFrame, groups) -> str:
 
         rec_rows.append(
             f"<tr><td>{html.escape(str(device))}</td><td>{size}</td>"
-            f"<td>{cell(g.best_batch_by_time, 'time_to_target_s', '{:.3g} s to target')}</td>"
+            f"<td>{cell(None if recommend(g) is None else recommend(g).batch_size, 'compute_to_target_s', '{:.3g} s of training to target')}</td>"
             f"<td>{cell(g.best_batch_by_throughput, 'samples_per_s', '{:,.0f} samples/s')}</td>"
             f"<td>{f'<b>{g.fit.b_crit:.3g}</b> (S_min {g.fit.s_min:.3g} steps, RMS log err {g.fit.rms_log_error:.2f})' if g.fit else '—'}</td></tr>"
         )
@@ -90,4 +92,10 @@ def summary_html(data, ok: pd.DataFrame, groups) -> str:
         note = "<p class=\"warn\">No point finished with status ok; the figures are empty. See the errors in the table of points.</p>"
     elif len(ok) and ok["steps_to_target"].isna().all():
         note = "<p class=\"note\">No target was reached, so time-to-target and the critical batch size are empty (set --target-loss, --target-accuracy or --target rel:F).</p>"
-    return "".join(parts) + swept + note + rec
+    answers = []
+    for g in groups:
+        advice = recommend(g)
+        if advice is not None:
+            where = f"{g.key.get('device')}, {g.key.get('dataset_size')} samples" + (f", {g.key.get('world_size')} ranks" if (g.key.get("world_size") or 1) > 1 else "")
+            answers.append(f"<p class=\"answer\"><b>{html.escape(where)}:</b> {html.escape(advice.sentence())}</p>")
+    return "".join(answers) + "".join(parts) + swept + note + rec

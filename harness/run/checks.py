@@ -20,6 +20,7 @@ from harness.run.parts import summed_loss
 from harness.run.probes import PeakMemory
 from harness.run.rows import Trace
 from harness.spec import PointSpec
+from harness.spec.expand import log_check_steps
 
 EVAL_CHUNK = 8192
 """Rows per forward pass in a loss check, to bound its memory on large check sets."""
@@ -67,6 +68,9 @@ def schedule(point: PointSpec, now_ns: Callable[[], int]) -> Callable[[int], boo
             return False
 
         return due_seconds
+    if check_every.startswith("log:"):
+        at = frozenset(log_check_steps(point.steps, int(check_every[4:])))
+        return at.__contains__
     every = int(check_every)
     return lambda done: done % every == 0
 

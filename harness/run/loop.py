@@ -40,11 +40,22 @@ from harness.run.probes import PeakMemory, activation_bytes_per_sample, analytic
 from harness.spec import PointSpec
 
 
+Prune = Callable[[dict], "str | None"]
+"""Asked after every loss check with its ``checks`` row: a reason to stop the point now (its
+status becomes ``pruned``), or None to go on. ``batchbench tune`` stops trials that can no
+longer win this way."""
+
+
+class Pruned(Exception):
+    """The point was stopped early by its ``prune`` callback."""
+
+
 def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns: Callable[[], int] = time.perf_counter_ns,
-              rank: tuple[int, int] | None = None) -> PointResult:
+              rank: tuple[int, int] | None = None, prune: Prune | None = None) -> PointResult:
     """Train one point and measure it. A failure at run time (OOM, a diverging loss, an error
     in user code) becomes the point's status; the caller's sweep goes on. ``rank`` = (rank,
-    world size) when this process is one rank of a data-parallel point."""
+    world size) when this process is one rank of a data-parallel point; ``prune`` may stop it
+    at a loss check (status ``pruned``, ``steps`` the steps it ran)."""
     trace = rows.Trace(origin_ns=time.perf_counter_ns(), n_features=split.n_features, n_classes=split.n_classes)
     if point.skip_reason:
         return rows.result(point, trace, "skipped", point.skip_reason)
@@ -55,9 +66,11 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
     monitor = _monitor(point, trace.origin_ns)
     status, error = "ok", None
     try:
-        train(point, split, factory, trace, now_ns, rank, peaks)
+        train(point, split, factory, trace, now_ns, rank, peaks, prune)
     except Diverged as exc:
         status, error = "diverged", str(exc)
+    except Pruned as exc:
+        status, error = "pruned", str(exc)
     except Exception as exc:  # user code (a plug-in) may raise anything
         status, error = ("oom" if out_of_memory(exc) else "error"), _one_line(exc)
     finally:
@@ -73,7 +86,7 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
 
 
 def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.Trace, now_ns: Callable[[], int],
-          rank: tuple[int, int] | None = None, peaks: PeakMemory | None = None) -> None:
+          rank: tuple[int, int] | None = None, peaks: PeakMemory | None = None, prune: Prune | None = None) -> None:
     """Build the model, train it for the point's steps and record into ``trace``."""
     device = torch.device(point.device)
     if device.type == "cuda":
@@ -101,7 +114,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
     due = schedule(point, now_ns)
     losses = BatchLosses(device)
     check = LossCheck(point, model, split.X_check.to(device), split.y_check.to(device), split.task, losses, trace, now_ns,
-                      noise=_noise_estimator(point, model, loss_fn, X, y, device),
+                      noise=noise_estimator(point, model, loss_fn, X, y, device),
                       all_mean=None if rank is None else (lambda value: all_mean(value, device)), peaks=peaks)
     mark, keep = clock.mark, losses.keep
     lr_warmup, base_lr, burn_in = point.lr_warmup_steps, point.lr, point.burn_in_steps
@@ -143,6 +156,8 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                 clock.close_window()
                 if check(step + 1) and point.stop_at_target:
                     break
+                if prune is not None and (reason := prune(trace.checks[-1])):
+                    raise Pruned(reason)
         clock.close_window()
         synchronize(device)
         trace.measured_ns = now_ns() - measure_start - (sum(trace.aside_ns) - aside_before)
@@ -217,7 +232,7 @@ def _activation_bytes(model: torch.nn.Module, n_features: int, device: torch.dev
         model.train(was_training)
 
 
-def _noise_estimator(point: PointSpec, model, loss_fn, X: torch.Tensor, y: torch.Tensor, device: torch.device):
+def noise_estimator(point: PointSpec, model, loss_fn, X: torch.Tensor, y: torch.Tensor, device: torch.device):
     """The noise-scale estimator on a fixed, seeded subsample of the training set (the same
     subsample at every check, so the curve shows the parameters changing, not the sample)."""
     if point.noise_samples < 2:

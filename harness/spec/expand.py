@@ -18,7 +18,7 @@ from typing import Sequence
 
 from harness.errors import SpecError
 from harness.spec.parse import RANGE_RE
-from harness.spec.sweep import AUTO_CHECKS, DEFAULT_STEPS, SweepSpec
+from harness.spec.sweep import AUTO_CHECKS, AUTO_LOG_CHECKS, DEFAULT_STEPS, SweepSpec
 
 
 @dataclass(frozen=True)
@@ -210,11 +210,35 @@ def sample_interval_s(spec: SweepSpec, device: str) -> float:
     return 0.1 if device == "cpu" else 0.02
 
 
-def check_interval(check_every: str, steps: int) -> str:
-    """The recorded check schedule: ``auto`` becomes a step count."""
+def check_interval(check_every: str, steps: int, has_target: bool = False) -> str:
+    """The recorded check schedule: ``auto`` becomes geometric spacing when the point has a
+    target (steps-to-target then has the same relative resolution at every batch size), else a
+    step count."""
     if check_every == "auto":
-        return str(max(1, steps // AUTO_CHECKS))
+        return f"log:{AUTO_LOG_CHECKS}" if has_target else str(max(1, steps // AUTO_CHECKS))
     return check_every
+
+
+def log_check_steps(steps: int, count: int) -> list[int]:
+    """The steps after which a ``log:N`` schedule checks: 1, 2, 3, ... then growing by a fixed
+    ratio, at most ``count`` of them, the last at ``steps`` (the smallest ratio that gets there)."""
+
+    def sequence(ratio: float) -> list[int]:
+        out = [1]
+        while out[-1] < steps:
+            out.append(min(steps, max(out[-1] + 1, math.ceil(out[-1] * ratio - 1e-9))))
+        return out
+
+    if steps <= count:
+        return list(range(1, steps + 1))
+    low, high = 1.0, float(steps)
+    for _ in range(60):
+        middle = (low + high) / 2
+        if len(sequence(middle)) <= count:
+            high = middle
+        else:
+            low = middle
+    return sequence(high)
 
 
 def placements(spec: SweepSpec, device: str) -> tuple[str, ...]:
@@ -290,7 +314,7 @@ def expand(spec: SweepSpec, data: DataInfo, available_devices: Sequence[str]) ->
                                     loader=spec.loader,
                                     steps=steps,
                                     burn_in_steps=min(spec.burn_in_steps, steps // 2),
-                                    check_every=check_interval(spec.check_every, steps),
+                                    check_every=check_interval(spec.check_every, steps, has_target=spec.target is not None or spec.target_loss is not None or spec.target_accuracy is not None),
                                     check_set=spec.check_set,
                                     holdout_fraction=spec.holdout_fraction,
                                     threads=spec.threads,

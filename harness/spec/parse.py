@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.errors import SpecError
-from harness.spec.sweep import CHOICES, FIELDS, SweepSpec, flag
+from harness.spec.sweep import AUTO_LOG_CHECKS, CHOICES, FIELDS, SweepSpec, flag
 
 _DEVICE_RE = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
 MAX_DATASET_SIZE = 2**31 - 1
@@ -104,8 +104,11 @@ def parse_devices(value: Any) -> tuple[str, ...]:
 
 
 def parse_target(value: Any) -> str:
+    """``rel:F``, or ``none`` (no target: the sweep's default relative target switched off)."""
     text = str(value).strip().lower()
-    allowed = "use rel:F with 0 < F < 1 (e.g. rel:0.1), or --target-loss / --target-accuracy"
+    allowed = "use rel:F with 0 < F < 1 (e.g. rel:0.1), none, or --target-loss / --target-accuracy"
+    if text in ("none", "off"):
+        return "none"
     if not text.startswith("rel:"):
         raise SpecError("--target", f"{value!r} is not a target; {allowed}")
     fraction = parse_float("target", text[4:], 0.0, 1.0) if text[4:] else None
@@ -148,9 +151,16 @@ def _bool(field: str, value: Any) -> bool:
 
 def parse_check_every(value: Any) -> str:
     text = str(value).strip().lower()
-    allowed = "use a step count (e.g. 50), seconds (e.g. 30s), 'epoch' or 'auto'"
+    allowed = "use a step count (e.g. 50), seconds (e.g. 30s), 'epoch', 'log', 'log:N' (N >= 2) or 'auto'"
     if text in ("auto", "epoch"):
         return text
+    if text == "log":
+        return f"log:{AUTO_LOG_CHECKS}"
+    if text.startswith("log:"):
+        count = text[4:]
+        if not count.isdigit() or not 2 <= int(count) <= 100_000:
+            raise SpecError("--check-every", f"{value!r} is not a schedule; {allowed}")
+        return f"log:{int(count)}"
     if text.endswith("s"):
         try:
             seconds = float(text[:-1])
@@ -244,9 +254,11 @@ def build_spec(file_values: Mapping[str, Any] | None = None, cli_values: Mapping
     parsed = {name: _PARSERS[name](value) for name, value in merged.items()}
     if parsed.get("steps") is not None and parsed.get("epochs") is not None:
         raise SpecError("--steps", "give --steps or --epochs, not both")
-    targets = [name for name in ("target_loss", "target_accuracy", "target") if parsed.get(name) is not None]
+    targets = [name for name in ("target_loss", "target_accuracy", "target") if parsed.get(name) not in (None, "none")]
     if len(targets) > 1:
         raise SpecError(flag(targets[1]), f"give one target, not {' and '.join(flag(t) for t in targets)}")
+    if parsed.get("target") == "none" or (targets and targets[0] != "target"):
+        parsed["target"] = None  # no relative target: switched off, or an absolute one given instead of the default
     if max(parsed.get("world_sizes", (1,))) > 1:
         if str(parsed.get("check_every", "")).endswith("s"):
             raise SpecError("--check-every", "ranks must check at the same steps: use a step count, 'epoch' or 'auto' with --world-sizes > 1")

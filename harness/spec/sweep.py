@@ -19,7 +19,18 @@ box ran 60x slower); raise it with ``--threads`` to measure a many-core setup.""
 DEFAULT_STEPS = 500
 DEFAULT_BURN_IN_STEPS = 5
 AUTO_CHECKS = 20
-"""``--check-every auto`` spreads this many loss checks over a point's budget."""
+"""``--check-every auto`` without a target spreads this many loss checks evenly over a point."""
+
+AUTO_LOG_CHECKS = 40
+"""``--check-every auto`` with a target: about this many checks, spaced geometrically (every
+step at first, then about 13% apart on 500 steps), so steps-to-target is known to the same
+relative precision at every batch size: 10 steps at B=4096 as well as 900 at B=8."""
+
+DEFAULT_TARGET = "rel:0.1"
+"""The target a sweep sets unless told otherwise (``--target none`` sets none): 10% of the way
+from each point's initial loss down to the best check loss the sweep reached at that dataset
+size. Relative, so it adapts to any data set; tight enough that small batches still take
+many steps to reach it, loose enough that most points do."""
 
 DEFAULT_LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 """``--lr-policy tuned`` tries these (half-decade steps) unless ``--lr-grid`` says otherwise."""
@@ -56,7 +67,10 @@ def flag(field: str) -> str:
 class SweepSpec:
     """The axes and options of a sweep, as the user gave them (before expansion)."""
 
-    dataset: str = "blobs"
+    dataset: str = "digits"
+    """Real data every machine has offline (scikit-learn's 8x8 digits): unlike the 2-D blobs,
+    steps-to-target keeps falling up to a batch of about 8 and time per step rises beyond it, so
+    the quick sweep's recommendation shows the trade-off rather than noise."""
     dataset_sizes: tuple[int, ...] = ()
     """Empty: the data set's natural size and half of it (two sizes, as the quick sweep shows)."""
     batch_sizes: tuple[str, ...] = ("1..full",)
@@ -88,8 +102,8 @@ class SweepSpec:
     """Learning-rate warm-up (linear ramp over the first steps), not the timing burn-in."""
     target_loss: float | None = None
     target_accuracy: float | None = None
-    target: str | None = None
-    """``rel:F``: the loss L_ref + F (L_0 - L_ref), L_ref the best check loss of the sweep."""
+    target: str | None = DEFAULT_TARGET
+    """``rel:F`` (None: no relative target): the loss L_ref + F (L_0 - L_ref), L_ref the best check loss of the sweep."""
     stop_at_target: bool = False
     noise_samples: int = DEFAULT_NOISE_SAMPLES
     sample_interval: float | None = None
@@ -123,7 +137,7 @@ FLAG_HELP = {
     "repeats": ("axes", "repeats with seeds seed, seed+1, ... [1]"),
     "world_sizes": ("axes", "comma list of data-parallel ranks (torch.distributed, a process each) [1]"),
     "scaling": ("axes", "strong (the global batch is split over the ranks) or weak (each rank takes the batch) [strong]"),
-    "dataset": ("workload", "blobs, linreg, digits, mnist-like, or a .npz/.csv/.parquet file [blobs]"),
+    "dataset": ("workload", "digits, blobs, linreg, mnist-like, or a .npz/.csv/.parquet file [digits]"),
     "target_column": ("workload", "target column of a .csv/.parquet file [y]"),
     "model": ("workload", "linear, mlp, cnn, module:callable or path/to/file.py:callable [mlp]"),
     "hidden": ("workload", "mlp hidden widths, e.g. 32 or 256,256 [32]"),
@@ -140,12 +154,12 @@ FLAG_HELP = {
     "warmup_steps": ("learning rate across batch sizes", "linear learning-rate warm-up over the first N steps [0]"),
     "target_loss": ("convergence target (one of)", "check-set loss to reach"),
     "target_accuracy": ("convergence target (one of)", "check-set accuracy to reach (classification)"),
-    "target": ("convergence target (one of)", "rel:F = L_ref + F (L_0 - L_ref), L_ref the best check loss of the sweep at that dataset size"),
+    "target": ("convergence target (one of)", "rel:F = L_ref + F (L_0 - L_ref), L_ref the best check loss of the sweep at that dataset size, or none [rel:0.1 unless --target-loss/--target-accuracy]"),
     "stop_at_target": ("convergence target (one of)", "end a point at the check that reaches --target-loss/--target-accuracy"),
     "noise_samples": ("convergence target (one of)", "estimate the gradient noise scale at each check from this many per-example gradients (0: off) [0]"),
     "steps": ("budget (one of)", "training steps per point [500]"),
     "epochs": ("budget (one of)", "epochs per point (steps = ceil(epochs x train size / batch size))"),
-    "check_every": ("loss checks", "N (steps), Ts (seconds, e.g. 30s), epoch, or auto (20 per point) [auto]"),
+    "check_every": ("loss checks", "N (steps), Ts (seconds, e.g. 30s), epoch, log[:N] (N geometrically spaced checks), or auto (log:40 with a target, else 20 evenly) [auto]"),
     "check_set": ("loss checks", "holdout or train [holdout]"),
     "holdout_fraction": ("loss checks", "share of the data held out as the check set [0.2]"),
     "threads": ("timing", "torch threads, pinned and recorded per point [1]"),

@@ -1,0 +1,124 @@
+"""The flags of every ``batchbench`` command (``harness.cli`` says what each command does).
+
+The ``run`` and ``tune`` flags are built from ``spec.sweep.FLAG_HELP``, so a spec field and
+its flag cannot drift apart; usage errors are one line with a suggestion, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from harness import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) with a suggestion for a mistyped
+    flag, exit code 2, and no abbreviations: ``--batch-size 8`` is not taken for
+    ``--batch-sizes`` in silence."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"batchbench: error: {message}{self._suggestion(message)}\n")
+
+    def _suggestion(self, message: str) -> str:
+        import difflib
+
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = set(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    known |= set(parser._option_string_actions)
+        for token in message.split(":", 1)[1].split():
+            if token.startswith("--"):
+                close = difflib.get_close_matches(token.split("=", 1)[0], sorted(known), n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+
+def _spec_flags(parser: argparse.ArgumentParser, names, *, grouped: bool = True) -> dict:
+    """Add the flags of these spec fields, with their help from ``spec.sweep.FLAG_HELP``, in
+    its groups; returns the groups by title."""
+    from harness.spec.sweep import FLAG_GROUPS, FLAG_HELP, flag
+
+    groups = {title: parser.add_argument_group(title) for title in FLAG_GROUPS} if grouped else {}
+    for name in names:
+        title, text = FLAG_HELP[name]
+        target = groups[title] if grouped else parser
+        extra = {"action": "store_const", "const": True, "default": None} if name == "stop_at_target" else {}
+        target.add_argument(flag(name), help=text, **extra)
+    return groups
+
+
+def parser() -> _Parser:
+    from harness.spec.sweep import FIELDS
+
+    parser = _Parser(prog="batchbench", description="Benchmark and profile mini-batch gradient descent.")
+    parser.add_argument("--version", action="version", version=f"batchbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a sweep and store its points", description="Run a sweep: every dataset size x batch size x device x repeat, phase-timed, stored point by point.")
+    run.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")
+    groups = _spec_flags(run, FIELDS)
+    groups["axes"].add_argument("--nproc", help="shorthand for --world-sizes N")
+    out = groups["output"]
+    out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
+    out.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
+    out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    out.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
+    out.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+
+    tune = sub.add_parser("tune", help="search the batch size and learning rate with the least time to target",
+                          description="Adaptive search for the batch size (and its learning rate from --lr-grid) that reaches the target soonest "
+                                      "on this machine: starts near the gradient noise scale, stops each trial at the target or once it cannot win. "
+                                      "Every trial is a stored point (status pruned when stopped early).")
+    tune.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")
+    groups = _spec_flags(tune, FIELDS)
+    out = groups["output"]
+    out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
+    out.add_argument("--json", action="store_true", help="print the answer as JSON (batch_size, lr, time_to_target_s, steps_to_target, trials, samples_processed, ...)")
+    out.add_argument("--quiet", action="store_true", help="no line per trial")
+    out.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
+    out.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+
+    report = sub.add_parser("report", help="write the self-contained HTML report of stored runs")
+    report.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
+    report.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to report (repeatable) [the latest]")
+    report.add_argument("--output", "-o", help="HTML file [reports/<run id>.html]")
+    report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="before/after: two run ids of --store, or store.sqlite[:RUN] paths")
+    report.add_argument("--title", default=None, help="page title")
+
+    analyze = sub.add_parser("analyze", help="steps-to-target, critical batch size and recommendations for a stored sweep")
+    analyze.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
+    analyze.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to analyze (repeatable) [the latest]")
+    analyze.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    fit = sub.add_parser("fit", help="memory against batch size, and the largest batch that fits",
+                         description="Probe a few batch sizes, fit peak memory = fixed + per_sample x B, and predict the largest batch under the memory limit; on CUDA also find it by probing.")
+    fit.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file (data set, model, optimizer); flags override it")
+    _spec_flags(fit, ("dataset", "target_column", "model", "hidden", "optimizer", "momentum", "threads"), grouped=False)
+    fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
+    fit.add_argument("--batch-sizes", default="64..2048", help="probe batch sizes (may exceed the data set: probes sample with replacement) [64..2048]")
+    fit.add_argument("--memory-limit", help="e.g. 8GiB [the device's capacity: GPU memory, or physical RAM]")
+    fit.add_argument("--margin", default="0.1", help="share of the limit kept free [0.1]")
+    fit.add_argument("--verify", action="store_true", default=None, help="also find the limit by OOM probing (default on CUDA only)")
+    fit.add_argument("--json", action="store_true", help="print JSON")
+    fit.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    merge = sub.add_parser("merge", help="combine stores (shards of a sweep, or machines) without duplicating points")
+    merge.add_argument("stores", nargs="+", metavar="STORE", help="stores to read")
+    merge.add_argument("-o", "--output", required=True, help="store to write (created, or added to)")
+
+    export = sub.add_parser("export", help="write a stored table as CSV, JSON or Parquet")
+    export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
+    export.add_argument("--table", default="points", help="points, checks, steps, samples or runs [points]")
+    export.add_argument("--format", default="csv", help="csv, json or parquet [csv]")
+    export.add_argument("--run", action="append", dest="runs", metavar="ID", help="only this run (repeatable) [all runs]")
+    export.add_argument("-o", "--output", help="file to write [stdout]")
+    return parser

@@ -1,0 +1,95 @@
+"""`batchbench tune` end to end, and the answer a bare `batchbench run` gives.
+
+The tune workload is a small version of the one quoted in the README ("Which batch size?"):
+8 overlapping Gaussian classes in 32 dimensions, an MLP 32-64-8, plain SGD, a train-loss
+target; steps-to-target fall from about 70 at B=8 to about 11 at B=1024.
+"""
+
+import json
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+WORKLOAD = ["--dataset-sizes", "1024", "--devices", "cpu", "--hidden", "64", "--check-set", "train", "--lr-grid", "0.125,0.25,0.5,1,2,4,8,16",
+            "--batch-sizes", "8..1024", "--steps", "1000", "--target-loss", "0.3", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=1024, centers=8, n_features=32, cluster_std=12.0, random_state=0)
+    X = (X - X.mean(0)) / X.std(0)
+    path = tmp_path_factory.mktemp("data") / "blobs32.npz"
+    np.savez(path, X=X.astype("float32"), y=y.astype("int64"))
+    return path
+
+
+def _points(store):
+    with sqlite3.connect(store) as conn:
+        return pd.read_sql("SELECT * FROM points", conn)
+
+
+def test_tune_finds_the_grids_batch_size_with_a_fraction_of_its_compute(cli, tmp_path, blobs):
+    grid_store, tune_store = tmp_path / "grid.sqlite", tmp_path / "tune.sqlite"
+    code, _, err = cli("run", "--dataset", blobs, *WORKLOAD, "--lr-policy", "tuned", "--stop-at-target", "--quiet", "--store", grid_store)
+    assert code == 0, err
+    code, out, err = cli("tune", "--dataset", blobs, *WORKLOAD, "--json", "--store", tune_store)
+    assert code == 0, err
+    answer = json.loads(out)
+    for key in ("batch_size", "lr", "time_to_target_s", "steps_to_target", "trials", "samples_processed"):
+        assert answer[key] is not None, key
+
+    grid, trials = _points(grid_store), _points(tune_store)
+    # every trial is a stored point, and the compute is what they ran
+    assert answer["trials"] == len(trials) and answer["samples_processed"] == int((trials["steps"] * trials["batch_size"]).sum())
+    pruned = trials[trials["status"] == "pruned"]
+    assert len(pruned) == answer["pruned"] > 0 and (pruned["steps"] < 1000).all() and pruned["error"].str.startswith("pruned:").all()
+    assert answer["samples_processed"] <= 0.25 * (grid["steps"] * grid["batch_size"]).sum()
+
+    # the grid's answer, per batch size its best learning rate's training time to target
+    reached = grid[grid["steps_to_target"].notna()]
+    best_time = reached.groupby("batch_size")["compute_to_target_s"].min()
+    grid_b = int(best_time.idxmin())
+    picked = answer["batch_size"]
+    assert grid_b / 2 <= picked <= grid_b * 2 or best_time[picked] <= 1.5 * best_time.min(), (picked, best_time.to_dict())
+    assert reached.loc[(reached["batch_size"] == picked) & (reached["lr"] == answer["lr"]), "steps_to_target"].item() == answer["steps_to_target"]
+
+
+def test_tune_with_a_relative_target_runs_a_pilot_and_reads_like_any_run(cli, tmp_path, blobs):
+    store = tmp_path / "t.sqlite"
+    flags = [f for f in WORKLOAD if f not in ("--target-loss", "0.3")]
+    code, out, err = cli("tune", "--dataset", blobs, *flags, "--target", "rel:0.2", "--store", store)
+    assert code == 0, err
+    assert "pilot B=" in err and "trial" in err and out.startswith(f"{blobs} · 1024 samples · cpu: batch size ")
+    trials = _points(store)
+    assert trials["target_loss"].nunique() == 1  # the pilot's curve fixed one target for every trial
+    code, analyzed, _ = cli("analyze", "--store", store, "--json")
+    group = json.loads(analyzed)[0]
+    assert group["recommendation"]["batch_size"] == int(out.split("batch size ")[1].split()[0])
+
+
+def test_tune_refuses_to_run_without_a_target(cli, tmp_path, blobs):
+    code, _, err = cli("tune", "--dataset", blobs, "--devices", "cpu", "--target", "none", "--store", tmp_path / "t.sqlite")
+    assert code == 2 and err.count("\n") == 1 and "--target: tune needs a target" in err and not (tmp_path / "t.sqlite").exists()
+
+
+def test_a_bare_run_recommends_a_batch_size_for_every_dataset_size(cli, tmp_path):
+    store = tmp_path / "s.sqlite"
+    code, out, err = cli("run", "--devices", "cpu", "--store", store, "--no-report")
+    assert code == 0, err
+    code, analyzed, _ = cli("analyze", "--store", store, "--json")
+    groups = json.loads(analyzed)
+    points = _points(store)
+    assert {g["group"]["dataset_size"] for g in groups} == set(points["dataset_size"]) and len(groups) == 2
+    for group in groups:
+        advice = group["recommendation"]
+        assert advice["batch_size"] == group["best_batch_size"]["compute_to_target"]
+        assert advice["sentence"] in out and advice["steps_to_target"] > 1
+    assert points["steps_to_target"].notna().mean() >= 0.5
+    assert (points["check_every"] == "log:40").all()
+    with sqlite3.connect(store) as conn:  # geometric checks: every early step, then about 13% apart
+        steps = [row[0] for row in conn.execute("SELECT DISTINCT step FROM checks ORDER BY step")]
+    assert steps[:10] == list(range(10)) and steps[-1] == 500 and len(steps) <= 41
