@@ -1,5 +1,5 @@
 """The ``loss_check`` phase: when it runs (the schedule), what it measures (the check-set loss,
-the mean training-batch loss since the last check, and optionally the gradient noise scale)
+the mean loss of the training batches read since the last check, and optionally the gradient noise scale)
 and how it is kept apart from the training steps' time.
 
 A check runs between steps, after the clock's window has closed, so it never lands inside a
@@ -75,28 +75,39 @@ def schedule(point: PointSpec, now_ns: Callable[[], int]) -> Callable[[int], boo
     return lambda done: done % every == 0
 
 
+LOSS_EVERY = 8
+"""Every this many steps (and at the last step before each check) a batch loss is read for the
+checks' ``train_loss``: a fixed rule, so the mean is the same whichever steps were timed."""
+
+
 class BatchLosses:
-    """The training batches' losses. On an accelerator they stay (detached) tensors until a
-    check, read there in one stacked read (reading one per step would wait for the device); on
-    the CPU they are read at once, which waits for nothing and lets each step's autograd graph
-    go as it would in a plain loop (keeping the tensors alive, graphs and all, cost 2-4% of a
-    small CPU step here). ``keep`` is the per-step call."""
+    """The training-batch losses the loop reads: of every ``LOSS_EVERY``-th step and the last
+    before each loss check (``counted``: their mean since the previous check is the check's
+    ``train_loss``), and of the timed steps (the ``steps`` table shows them). Not every step's:
+    reading a loss (``.item()``, or even ``.detach()`` to read later) cost 1.5-2% of a small CPU
+    step here, as much as all the rest of the harness. On an accelerator they stay detached
+    tensors until a check, read there in one stacked read (reading one per step would wait for
+    the device); on the CPU they are read at once (nothing to wait for, and the step's graph
+    goes as in a plain loop). ``keep(step, loss, counted)`` is the call."""
 
     def __init__(self, device: torch.device):
+        self.steps: list[int] = []
         self.values: list = []
-        append = self.values.append
-        if device.type == "cpu":
-            self.keep: Callable[[torch.Tensor], None] = lambda loss: append(loss.item())
-        else:
-            self.keep = lambda loss: append(loss.detach())
+        self.counted: list[bool] = []
+        steps, values, counted = self.steps.append, self.values.append, self.counted.append
+        read = (lambda loss: loss.item()) if device.type == "cpu" else (lambda loss: loss.detach())
+
+        def keep(step: int, loss: torch.Tensor, is_counted: bool) -> None:
+            steps(step)
+            values(read(loss))
+            counted(is_counted)
+
+        self.keep: Callable[[int, torch.Tensor, bool], None] = keep
         self._window_start = 0
 
-    def __len__(self) -> int:
-        return len(self.values)
-
     def window_mean(self) -> float | None:
-        """Mean loss of the batches since the previous call (a sync on a device)."""
-        window = self.values[self._window_start :]
+        """Mean loss of the counted batches since the previous call (a sync on a device)."""
+        window = [v for v, c in zip(self.values[self._window_start :], self.counted[self._window_start :]) if c]
         self._window_start = len(self.values)
         if not window:
             return None
@@ -104,10 +115,11 @@ class BatchLosses:
             return sum(window) / len(window)
         return torch.stack(window).float().mean().item()
 
-    def floats(self) -> list[float]:
+    def floats(self) -> dict[int, float]:
+        """Step -> batch loss, for the steps read."""
         if not self.values or isinstance(self.values[0], float):
-            return list(self.values)
-        return torch.stack(self.values).float().cpu().tolist()
+            return dict(zip(self.steps, self.values))
+        return dict(zip(self.steps, torch.stack(self.values).float().cpu().tolist()))
 
 
 class LossCheck:

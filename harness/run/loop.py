@@ -9,7 +9,9 @@ overhead benchmark holds it to that). The rules that keep it honest:
   the window's own wall clock, never the marks.
 - No hidden sync inside a timed phase: on an accelerator batch losses stay detached tensors
   until a loss check (``BatchLosses``), read there after the window's one sync; on the CPU a
-  loss is read as its step ends (nothing to wait for).
+  loss is read as its step ends (nothing to wait for). Only the losses of the timed steps, of
+  every ``LOSS_EVERY``-th and of the last before each check are read: reading one costs as much
+  as the rest of the harness.
 - Burn-in steps train the model like any other step but are left out of the statistics.
 - The loss check is its own phase, between steps.
 
@@ -32,7 +34,7 @@ from harness.parallel.collectives import all_max, all_mean, exposed_comm_s
 from harness.records import PointResult
 from harness.run import rows
 from harness.run.batches import fetcher
-from harness.run.checks import BatchLosses, Diverged, LossCheck, evaluate, schedule
+from harness.run.checks import LOSS_EVERY, BatchLosses, Diverged, LossCheck, evaluate, schedule
 from harness.run.clock import PhaseClock, sample_every, split_steps, synchronize
 from harness.run.monitor import Monitor, ProcessProbe, max_of, nvml_probe
 from harness.run.parts import make_loss, make_optimizer
@@ -119,6 +121,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
     mark, keep = clock.mark, losses.keep
     lr_warmup, base_lr, burn_in = point.lr_warmup_steps, point.lr, point.burn_in_steps
     loop_start_ns = now_ns()  # host time of the first mark, where the clock cannot say (events)
+    done = 0  # steps finished
     try:
         stop = check(0) and point.stop_at_target
         loop_start_ns = now_ns()
@@ -149,12 +152,16 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
             optimizer.zero_grad(set_to_none=True)
             if timed:
                 mark()
-            keep(loss)  # on a device a detached tensor, read at the next check: no per-step sync
+            done = step + 1
+            check_now = due(done)
+            counted = check_now or not step % LOSS_EVERY  # not every step: reading a loss costs as much as the rest of the harness
+            if timed or counted:
+                keep(step, loss, counted)  # on a device a detached tensor, read at the next check: no per-step sync
             if timed:
                 mark()
-            if due(step + 1):
+            if check_now:
                 clock.close_window()
-                if check(step + 1) and point.stop_at_target:
+                if check(done) and point.stop_at_target:
                     break
                 if prune is not None and (reason := prune(trace.checks[-1])):
                     raise Pruned(reason)
@@ -162,8 +169,8 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
         synchronize(device)
         trace.measured_ns = now_ns() - measure_start - (sum(trace.aside_ns) - aside_before)
         trace.measured_check_ns = sum(trace.check_ns) - checks_before
-        if trace.checks[-1]["step"] != len(losses):
-            check(len(losses))
+        if trace.checks[-1]["step"] != done:
+            check(done)
         trace.wall_ns = now_ns() - check.start_ns - sum(trace.aside_ns)
         # Outside the timed loop: the final loss on the whole training set (its memory is a check's).
         if peaks is not None:
@@ -181,7 +188,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                 trace.phase_s[name].append(parts[name])
             trace.phase_s["start"].append(parts["start"] + (first - trace.origin_ns) / 1e9)
         trace.batch_loss = losses.floats()
-        trace.steps_done = len(losses)
+        trace.steps_done = done
 
 
 OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate", "not enough memory")

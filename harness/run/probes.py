@@ -12,10 +12,21 @@ The fit of these peaks against batch size is arithmetic and lives in ``harness.a
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
+_PROC_FDS: dict[str, int | None] = {}
+"""Open descriptors of /proc/self files, kept for the process: a peak is read and reset at
+every loss check, and opening the file each time cost 30 µs a read (pread on a kept one: 6)."""
+
+
+def proc_fd(name: str, flags: int = os.O_RDONLY) -> int | None:
+    """A kept descriptor of ``/proc/self/<name>``, or None where there is no such file."""
+    if name not in _PROC_FDS:
+        try:
+            _PROC_FDS[name] = os.open(f"/proc/self/{name}", flags | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            _PROC_FDS[name] = None
+    return _PROC_FDS[name]
 
 
 def release_free_memory() -> None:
@@ -52,8 +63,10 @@ def pin_mmap_threshold(threshold_bytes: int = 128 * 1024) -> bool:
 
 def reset_rss_peak() -> bool:
     """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
+    fd = proc_fd("clear_refs", os.O_WRONLY)
     try:
-        _CLEAR_REFS.write_text("5")
+        if fd is None or os.write(fd, b"5") != 1:
+            return False
     except OSError:
         return False
     return rss_peak_bytes() is not None
@@ -61,13 +74,15 @@ def reset_rss_peak() -> bool:
 
 def rss_peak_bytes() -> int | None:
     """The process's peak RSS since the last reset (VmHWM), or None off Linux."""
+    fd = proc_fd("status")
     try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+        text = os.pread(fd, 16384, 0) if fd is not None else b""
     except OSError:
         return None
-    return None
+    start = text.find(b"VmHWM:")
+    if start < 0:
+        return None
+    return int(text[start + 6 : text.index(b"kB", start)]) * 1024
 
 
 class PeakMemory:

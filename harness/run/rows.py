@@ -36,7 +36,8 @@ class Trace:
 
     phase_s: dict[str, list[np.ndarray]] = field(default_factory=lambda: {p: [] for p in (*STEP_PHASES, "step_wall", "start")})
     """Per closed window, seconds per step of each phase, its wall time and its start."""
-    batch_loss: list[float] = field(default_factory=list)
+    batch_loss: dict[int, float] = field(default_factory=dict)
+    """Step -> loss of the training batches read (timed steps, and the last before each check)."""
     checks: list[dict[str, Any]] = field(default_factory=list)
     check_ns: list[int] = field(default_factory=list)
     noise_ns: list[int] = field(default_factory=list)
@@ -148,7 +149,7 @@ def _steps_rows(point: PointSpec, trace: Trace) -> list[dict[str, Any]]:
             "step": step,
             "burn_in": int(step < point.burn_in_steps),
             **{f"{p}_s": float(values[i]) for p, values in zip(STEP_PHASES, columns)},
-            "batch_loss": losses[step] if step < len(losses) else None,
+            "batch_loss": losses.get(step),
             "t_s": float(phases["start"][i]),
         }
         for i, step in enumerate(timed_step_numbers(point, trace, n))
