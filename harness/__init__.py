@@ -5,3 +5,13 @@ __version__ = "0.3.0"
 
 PHASES = ("data", "derivative", "update", "loss_check")
 """The phases of a training step, in order; they never nest or overlap."""
+
+
+def __getattr__(name: str):
+    """``harness.benchmark`` (the Python API), imported on first use: ``import harness`` stays
+    light for the report, which never imports torch."""
+    if name == "benchmark":
+        from harness.api import benchmark
+
+        return benchmark
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -12,6 +12,9 @@ COLUMNS = (
     ("batch_size", "batch"),
     ("device", "device"),
     ("world_size", "ranks"),
+    ("precision", "precision"),
+    ("loader", "loader"),
+    ("data_placement", "data on"),
     ("repeat", "rep"),
     ("samples_per_s", "samples/s"),
     ("data_s", "data ms"),
@@ -35,16 +38,19 @@ def points_table(points) -> str:
     (loss check: ms per check), final eval loss, status and trust flags."""
     if len(points) == 0:
         return "(no points)"
-    varies = {"repeat": points["repeat"].max() > 0, "world_size": points["world_size"].fillna(1).max() > 1}
+    varies = {"repeat": points["repeat"].max() > 0, "world_size": points["world_size"].fillna(1).max() > 1,
+              **{c: c in points and points[c].nunique(dropna=False) > 1 for c in ("precision", "loader", "data_placement")}}
     shown = [c for c in COLUMNS if varies.get(c[0], True)]
     rows = [[title for _, title in shown]]
-    ordered = points.sort_values(["dataset_size", "device", "batch_size", "world_size", "repeat"], kind="stable")
+    ordered = points.sort_values([c for c in ("dataset_size", "device", "precision", "loader", "data_placement", "batch_size", "world_size", "repeat") if c in points],
+                                 kind="stable")
     for record in ordered.to_dict("records"):
         rows.append([_cell(col, record.get(col)) for col, _ in shown])
     widths = [max(len(r[i]) for r in rows) for i in range(len(shown))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [cell.ljust(w) if shown[i][0] in ("device", "status", "flags") else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        cells = [cell.ljust(w) if shown[i][0] in ("device", "status", "flags", "precision", "loader", "data_placement") else cell.rjust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -126,8 +132,10 @@ def recommendations_text(groups) -> str:
 
 def group_label(key) -> str:
     """A group's key as a reader says it: ``digits · 1797 samples · cpu · mlp``."""
-    words = {"dataset_size": "{} samples", "world_size": "{} rank(s)", "lr_policy": "lr {}", "sampling": "{} sampling"}
-    return " · ".join(words.get(k, "{}").format(v).replace("1 rank(s)", "1 rank").replace("rank(s)", "ranks") for k, v in key.items())
+    words = {"dataset_size": "{} samples", "world_size": "{} rank(s)", "lr_policy": "lr {}", "sampling": "{} sampling",
+             "loader": "{} loader", "data_placement": "data on {}"}
+    return " · ".join(words.get(k, "{}").format(v).replace("1 rank(s)", "1 rank").replace("rank(s)", "ranks")
+                      for k, v in key.items() if v is not None and not (isinstance(v, float) and math.isnan(v)))
 
 
 def analysis_json(groups) -> str:

@@ -8,10 +8,23 @@ Built-ins (``name: natural size``):
   the optimum is known (``linreg_optimum``) and the loss floor is the noise, 0.01.
 - ``digits`` (1797): scikit-learn's bundled 8x8 handwritten digits, real data, 10 classes.
 - ``mnist-like`` (5000): 784 features (28x28), 10 classes, synthetic.
+- ``cifar-like`` (2000): ``(3, 32, 32)`` images, 10 classes, synthetic: smooth colour
+  prototypes per class plus pixel noise (for ``--model resnet``).
+- ``text`` (4096): byte-level sequences of ``TEXT_CONTEXT`` tokens, targets the next byte of each
+  (vocabulary 256), cut at seeded offsets from the Python standard library's own source files,
+  which every machine with Python has offline (for ``--model gpt``). The same Python version
+  gives the same data.
 
 Files: ``.npz`` (arrays ``X`` and ``y``), ``.csv`` and ``.parquet`` (a ``y`` column, or the
 one named by ``--target-column``; every other column a numeric feature). Integer, boolean or
 string targets mean classification (cross-entropy); float targets mean regression (MSE).
+
+A ``.npz`` keeps its shapes: ``X`` of shape ``(N, ...)`` (images ``(N, 3, 16, 16)``, token ids
+``(N, T)``) and ``y`` of shape ``(N,)`` or ``(N, ...)`` (per-token targets). ``X`` of dtype
+int32/int64 stays int64 (token ids, for a model with an embedding); any other dtype becomes
+float32. Integer ``y`` of more than one dimension are class ids as given (``0..K-1``, K their
+maximum + 1: a vocabulary is not renumbered); one-dimensional class labels are numbered
+``0..K-1`` in sorted order, as before.
 
 Generated sets are generated at each requested size; real and file data are subsampled
 (seeded, without replacement). The train/check split is seeded by ``data_seed`` too, so every
@@ -31,8 +44,11 @@ import torch
 from harness.errors import SpecError
 from harness.spec.expand import DataInfo, split_sizes
 
-BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000}
-GENERATED_FEATURES = {"blobs": 2, "linreg": 16, "mnist-like": 784}
+BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000, "cifar-like": 2000, "text": 4096}
+GENERATED_FEATURES = {"blobs": 2, "linreg": 16, "mnist-like": 784, "cifar-like": 3 * 32 * 32, "text": 64}
+TEXT_CONTEXT = 64
+TEXT_CORPUS_BYTES = 2_000_000
+"""The text corpus: the first this many bytes of the standard library's .py files, by sorted path."""
 """Features of the data sets generated at any size (what their memory grows with)."""
 FILE_SUFFIXES = (".npz", ".csv", ".parquet")
 LINREG_FEATURES = 16
@@ -53,8 +69,13 @@ class Dataset:
         return int(self.X.shape[0])
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.X.shape[1:])
+
+    @property
     def n_features(self) -> int:
-        return int(self.X.shape[1])
+        """The size of one sample (the product of ``input_shape``)."""
+        return int(np.prod(self.input_shape))
 
     @property
     def n_outputs(self) -> int:
@@ -73,12 +94,39 @@ class Split:
     n_classes: int | None
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.X_train.shape[1:])
+
+    @property
     def n_features(self) -> int:
-        return int(self.X_train.shape[1])
+        """The size of one sample (the product of ``input_shape``)."""
+        return int(np.prod(self.input_shape))
 
     @property
     def n_outputs(self) -> int:
         return self.n_classes if self.task == "classification" else 1
+
+
+_ARRAYS: dict[str, Dataset] = {}
+"""Data sets handed over in memory (``harness.benchmark(data=(X, y))``), by name."""
+
+
+def register_arrays(X, y) -> str:
+    """Make in-memory arrays (numpy or torch) a data set of this process, as a ``.npz`` with
+    them would be (shapes kept, the same checks); returns its name, ``arrays:<digest>`` of
+    their contents, so the same arrays give the same point ids."""
+    import hashlib
+
+    X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    digest = hashlib.sha1()
+    for array in (X, y):
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    name = f"arrays:{digest.hexdigest()[:12]}"
+    if name not in _ARRAYS:
+        _ARRAYS[name] = _dataset(name, X, y, shaped=True)
+    return name
 
 
 def is_file(name: str) -> bool:
@@ -87,12 +135,12 @@ def is_file(name: str) -> bool:
 
 def info(name: str, target_column: str | None = None) -> DataInfo:
     """Natural and maximum size of a data set; reads a file once to count its rows."""
-    if name in ("blobs", "linreg", "mnist-like"):
+    if name in ("blobs", "linreg", "mnist-like", "cifar-like", "text"):
         return DataInfo(natural_size=BUILTIN_SIZES[name], max_size=None)
     if name == "digits":
         return DataInfo(natural_size=BUILTIN_SIZES[name], max_size=BUILTIN_SIZES[name])
-    if is_file(name):
-        rows = _read_file(name, target_column).n_samples
+    if is_file(name) or name in _ARRAYS:
+        rows = _source(name, target_column).n_samples
         return DataInfo(natural_size=rows, max_size=rows)
     allowed = ", ".join(BUILTIN_SIZES)
     if Path(name).suffix:
@@ -122,13 +170,17 @@ def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None 
         return _dataset(name, X, y.astype(np.float64))
     if name == "mnist-like":
         return _dataset(name, *_mnist_like(size, data_seed))
+    if name == "cifar-like":
+        return _dataset(name, *_cifar_like(size, data_seed), shaped=True)
+    if name == "text":
+        return _text(size, data_seed)
     if name == "digits":
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         full = _dataset(name, bunch.data / 16.0, bunch.target)
     else:
-        full = _read_file(name, target_column)
+        full = _source(name, target_column)
     if size > full.n_samples:
         raise SpecError("--dataset-sizes", f"{size} is larger than {name} ({full.n_samples} samples)")
     if size == full.n_samples:
@@ -173,33 +225,89 @@ def _mnist_like(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _dataset(name: str, X: np.ndarray, y: np.ndarray) -> Dataset:
-    """Convert arrays to tensors and decide the task from the targets' type."""
+def _cifar_like(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten smooth random colour prototypes (8x8, upsampled to 32x32) plus pixel noise."""
+    rng = np.random.default_rng(seed)
+    prototypes = np.kron(rng.standard_normal((10, 3, 8, 8)), np.ones((1, 1, 4, 4)))
+    y = rng.integers(0, 10, size=size)
+    X = prototypes[y] + 1.5 * rng.standard_normal((size, 3, 32, 32))
+    return X.astype(np.float32), y
+
+
+@functools.lru_cache(maxsize=1)
+def _corpus() -> bytes:
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    chunks, total = [], 0
+    for path in sorted(root.glob("*.py")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        chunks.append(data)
+        total += len(data)
+        if total >= TEXT_CORPUS_BYTES:
+            break
+    corpus = b"".join(chunks)[:TEXT_CORPUS_BYTES]
+    if len(corpus) < 10 * (TEXT_CONTEXT + 1):
+        raise SpecError("--dataset", f"text: found only {len(corpus)} bytes of Python source under {root}")
+    return corpus
+
+
+def _text(size: int, seed: int) -> Dataset:
+    corpus = np.frombuffer(_corpus(), dtype=np.uint8)
+    starts = np.random.default_rng(seed).integers(0, len(corpus) - TEXT_CONTEXT - 1, size=size)
+    windows = corpus[starts[:, None] + np.arange(TEXT_CONTEXT + 1)].astype(np.int64)
+    return Dataset("text", torch.from_numpy(windows[:, :-1].copy()), torch.from_numpy(windows[:, 1:].copy()), "classification", 256)
+
+
+def _dataset(name: str, X: np.ndarray, y: np.ndarray, *, shaped: bool = False) -> Dataset:
+    """Convert arrays to tensors and decide the task from the targets' type. ``shaped`` (a
+    ``.npz``): keep the per-sample shapes and integer token ids; otherwise flat float rows."""
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim == 1:
         X = X[:, None]
-    if X.ndim > 2:
+    if X.ndim > 2 and not shaped:
         X = X.reshape(X.shape[0], -1)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise SpecError("--dataset", f"{name}: X must hold at least one row of features, got shape {X.shape}")
+    if X.ndim < 2 or X.shape[0] == 0 or X.size == 0:
+        raise SpecError("--dataset", f"{name}: X must hold at least one sample, got shape {X.shape}")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise SpecError("--dataset", f"{name}: y must be one target per row of X ({X.shape[0]}), got shape {y.shape}")
+    if y.ndim == 0 or y.shape[0] != X.shape[0] or (y.ndim > 1 and not shaped):
+        raise SpecError("--dataset", f"{name}: y must be one target (or one array of targets, in a .npz) per row of X ({X.shape[0]}), got shape {y.shape}")
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise SpecError("--dataset", f"{name}: features must be numeric, got {X.dtype}")
-    X = X.astype(np.float32)
-    if not np.isfinite(X).all():
-        raise SpecError("--dataset", f"{name}: features contain NaN or infinite values")
+    if shaped and X.dtype in (np.int32, np.int64):
+        if X.min() < 0:
+            raise SpecError("--dataset", f"{name}: integer X are token ids and must be >= 0, found {X.min()}")
+        features = torch.from_numpy(X.astype(np.int64))
+    else:
+        X = X.astype(np.float32)
+        if not np.isfinite(X).all():
+            raise SpecError("--dataset", f"{name}: features contain NaN or infinite values")
+        features = torch.from_numpy(X)
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all():
             raise SpecError("--dataset", f"{name}: targets contain NaN or infinite values")
-        return Dataset(name, torch.from_numpy(X), torch.from_numpy(y.astype(np.float32)), "regression", None)
+        return Dataset(name, features, torch.from_numpy(y.astype(np.float32)), "regression", None)
+    if y.ndim > 1:  # per-element class ids (tokens): as given, never renumbered
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise SpecError("--dataset", f"{name}: targets of shape {y.shape} must be class ids >= 0 (integers) or floats")
+        classes = int(y.max()) + 1
+        if classes < 2:
+            raise SpecError("--dataset", f"{name}: classification targets need at least 2 classes, found {classes}")
+        return Dataset(name, features, torch.from_numpy(y.astype(np.int64)), "classification", classes)
     classes, ids = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise SpecError("--dataset", f"{name}: classification targets need at least 2 classes, found {len(classes)}")
-    return Dataset(name, torch.from_numpy(X), torch.from_numpy(ids.astype(np.int64)), "classification", len(classes))
+    return Dataset(name, features, torch.from_numpy(ids.astype(np.int64)), "classification", len(classes))
+
+
+def _source(name: str, target_column: str | None) -> Dataset:
+    """A whole file or in-memory data set."""
+    return _ARRAYS[name] if name in _ARRAYS else _read_file(name, target_column)
 
 
 @functools.lru_cache(maxsize=8)
@@ -223,7 +331,7 @@ def _read_file(path_text: str, target_column: str | None) -> Dataset:
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise SpecError("--dataset", f"cannot read {path} as .npz (corrupt or truncated?): {detail}") from None
-        return _dataset(str(path), X, y)
+        return _dataset(str(path), X, y, shaped=True)
     import pandas as pd
 
     try:

@@ -22,7 +22,7 @@ from harness.spec.expand import shard_of
 from harness.spec.sweep import AUTO_DEVICE_SHARE
 
 
-FIELDS_SINCE_0_1 = ("data_placement",)
+FIELDS_SINCE_0_1 = ("data_placement", "precision", "peak_tflops", "workers", "compile")
 """Spec fields added after 0.1: left out when computing a 0.1 run's hash."""
 
 
@@ -62,6 +62,7 @@ def plan(spec: SweepSpec) -> Plan:
     available = env.available_devices()
     points = shard_of(expand(spec, info, available), spec.shard)
     _check_ranks(points, available)
+    _check_precision(points)
     if not points:
         raise SpecError("--shard", f"shard {spec.shard} of this sweep holds no point; use fewer shards")
     _check_memory(spec, sorted({p.dataset_size for p in points}))
@@ -75,8 +76,9 @@ def plan(spec: SweepSpec) -> Plan:
     first = next(iter(splits.values()))
     if spec.target_accuracy is not None and first.task != "classification":
         raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
-    model = models.build(spec.model, factory, n_features=first.n_features, n_outputs=first.n_outputs, hidden=spec.hidden)
-    _check_output(spec, model, first)
+    model, own_loss = models.build_with_loss(spec.model, factory, n_features=first.n_features, n_outputs=first.n_outputs,
+                                             hidden=spec.hidden, input_shape=first.input_shape)
+    _check_output(spec, model, own_loss, first)
     devices = tuple(dict.fromkeys(p.device for p in points))
     return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices)
 
@@ -104,6 +106,20 @@ def _check_ranks(points, available: list[str]) -> None:
                                          f"use --world-sizes up to {gpus}, or --devices cpu (gloo ranks share the CPU)")
 
 
+def _check_precision(points) -> None:
+    """Every precision asked for runs on its device: a one-line error now, not a failed sweep."""
+    import torch
+
+    for point in points:
+        cuda = point.device.startswith("cuda")
+        if point.precision == "tf32" and not cuda:
+            raise SpecError("--precision", f"tf32 is a CUDA matmul mode; {point.device} runs fp32, bf16 or fp16")
+        if point.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+            raise SpecError("--precision", f"{point.device} ({torch.cuda.get_device_name(point.device)}) does not support bf16; use fp16 or fp32")
+        if point.precision in ("bf16", "fp16") and not (cuda or point.device == "cpu"):
+            raise SpecError("--precision", f"{point.precision} autocast is supported here on cpu and cuda, not {point.device}")
+
+
 def _check_memory(spec: SweepSpec, sizes: list[int]) -> None:
     """A generated data set too large for this machine's free memory is a one-line error now,
     not a MemoryError from numpy later."""
@@ -117,27 +133,48 @@ def _check_memory(spec: SweepSpec, sizes: list[int]) -> None:
                                                f"this machine has {available / 2**30:,.1f} GiB free: use a smaller size")
 
 
-def _check_output(spec: SweepSpec, model, split: Split) -> None:
-    """The model's output on two training rows has the width the loss needs: K logits for K
-    classes, one value for regression. (A model that fails on the CPU here is left to the run,
-    where its error becomes the point's status.)"""
+def _check_output(spec: SweepSpec, model, own_loss, split: Split) -> None:
+    """The model's output on two training rows is what the loss needs: K logits per target for
+    K classes (``(B, K)``, or ``(B, T, K)`` for per-token targets), one value per target for
+    regression, or a scalar from the plug-in's own loss. (A model that fails on the CPU here is
+    left to the run, where its error becomes the point's status.)"""
     import torch
 
+    shape = "x".join(map(str, split.input_shape))
+    tokens = not split.X_train.is_floating_point()
+    if spec.model in models.BUILTINS and tokens != (spec.model in models.TOKEN_MODELS):
+        if tokens:
+            raise SpecError("--model", f"{spec.model} takes float features, but {spec.dataset} holds integer token ids ({shape} a sample); "
+                                       "use gpt or a plug-in model with an embedding")
+        raise SpecError("--model", f"{spec.model} takes integer token ids, but {spec.dataset} holds float features; use --dataset text or a .npz of token ids")
     try:
         with torch.no_grad():
             model.eval()
             out = model(split.X_train[:2])
+            value = own_loss(out, split.y_train[:2]) if own_loss is not None else None
     except Exception:
+        return
+    if own_loss is not None:
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise SpecError("--model", f"the loss {spec.model} returns gives {type(value).__name__} "
+                                       f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, not a scalar tensor")
         return
     if not isinstance(out, torch.Tensor) or out.ndim == 0:
         raise SpecError("--model", f"{spec.model} returns {type(out).__name__}, not a (batch, outputs) tensor")
-    width = int(out.numel() // max(1, out.shape[0]))
-    if split.task == "classification" and (out.ndim != 2 or width != split.n_classes):
-        raise SpecError("--model", f"{spec.model} gives {width} outputs per sample, but {spec.dataset} has {split.n_classes} classes; "
-                                   f"make it map (B, {split.n_features}) to (B, {split.n_classes})")
-    if split.task == "regression" and width != 1:
-        raise SpecError("--model", f"{spec.model} gives {width} outputs per sample, but {spec.dataset} is a regression with 1 target; "
-                                   f"make it map (B, {split.n_features}) to (B, 1)")
+    targets = tuple(split.y_train.shape[1:])
+    if split.task == "classification":
+        want = (2, *targets, split.n_classes)
+        if tuple(out.shape) != want:
+            width = int(out.numel() // max(1, out.shape[0]))
+            per = f"{width} outputs per sample" if not targets else f"output {tuple(out.shape[1:])} per sample"
+            need = f"(B, {split.n_classes})" if not targets else f"(B, {', '.join(map(str, targets))}, {split.n_classes})"
+            raise SpecError("--model", f"{spec.model} gives {per}, but {spec.dataset} has {split.n_classes} classes; "
+                                       f"make it map (B, {shape.replace('x', ', ')}) to {need}")
+    elif out.numel() != split.y_train[:2].numel():
+        width = int(out.numel() // max(1, out.shape[0]))
+        need = max(1, int(split.y_train[:1].numel()))
+        raise SpecError("--model", f"{spec.model} gives {width} outputs per sample, but {spec.dataset} is a regression with {need} target(s); "
+                                   f"make it map (B, {shape.replace('x', ', ')}) to (B, {need})")
 
 
 def plan_flags(**flags: Any) -> Plan:

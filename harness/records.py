@@ -112,7 +112,15 @@ POINTS = {
     "check_peak_device_reserved_bytes": "INTEGER",
     "check_peak_rss_bytes": "INTEGER",
     "timed_steps": "INTEGER",  # measured steps whose phases were timed (every k-th after the burn-in; marks cost < 1% of the window)
-    "data_placement": "TEXT",  # host (CPU) | pageable | pinned | device: where the training set lives  # half-width of a 95% interval for the median step time, % of it (blocked medians); > 10: noisy
+    "data_placement": "TEXT",  # host (CPU) | pageable | pinned | device: where the training set lives
+    "precision": "TEXT",  # fp32 | tf32 | bf16 | fp16 (null in stores before 0.3: fp32)
+    "flops_per_step": "INTEGER",  # forward + backward FLOPs of one training step (torch.utils.flop_counter, an untimed step)
+    "achieved_tflops": "REAL",  # flops_per_step x steps_per_s / 1e12
+    "peak_tflops": "REAL",  # the device's dense peak at this precision (--peak-tflops, or the table); null where unknown
+    "mfu": "REAL",  # achieved_tflops / peak_tflops: model FLOPs utilisation
+    "compile": "TEXT",  # off | on (torch.compile)
+    "compile_s": "REAL",  # seconds torch.compile took (an untimed step before the first), outside every other time
+    "workers": "INTEGER",  # DataLoader worker processes (--loader dataloader; 0: in the training process)
 }
 
 CHECKS = {

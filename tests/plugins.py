@@ -288,3 +288,29 @@ class CudaOOMAbove64(nn.Module):
 
 def cuda_oom_above_64(n_features, n_outputs):
     return CudaOOMAbove64(n_features, n_outputs)
+
+
+def image_cnn(input_shape, n_outputs):
+    """A CNN for (C, H, W) images: takes the per-sample shape, not the flat size."""
+    channels = input_shape[0]
+    return nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, n_outputs))
+
+
+class TokenMixer(nn.Module):
+    """Embedding -> per-token MLP -> logits over the vocabulary: (B, T) ids to (B, T, V)."""
+
+    def __init__(self, vocab: int, width: int = 32):
+        super().__init__()
+        self.embed, self.mix, self.out = nn.Embedding(vocab, width), nn.Linear(width, width), nn.Linear(width, vocab)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.mix(self.embed(x))))
+
+
+def token_model(n_outputs):
+    """A (module, loss_fn) pair: the user's own loss, over every token."""
+
+    def loss_fn(output, target):
+        return torch.nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+    return TokenMixer(n_outputs), loss_fn

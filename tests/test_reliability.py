@@ -178,10 +178,10 @@ def test_duplicate_axis_values_collapse_before_anything_runs(cli, tmp_path):
 
 def test_a_second_resume_of_the_same_sweep_is_refused_while_the_first_runs(tmp_path):
     path = tmp_path / "s.sqlite"
-    args = [sys.executable, "-m", "harness", "run", "--model", plugin("slow"), "--devices", "cpu", "--dataset-sizes", "64",
-            "--batch-sizes", "1,2,4,8", "--steps", "100", "--quiet", "--no-report", "--store", str(path), "--resume"]
+    args = [sys.executable, "-m", "harness", "run", "--model", plugin("slow"), "--devices", "cpu", "--dataset", "blobs", "--dataset-sizes", "64",
+            "--batch-sizes", "1,2,4,8", "--steps", "200", "--quiet", "--no-report", "--store", str(path), "--resume"]
     first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:  # 4 points of 100 slow steps: about 8 s, and the second starts once one point is in
+    try:  # 4 points of 200 slow steps: about 16 s, and the second starts once one point is in
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and first.poll() is None:
             try:

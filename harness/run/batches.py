@@ -61,7 +61,8 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
         from torch.utils.data import DataLoader, TensorDataset
 
         sampler = (next(batches).tolist() for _ in range(point.steps))
-        loader = iter(DataLoader(TensorDataset(X, y), batch_sampler=sampler, pin_memory=point.data_placement == "pinned"))
+        loader = iter(DataLoader(TensorDataset(X, y), batch_sampler=sampler, pin_memory=point.data_placement == "pinned",
+                                 num_workers=point.workers, prefetch_factor=2 if point.workers else None))
         if on_cpu:
             return loader.__next__
 

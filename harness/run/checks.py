@@ -31,23 +31,31 @@ class Diverged(Exception):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str) -> tuple[float, float | None]:
-    """Mean loss (and accuracy for classes) on a whole set, in chunks, in eval mode."""
+def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str, loss_fn: Callable | None = None) -> tuple[float, float | None]:
+    """Mean loss (and accuracy for classes) on a whole set, in chunks, in eval mode: per target
+    element with the built-in losses; with a user's ``loss_fn`` (a mean over its batch), the
+    mean of its chunk values weighted by their rows. Accuracy where the output is one row of
+    logits per target (argmax over its last dimension)."""
     was_training = model.training
     model.eval()
     loss_sum = summed_loss(task)
     total = torch.zeros((), dtype=torch.float64, device=X.device)
     correct = torch.zeros((), dtype=torch.int64, device=X.device)
+    scored = task == "classification"
     for start in range(0, X.shape[0], EVAL_CHUNK):
         xb, yb = X[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
         out = model(xb)
-        total += loss_sum(out, yb).double()
-        if task == "classification":
-            correct += (out.argmax(dim=1) == yb).sum()
+        if loss_fn is None:
+            total += loss_sum(out, yb).double()
+        else:
+            total += loss_fn(out, yb).double() * xb.shape[0]
+        scored = scored and out.shape[:-1] == yb.shape
+        if scored:
+            correct += (out.argmax(dim=-1) == yb).sum()
     model.train(was_training)
-    n = X.shape[0]
+    n = X.shape[0] if loss_fn is not None else y.numel()
     loss = total.item() / n  # sync: the loss check ends here
-    return loss, (correct.item() / n if task == "classification" else None)
+    return loss, (correct.item() / y.numel() if scored else None)
 
 
 def schedule(point: PointSpec, now_ns: Callable[[], int]) -> Callable[[int], bool]:
@@ -130,8 +138,9 @@ class LossCheck:
     def __init__(self, point: PointSpec, model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str,
                  losses: BatchLosses, trace: Trace, now_ns: Callable[[], int], *,
                  noise: Callable | None = None, all_mean: Callable[[float | None], float | None] | None = None,
-                 peaks: PeakMemory | None = None):
+                 peaks: PeakMemory | None = None, loss_fn: Callable | None = None):
         self.point, self.model, self.X, self.y, self.task = point, model, X, y, task
+        self.loss_fn = loss_fn  # the plug-in's own loss, or None for the task's
         self.losses, self.trace, self.now_ns = losses, trace, now_ns
         self.noise, self.all_mean, self.peaks = noise, all_mean, peaks
         self.start_ns = now_ns()
@@ -154,7 +163,7 @@ class LossCheck:
     def _check(self, step: int) -> bool:
         trace, now_ns, point = self.trace, self.now_ns, self.point
         t0 = now_ns()
-        eval_loss, eval_acc = evaluate(self.model, self.X, self.y, self.task)
+        eval_loss, eval_acc = evaluate(self.model, self.X, self.y, self.task, self.loss_fn)
         train_loss = self.losses.window_mean()
         if self.all_mean is not None and train_loss is not None:  # ranks check at the same step: average them
             train_loss = self.all_mean(train_loss)

@@ -37,7 +37,8 @@ from harness.run.batches import fetcher
 from harness.run.checks import LOSS_EVERY, BatchLosses, Diverged, LossCheck, evaluate, schedule
 from harness.run.clock import PhaseClock, sample_every, split_steps, synchronize
 from harness.run.monitor import Monitor, ProcessProbe, max_of, nvml_probe
-from harness.run.parts import make_loss, make_optimizer
+from harness.run.flops import compile_now, step_flops
+from harness.run.parts import autocast_for, grad_scaler, make_loss, make_optimizer, matmul_precision
 from harness.run.probes import PeakMemory, activation_bytes_per_sample, analytic_bytes, step_tensor_bytes
 from harness.spec import PointSpec
 
@@ -68,7 +69,8 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
     monitor = _monitor(point, trace.origin_ns)
     status, error = "ok", None
     try:
-        train(point, split, factory, trace, now_ns, rank, peaks, prune)
+        with matmul_precision(point):
+            train(point, split, factory, trace, now_ns, rank, peaks, prune)
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except Pruned as exc:
@@ -94,9 +96,11 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.manual_seed(point.init_seed)
-    model = models.build(point.model, factory, n_features=split.n_features, n_outputs=split.n_outputs, hidden=point.hidden).to(device)
+    model, own_loss = models.build_with_loss(point.model, factory, n_features=split.n_features, n_outputs=split.n_outputs,
+                                             hidden=point.hidden, input_shape=split.input_shape)
+    model = model.to(device)
     trace.n_params = sum(p.numel() for p in model.parameters())
-    trace.analytic["activation_bytes"] = _activation_bytes(model, split.n_features, device, point.batch_size)
+    trace.analytic["activation_bytes"] = _activation_bytes(model, split.X_train[:1], device, point.batch_size)
     torch.manual_seed(point.seed)  # dropout and the like follow the repeat's seed
     optimizer = make_optimizer(point, model.parameters())
     trained = model  # what the loop calls; loss checks and the noise scale use the plain model
@@ -104,20 +108,28 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    loss_fn = make_loss(split.task)
+    loss_fn = own_loss or make_loss(split.task)
     X, y = split.X_train, split.y_train  # host memory; moving a batch is part of `data`...
     if point.data_placement == "device":  # ...unless the training set lives on the device (moved now, untimed)
         X, y = X.to(device), y.to(device)
     if device.type == "cpu":  # peak_device_mem_bytes on the CPU: live tensor bytes of an untimed probe step
         trace.tensor_peak_bytes = step_tensor_bytes(model, lambda params: make_optimizer(point, params), loss_fn, X, y,
                                                     point.per_rank_batch_size, seed=point.seed)
+    autocast, scaler = autocast_for(point, device), grad_scaler(point, device)
+    rows_ = min(point.per_rank_batch_size, X.shape[0])
+    trace.flops_per_step = step_flops(model, loss_fn, X[:rows_].to(device), y[:rows_].to(device), autocast)
+    if trace.flops_per_step is not None and rank is not None:
+        trace.flops_per_step *= rank[1]  # every rank does its share of the global batch
+    if point.compile == "on":
+        trained = torch.compile(trained)
+        trace.compile_s = compile_now(trained, loss_fn, X[:rows_].to(device), y[:rows_].to(device), autocast, scaler)
     fetch = fetcher(point, X, y, device, rank)
     clock = PhaseClock(point.timing_mode, device, now_ns)
     due = schedule(point, now_ns)
     losses = BatchLosses(device)
     check = LossCheck(point, model, split.X_check.to(device), split.y_check.to(device), split.task, losses, trace, now_ns,
                       noise=noise_estimator(point, model, loss_fn, X, y, device),
-                      all_mean=None if rank is None else (lambda value: all_mean(value, device)), peaks=peaks)
+                      all_mean=None if rank is None else (lambda value: all_mean(value, device)), peaks=peaks, loss_fn=own_loss)
     mark, keep = clock.mark, losses.keep
     lr_warmup, base_lr, burn_in = point.lr_warmup_steps, point.lr, point.burn_in_steps
     loop_start_ns = now_ns()  # host time of the first mark, where the clock cannot say (events)
@@ -141,14 +153,25 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
             xb, yb = fetch()
             if timed:
                 mark()
-            loss = loss_fn(trained(xb), yb)
-            loss.backward()
+            if autocast is None:
+                loss = loss_fn(trained(xb), yb)
+            else:
+                with autocast():
+                    loss = loss_fn(trained(xb), yb)
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
             if timed:
                 mark()
             if step < lr_warmup:  # linear learning-rate warm-up (Goyal et al. 2017)
                 for group in optimizer.param_groups:
                     group["lr"] = base_lr * (step + 1) / lr_warmup
-            optimizer.step()
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
             if timed:
                 mark()
@@ -175,7 +198,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
         # Outside the timed loop: the final loss on the whole training set (its memory is a check's).
         if peaks is not None:
             peaks.enter_check()
-        trace.final_train_loss, trace.final_train_acc = evaluate(model, X.to(device), y.to(device), split.task)
+        trace.final_train_loss, trace.final_train_acc = evaluate(model, X.to(device), y.to(device), split.task, own_loss)
         if rank is not None:
             per_rank = point.per_rank_batch_size
             trace.comm_s = exposed_comm_s(trained, X[:per_rank].to(device), y[:per_rank].to(device), loss_fn, device)
@@ -225,14 +248,15 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def _activation_bytes(model: torch.nn.Module, n_features: int, device: torch.device, batch_size: int) -> int | None:
-    """Analytic activation bytes of a batch, from one eval-mode forward pass of one row that
-    touches neither the RNG nor batch-norm statistics; None where the model will not run on one row."""
+def _activation_bytes(model: torch.nn.Module, row: torch.Tensor, device: torch.device, batch_size: int) -> int | None:
+    """Analytic activation bytes of a batch, from one eval-mode forward pass of one row (zeros
+    of ``row``'s shape and type) that touches neither the RNG nor batch-norm statistics; None
+    where the model will not run on one row."""
     was_training = model.training
     model.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return activation_bytes_per_sample(model, n_features) * batch_size
+            return activation_bytes_per_sample(model, torch.zeros_like(row, device=device)) * batch_size
     except Exception:
         return None
     finally:

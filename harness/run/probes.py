@@ -234,9 +234,9 @@ def analytic_bytes(model, optimizer) -> dict[str, int]:
     return {"param_bytes": param_bytes, "grad_bytes": grad_bytes, "optimizer_state_bytes": state_bytes}
 
 
-def activation_bytes_per_sample(model, n_features: int, dtype=None) -> int:
-    """Bytes of one sample's input and of every leaf module's output in a forward pass: what
-    autograd keeps for the backward pass, to first order (the analytic activation memory)."""
+def activation_bytes_per_sample(model, x) -> int:
+    """Bytes of one sample ``x`` (a batch of one) and of every leaf module's output in a forward
+    pass: what autograd keeps for the backward pass, to first order (the analytic activation memory)."""
     import torch
 
     total = [0]
@@ -244,8 +244,6 @@ def activation_bytes_per_sample(model, n_features: int, dtype=None) -> int:
     for module in model.modules():
         if next(module.children(), None) is None:
             hooks.append(module.register_forward_hook(lambda _m, _i, out: total.__setitem__(0, total[0] + _nbytes(out))))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.zeros(1, n_features, device=device, dtype=dtype or torch.float32)
     try:
         with torch.no_grad():
             model(x)

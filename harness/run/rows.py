@@ -19,6 +19,7 @@ from harness.analysis import stats
 from harness.analysis.convergence import to_target
 from harness.env import device_name
 from harness.records import PointResult, point_row
+from harness.run.flops import peak_tflops
 from harness.run.monitor import mean_of
 from harness.spec import PointSpec
 
@@ -26,7 +27,7 @@ STEP_PHASES = PHASES[:3]
 """The phases inside a step (the loss check runs between steps)."""
 
 OK_ONLY = ("wall_s", "samples_per_s", "steps_per_s", *(f"{p}_s" for p in STEP_PHASES), "step_wall_s", "step_wall_iqr_s", "step_wall_ci_pct", "timed_steps",
-           "flags", *(f"{p}_total_s" for p in STEP_PHASES), "final_train_loss", "final_train_acc")
+           "flags", *(f"{p}_total_s" for p in STEP_PHASES), "final_train_loss", "final_train_acc", "achieved_tflops", "mfu")
 """Columns that only a point with status ``ok`` fills."""
 
 
@@ -63,6 +64,8 @@ class Trace:
     memory: dict[str, Any] = field(default_factory=dict)
     analytic: dict[str, Any] = field(default_factory=dict)
     comm_s: float | None = None
+    flops_per_step: int | None = None
+    compile_s: float | None = None
 
     def phases(self) -> dict[str, np.ndarray]:
         """Every recorded step's phase times, windows joined."""
@@ -81,7 +84,9 @@ def result(point: PointSpec, trace: Trace, status: str, error: str | None) -> Po
         samples_seen=trace.steps_done * point.batch_size, burn_in_steps=point.burn_in_steps,
         train_size=point.train_size, check_size=point.check_size, check_set=point.check_set, check_every=point.check_every,
         hidden=",".join(map(str, point.hidden)) if point.model == "mlp" else None, n_params=trace.n_params,
-        loader=point.loader, data_placement=point.data_placement, init_seed=point.init_seed, lr_policy=point.lr_policy, base_lr=point.base_lr,
+        loader=point.loader, data_placement=point.data_placement, precision=point.precision, flops_per_step=trace.flops_per_step,
+        workers=point.workers if point.loader == "dataloader" else None, compile=point.compile, compile_s=trace.compile_s,
+        peak_tflops=peak_tflops(device_name(point.device), point.precision, point.peak_tflops), init_seed=point.init_seed, lr_policy=point.lr_policy, base_lr=point.base_lr,
         base_batch_size=point.base_batch_size if point.lr_policy in ("linear", "sqrt") else None,
         lr_warmup_steps=point.lr_warmup_steps, target_loss=point.target_loss, target_accuracy=point.target_accuracy,
         target_rel=point.target_rel, noise_samples=point.noise_samples or None, world_size=point.world_size,
@@ -102,6 +107,9 @@ def result(point: PointSpec, trace: Trace, status: str, error: str | None) -> Po
         row["loss_check_total_s"] = sum(trace.check_ns) / 1e9
     if status == "ok":
         row.update(_timing_summary(point, trace), final_train_loss=trace.final_train_loss, final_train_acc=trace.final_train_acc)
+        if row.get("steps_per_s") and trace.flops_per_step:
+            row["achieved_tflops"] = trace.flops_per_step * row["steps_per_s"] / 1e12
+            row["mfu"] = row["achieved_tflops"] / row["peak_tflops"] if row["peak_tflops"] else None
     return PointResult(point=row, checks=trace.checks, steps=_steps_rows(point, trace), samples=trace.readings)
 
 

@@ -1,5 +1,5 @@
 """From a ``SweepSpec`` to points: one ``PointSpec`` per dataset size x batch size x sampling x
-world size x learning rate x device x repeat, each carrying everything the loop needs.
+world size x learning rate x device x placement x precision x repeat, each carrying everything the loop needs.
 
 The policies that turn the user's axes into concrete values live here, once: the holdout split
 (``datasets`` uses it too), batch sizes against each training set, devices against the
@@ -70,6 +70,10 @@ class PointSpec:
     """Set where the point cannot run as asked (a batch that does not split over the ranks)."""
     data_placement: str = "host"
     """host (CPU points), pageable, pinned or device; ``auto`` until the plan resolves it."""
+    precision: str = "fp32"
+    peak_tflops: float | None = None
+    workers: int = 0
+    compile: str = "off"
 
     @property
     def per_rank_batch_size(self) -> int:
@@ -86,8 +90,9 @@ class PointSpec:
         """Stable identity of the point: a hash of every field under its stored name
         (fields renamed since 0.1 hash under their old names, so stores keep resuming)."""
         fields = {_ID_NAMES.get(k, k): v for k, v in dataclasses.asdict(self).items()}
-        if fields["data_placement"] in _PLACEMENT_BEFORE:  # what every point did before the axis existed
-            del fields["data_placement"]
+        for name, before in _BEFORE.items():  # what every point did before the field existed
+            if fields[name] in before:
+                del fields[name]
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -105,7 +110,9 @@ class PointSpec:
 
 
 _ID_NAMES = {"burn_in_steps": "warmup_steps", "sample_interval_s": "sample_interval"}
-_PLACEMENT_BEFORE = ("host", "pageable")
+_BEFORE = {"data_placement": ("host", "pageable"), "precision": ("fp32",), "peak_tflops": (None,), "workers": (0,), "compile": ("off",)}
+"""Fields added since 0.1, and their values that mean what points did before: left out of the
+id there, so stores written before keep resuming."""
 
 
 @dataclass(frozen=True)
@@ -290,11 +297,14 @@ def expand(spec: SweepSpec, data: DataInfo, available_devices: Sequence[str]) ->
                 else:
                     steps = spec.steps if spec.steps is not None else DEFAULT_STEPS
                 for lr in learning_rates(spec, global_batch):
-                    for device, placement in ((d, p) for d in devices for p in placements(spec, d)):
+                    for device, placement, precision, compiled in ((d, p, q, c) for d in devices for p in placements(spec, d) for q in spec.precision for c in spec.compile):
                         for repeat in range(spec.repeats):
                             points.append(
                                 PointSpec(
                                     data_placement=placement,
+                                    precision=precision,
+                                    compile=compiled,
+                                    peak_tflops=spec.peak_tflops,
                                     world_size=world,
                                     scaling=spec.scaling,
                                     skip_reason=skip,
@@ -312,6 +322,7 @@ def expand(spec: SweepSpec, data: DataInfo, available_devices: Sequence[str]) ->
                                     momentum=spec.momentum,
                                     sampling=sampling,
                                     loader=spec.loader,
+                                    workers=spec.workers,
                                     steps=steps,
                                     burn_in_steps=min(spec.burn_in_steps, steps // 2),
                                     check_every=check_interval(spec.check_every, steps, has_target=spec.target is not None or spec.target_loss is not None or spec.target_accuracy is not None),

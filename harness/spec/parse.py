@@ -197,6 +197,7 @@ _PARSERS = {
     "burn_in_steps": lambda v: _int("burn_in_steps", v, 0),
     "sampling": lambda v: tuple(dict.fromkeys(_choice("sampling", t) for t in _tokens("sampling", v))),
     "loader": lambda v: _choice("loader", v),
+    "workers": lambda v: _int("workers", v, 0, 64),
     "target_column": lambda v: str(v).strip(),
     "lr_policy": lambda v: _choice("lr_policy", v),
     "base_batch_size": lambda v: _int("base_batch_size", v, 1),
@@ -212,6 +213,9 @@ _PARSERS = {
     "world_sizes": lambda v: tuple(sorted({_int("world_sizes", t, 1) for t in _tokens("world_sizes", v)})),
     "scaling": lambda v: _choice("scaling", v),
     "data_placement": lambda v: tuple(dict.fromkeys(_choice("data_placement", t) for t in _tokens("data_placement", v))),
+    "precision": lambda v: tuple(dict.fromkeys(_choice("precision", t) for t in _tokens("precision", v))),
+    "peak_tflops": lambda v: parse_float("peak_tflops", v, 0.0),
+    "compile": lambda v: tuple(dict.fromkeys(_choice("compile", t) for t in _tokens("compile", v))),
 }
 assert set(_PARSERS) == set(FIELDS)
 
@@ -264,6 +268,8 @@ def build_spec(file_values: Mapping[str, Any] | None = None, cli_values: Mapping
             raise SpecError("--check-every", "ranks must check at the same steps: use a step count, 'epoch' or 'auto' with --world-sizes > 1")
         if parsed.get("stop_at_target"):
             raise SpecError("--stop-at-target", "is not supported with --world-sizes > 1 (every rank would have to agree when to stop)")
+    if parsed.get("workers") and parsed.get("loader", "tensor") != "dataloader":
+        raise SpecError("--workers", "applies to --loader dataloader (tensor indexing has no workers)")
     if parsed.get("stop_at_target") and not (parsed.get("target_loss") is not None or parsed.get("target_accuracy") is not None):
         raise SpecError("--stop-at-target", "needs --target-loss or --target-accuracy (a rel: target is known only after the sweep)")
     return SweepSpec(**parsed)

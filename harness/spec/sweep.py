@@ -50,6 +50,8 @@ CHOICES = {
     "sampling": ("shuffle", "replacement"),
     "loader": ("tensor", "dataloader"),
     "data_placement": ("auto", "pageable", "pinned", "device", "host"),
+    "precision": ("fp32", "tf32", "bf16", "fp16"),
+    "compile": ("off", "on"),
 }
 
 AUTO_DEVICE_SHARE = 0.25
@@ -94,6 +96,8 @@ class SweepSpec:
     """Timing warm-up: steps that train but are left out of every statistic."""
     sampling: tuple[str, ...] = ("shuffle",)
     loader: str = "tensor"
+    workers: int = 0
+    """DataLoader worker processes with ``--loader dataloader`` (0: load in the training process)."""
     target_column: str | None = None
     lr_policy: str = "constant"
     base_batch_size: int = 32
@@ -115,6 +119,16 @@ class SweepSpec:
     """Data-parallel ranks (torch.distributed, one process each); 1 is a plain single process."""
     scaling: str = "strong"
     """strong: the global batch is --batch-sizes, split over the ranks; weak: each rank takes it."""
+    precision: tuple[str, ...] = ("fp32",)
+    """Numeric precision of the training step, an axis: fp32; tf32 (CUDA matmuls in TF32);
+    bf16 and fp16 (autocast; fp16 with a gradient scaler whose unscale and step count in
+    ``update``). Loss checks evaluate in fp32."""
+    compile: tuple[str, ...] = ("off",)
+    """torch.compile the model, an axis: ``on`` compiles it before the first step (an untimed
+    forward + backward, its time recorded as ``compile_s``), never inside phases or throughput."""
+    peak_tflops: float | None = None
+    """The device's dense peak for the point's precision, for ``mfu``; None: from the table of
+    common GPUs (``harness.run.flops``), and no MFU on the CPU."""
     data_placement: tuple[str, ...] = ("auto",)
     """Where the training set lives on an accelerator: pageable or pinned host memory (a copy
     per batch) or the device itself; auto picks by size. CPU points are always ``host``."""
@@ -137,15 +151,16 @@ FLAG_HELP = {
     "repeats": ("axes", "repeats with seeds seed, seed+1, ... [1]"),
     "world_sizes": ("axes", "comma list of data-parallel ranks (torch.distributed, a process each) [1]"),
     "scaling": ("axes", "strong (the global batch is split over the ranks) or weak (each rank takes the batch) [strong]"),
-    "dataset": ("workload", "digits, blobs, linreg, mnist-like, or a .npz/.csv/.parquet file [digits]"),
+    "dataset": ("workload", "digits, blobs, linreg, mnist-like, cifar-like (3x32x32 images), text (byte sequences), or a .npz/.csv/.parquet file [digits]"),
     "target_column": ("workload", "target column of a .csv/.parquet file [y]"),
-    "model": ("workload", "linear, mlp, cnn, module:callable or path/to/file.py:callable [mlp]"),
+    "model": ("workload", "linear, mlp, cnn, resnet (for images), gpt (for token ids), module:callable or path/to/file.py:callable [mlp]"),
     "hidden": ("workload", "mlp hidden widths, e.g. 32 or 256,256 [32]"),
     "optimizer": ("workload", "sgd or adam [sgd]"),
     "lr": ("workload", "learning rate [0.1]"),
     "momentum": ("workload", "SGD momentum [0]"),
     "sampling": ("workload", "comma list of shuffle (without replacement, per epoch) and replacement (i.i.d.) [shuffle]"),
-    "loader": ("workload", "tensor (indexing) or dataloader (per-sample collation) [tensor]"),
+    "loader": ("workload", "tensor (indexing) or dataloader (per-sample collation, pinned memory with --data-placement pinned) [tensor]"),
+    "workers": ("workload", "DataLoader worker processes with --loader dataloader [0]"),
     "seed": ("workload", "seed of the data order and of the initial weights [0]"),
     "data_seed": ("workload", "seed of data generation, subsampling and the holdout split [0]"),
     "lr_policy": ("learning rate across batch sizes", "constant, linear or sqrt (scale --lr from --base-batch-size), or tuned (every --lr-grid value) [constant]"),
@@ -167,6 +182,9 @@ FLAG_HELP = {
     "sample_interval": ("timing", "monitor interval for CPU/GPU utilisation and memory: seconds, 100ms, or 0 (off) [0.1 s on CPU, 0.02 s on GPU]"),
     "burn_in_steps": ("timing", "warm-up steps left out of statistics (at most half the steps) [5]"),
     "data_placement": ("workload", "comma list of pageable (host memory, copied each step), pinned (pinned host memory, asynchronous copies), device (the training set on the accelerator) and auto (device if it takes under 25% of device memory, else pinned); CPU points are host [auto]"),
+    "precision": ("workload", "comma list of fp32, tf32 (CUDA), bf16 and fp16 (autocast; fp16 with a gradient scaler) [fp32]"),
+    "compile": ("workload", "comma list of off and on (torch.compile; the compile time recorded apart as compile_s) [off]"),
+    "peak_tflops": ("timing", "the device's dense peak TFLOPS at the point's precision, for MFU [a table of common GPUs; none on the CPU]"),
     "shard": ("output", "I/N: run only points I, I+N, ... of the sweep (0 <= I < N); join the stores with `batchbench merge`"),
 }
 """Per spec field: the help group and text of its ``batchbench run`` flag (default in brackets).

@@ -187,8 +187,9 @@ def initial_noise_scale(point: PointSpec, plan: Plan) -> float | None:
     device = torch.device(point.device)
     try:
         torch.manual_seed(point.init_seed)
-        model = models.build(point.model, plan.factory, n_features=split.n_features, n_outputs=split.n_outputs, hidden=point.hidden).to(device)
-        estimate = noise_estimator(probe, model, make_loss(split.task), split.X_train, split.y_train, device)
+        model, own_loss = models.build_with_loss(point.model, plan.factory, n_features=split.n_features, n_outputs=split.n_outputs,
+                                                 hidden=point.hidden, input_shape=split.input_shape)
+        estimate = noise_estimator(probe, model.to(device), own_loss or make_loss(split.task), split.X_train, split.y_train, device)
         return None if estimate is None else b_simple(estimate())
     except Exception as exc:  # a model the estimator cannot run: start from the fallback
         print(f"batchbench: no noise scale at initialisation ({type(exc).__name__}: {exc}); starting at B={FALLBACK_START}", file=sys.stderr)
