@@ -13,6 +13,7 @@ COLUMNS = (
     ("device", "device"),
     ("world_size", "ranks"),
     ("precision", "precision"),
+    ("compile", "compile"),
     ("loader", "loader"),
     ("data_placement", "data on"),
     ("repeat", "rep"),
@@ -39,17 +40,17 @@ def points_table(points) -> str:
     if len(points) == 0:
         return "(no points)"
     varies = {"repeat": points["repeat"].max() > 0, "world_size": points["world_size"].fillna(1).max() > 1,
-              **{c: c in points and points[c].nunique(dropna=False) > 1 for c in ("precision", "loader", "data_placement")}}
+              **{c: c in points and points[c].nunique(dropna=False) > 1 for c in ("precision", "compile", "loader", "data_placement")}}
     shown = [c for c in COLUMNS if varies.get(c[0], True)]
     rows = [[title for _, title in shown]]
-    ordered = points.sort_values([c for c in ("dataset_size", "device", "precision", "loader", "data_placement", "batch_size", "world_size", "repeat") if c in points],
+    ordered = points.sort_values([c for c in ("dataset_size", "device", "precision", "compile", "loader", "data_placement", "batch_size", "world_size", "repeat") if c in points],
                                  kind="stable")
     for record in ordered.to_dict("records"):
         rows.append([_cell(col, record.get(col)) for col, _ in shown])
     widths = [max(len(r[i]) for r in rows) for i in range(len(shown))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [cell.ljust(w) if shown[i][0] in ("device", "status", "flags", "precision", "loader", "data_placement") else cell.rjust(w)
+        cells = [cell.ljust(w) if shown[i][0] in ("device", "status", "flags", "precision", "compile", "loader", "data_placement") else cell.rjust(w)
                  for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
@@ -133,7 +134,7 @@ def recommendations_text(groups) -> str:
 def group_label(key) -> str:
     """A group's key as a reader says it: ``digits · 1797 samples · cpu · mlp``."""
     words = {"dataset_size": "{} samples", "world_size": "{} rank(s)", "lr_policy": "lr {}", "sampling": "{} sampling",
-             "loader": "{} loader", "data_placement": "data on {}"}
+             "loader": "{} loader", "data_placement": "data on {}", "compile": "compile {}"}
     return " · ".join(words.get(k, "{}").format(v).replace("1 rank(s)", "1 rank").replace("rank(s)", "ranks")
                       for k, v in key.items() if v is not None and not (isinstance(v, float) and math.isnan(v)))
 

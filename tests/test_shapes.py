@@ -77,6 +77,9 @@ def test_precision_is_an_axis_and_flops_follow_the_dense_work(cli, tmp_path):
     assert "precision" in out.splitlines()[0]  # the table tells the configurations apart
     code, analyzed, _ = cli("analyze", "--store", store, "--json")
     assert sorted(g["group"]["precision"] for g in json.loads(analyzed)) == ["bf16", "fp32"]  # never pooled
+    code, _, _ = cli("report", "--store", store, "-o", tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert code == 0 and "How much of the hardware each batch size uses" in html and "no MFU (give --peak-tflops)" in html
 
 
 def test_a_precision_the_device_cannot_run_is_one_line(cli, tmp_path):

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
-GROUP_KEYS = ("dataset", "dataset_size", "device", "model", "optimizer", "sampling", "lr_policy", "world_size", "precision", "loader", "data_placement")
+GROUP_KEYS = ("dataset", "dataset_size", "device", "model", "optimizer", "sampling", "lr_policy", "world_size", "precision", "compile", "loader", "data_placement")
 """Points that differ in any of these are different configurations: never pooled as repeats."""
 
 

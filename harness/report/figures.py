@@ -35,6 +35,29 @@ def throughput_figure(ok: pd.DataFrame) -> Figure | None:
     )
 
 
+def flops_figure(ok: pd.DataFrame) -> Figure | None:
+    """MFU against batch size where the device's peak is known, else achieved TFLOPS."""
+    if "achieved_tflops" not in ok or ok["achieved_tflops"].notna().sum() == 0:
+        return None
+    plt, _ = pyplot()
+    use_mfu = ok["mfu"].notna().any()
+    column = "mfu" if use_mfu else "achieved_tflops"
+    data = ok.dropna(subset=[column]).assign(series=series_label(ok))
+    if use_mfu:
+        data = data.assign(mfu=100 * data["mfu"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    lines(ax, data, "batch_size", column, "series", palette(data["series"].unique(), "deep"), marker="o")
+    log2_axis(ax, data["batch_size"])
+    log_y(ax)
+    ax.set(xlabel="batch size (log₂)", ylabel="MFU, % of the dense peak (log)" if use_mfu else "achieved TFLOPS (log)")
+    ax.legend(title=None, fontsize=8)
+    what = ("model FLOPs utilisation: the step's counted FLOPs (matmuls and convolutions, forward and backward) per second over the device's dense peak at the point's precision"
+            if use_mfu else "achieved TFLOPS: the step's counted FLOPs (matmuls and convolutions, forward and backward) per second; no peak is known for this device, so no MFU (give --peak-tflops)")
+    return Figure("How much of the hardware each batch size uses",
+                  f"At each batch size, {what}. Small batches leave the device idle between kernels; the curve shows how far each batch size is from what the hardware can do.",
+                  "Line chart of model FLOPs utilisation (or achieved TFLOPS) against batch size, one line per configuration.", png(fig))
+
+
 def scaling_figure(ok: pd.DataFrame) -> Figure | None:
     if "world_size" not in ok or ok["world_size"].fillna(1).max() <= 1:
         return None

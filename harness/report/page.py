@@ -114,6 +114,9 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
 
     if len(ok):
         add("Throughput", figures.throughput_figure(ok), "No throughput was measured (no point has measured steps).")
+        flops = figures.flops_figure(ok)
+        if flops is not None:
+            sections["Throughput"].figures.append(flops)
         scaling = figures.scaling_figure(ok)
         if scaling is not None:
             sections["Data-parallel scaling"].figures.append(scaling)

@@ -106,7 +106,7 @@ def series_label(points: pd.DataFrame) -> pd.Series:
         parts.append(points["sampling"].astype(str))
     if "world_size" in points and points["world_size"].fillna(1).nunique() > 1:
         parts.append(points["world_size"].fillna(1).astype(int).astype(str) + " ranks")
-    for column, prefix in (("precision", ""), ("loader", "loader "), ("data_placement", "data on ")):
+    for column, prefix in (("precision", ""), ("compile", "compile "), ("loader", "loader "), ("data_placement", "data on ")):
         if column in points and points[column].nunique(dropna=False) > 1:  # never pool configurations
             parts.append(prefix + points[column].fillna("-").astype(str))
     if not parts:
