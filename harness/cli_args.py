@@ -89,14 +89,14 @@ def parser() -> _Parser:
 
     report = sub.add_parser("report", help="write the self-contained HTML report of stored runs")
     report.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
-    report.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to report (repeatable) [the latest]")
+    report.add_argument("--run", action="extend", nargs="+", dest="runs", metavar="ID", help="runs to report: --run A B or --run A --run B [the latest]")
     report.add_argument("--output", "-o", help="HTML file [reports/<run id>.html]")
     report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="before/after: two run ids of --store, or store.sqlite[:RUN] paths")
     report.add_argument("--title", default=None, help="page title")
 
     analyze = sub.add_parser("analyze", help="steps-to-target, critical batch size and recommendations for a stored sweep")
     analyze.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
-    analyze.add_argument("--run", action="append", dest="runs", metavar="ID", help="run to analyze (repeatable) [the latest]")
+    analyze.add_argument("--run", action="extend", nargs="+", dest="runs", metavar="ID", help="runs to analyze: --run A B or --run A --run B [the latest]")
     analyze.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     fit = sub.add_parser("fit", help="memory against batch size, and the largest batch that fits",
@@ -119,6 +119,6 @@ def parser() -> _Parser:
     export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
     export.add_argument("--table", default="points", help="points, checks, steps, samples or runs [points]")
     export.add_argument("--format", default="csv", help="csv, json or parquet [csv]")
-    export.add_argument("--run", action="append", dest="runs", metavar="ID", help="only this run (repeatable) [all runs]")
+    export.add_argument("--run", action="extend", nargs="+", dest="runs", metavar="ID", help="only these runs: --run A B or --run A --run B [all runs]")
     export.add_argument("-o", "--output", help="file to write [stdout]")
     return parser

@@ -78,6 +78,7 @@ def test_two_machines_stores_of_one_spec_are_both_kept_and_analyzed_as_repeats(c
     assert code == 0, err
     (group,) = json.loads(text)
     assert [row["repeats"] for row in group["batch_sizes"]] == [2, 2]
+    assert cli("analyze", "--store", out, "--run", runs[0], runs[1], "--json")[1] == text  # --run A B, as the help says
 
 
 # ------------------------------------------------------------------ read-only means read-only
