@@ -288,6 +288,17 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.console import runs_table, runs_summary
+
+    with Store.open_existing(args.store) as store:
+        summary = runs_summary(store.load("runs"), store.load("points"))
+    print(json.dumps(summary, indent=1) if args.json else runs_table(summary))
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from harness.records import TABLES
 
@@ -323,4 +334,4 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "tune": _tune, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}
+COMMANDS = {"run": _run, "tune": _tune, "runs": _runs, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}

@@ -115,6 +115,10 @@ def parser() -> _Parser:
     merge.add_argument("stores", nargs="+", metavar="STORE", help="stores to read")
     merge.add_argument("-o", "--output", required=True, help="store to write (created, or added to)")
 
+    runs = sub.add_parser("runs", help="list the runs in a store: when, what, how many points")
+    runs.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+
     export = sub.add_parser("export", help="write a stored table as CSV, JSON or Parquet")
     export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
     export.add_argument("--table", default="points", help="points, checks, steps, samples or runs [points]")

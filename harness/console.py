@@ -139,6 +139,47 @@ def group_label(key) -> str:
                       for k, v in key.items() if v is not None and not (isinstance(v, float) and math.isnan(v)))
 
 
+def runs_summary(runs, points) -> list[dict]:
+    """Per stored run, oldest first: id, kind (sweep or tune), start and end, points (ok of all)
+    and what it swept, for ``batchbench runs``."""
+    import json
+
+    out = []
+    for run in runs.to_dict("records"):
+        mine = points[points["run_id"] == run["run_id"]] if len(points) else points
+        spec = json.loads(run.get("spec_json") or "{}")
+        values = lambda column: sorted({v for v in mine[column].dropna().tolist()}) if len(mine) and column in mine else []  # noqa: E731
+        out.append({
+            "run_id": run["run_id"],
+            "kind": "tune" if str(run.get("spec_hash") or "").startswith("tune:") else "sweep",
+            "started_at": run["started_at"],
+            "finished_at": run["finished_at"],
+            "points": int(len(mine)),
+            "ok": int((mine["status"] == "ok").sum()) if len(mine) else 0,
+            "dataset": spec.get("dataset"),
+            "model": spec.get("model"),
+            "devices": values("device"),
+            "batch_sizes": [int(b) for b in values("batch_size")],
+            "dataset_sizes": [int(n) for n in values("dataset_size")],
+        })
+    return out
+
+
+def runs_table(summary: list[dict]) -> str:
+    if not summary:
+        return "(no runs)"
+    rows = [["run", "kind", "started", "points", "data set", "model", "devices", "batch sizes", "dataset sizes"]]
+    for r in summary:
+        batches = r["batch_sizes"]
+        span = "-" if not batches else (f"{batches[0]}..{batches[-1]} ({len(batches)})" if len(batches) > 2 else ",".join(map(str, batches)))
+        rows.append([r["run_id"], r["kind"] + ("" if r["finished_at"] else " (unfinished)"), str(r["started_at"])[:19].replace("T", " "),
+                     f"{r['ok']}/{r['points']} ok", str(r["dataset"]), str(r["model"]), ",".join(r["devices"]) or "-", span,
+                     ",".join(map(str, r["dataset_sizes"])) or "-"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:])
+
+
 def analysis_json(groups) -> str:
     import json
 

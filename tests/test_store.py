@@ -174,3 +174,16 @@ def test_point_ids_and_sweep_names_of_0_1_still_match():
     the_plan = plan_flags(devices="cpu", dataset="blobs", target="none", dataset_sizes=100, batch_sizes="4,8", steps=5)  # 0.1's defaults
     assert [p.point_id for p in the_plan.points] == ["f98d69dcb6c968b0", "8ab980a0f817b944"]
     assert the_plan.old_hashes == ("9a37764d73a4802c",)
+
+
+def test_runs_lists_every_run_with_its_points(cli, tmp_path):
+    store = tmp_path / "s.sqlite"
+    small = ["--devices", "cpu", "--dataset", "blobs", "--dataset-sizes", "100", "--steps", "10", "--quiet", "--no-report", "--store", store]
+    assert cli("run", *small, "--batch-sizes", "4,8")[0] == 0
+    assert cli("run", *small, "--batch-sizes", "16")[0] == 0
+    code, out, _ = cli("runs", "--store", store, "--json")
+    listed = json.loads(out)
+    assert code == 0 and [r["batch_sizes"] for r in listed] == [[4, 8], [16]] and [r["ok"] for r in listed] == [2, 1]
+    assert all(r["kind"] == "sweep" and r["dataset"] == "blobs" and r["finished_at"] for r in listed)
+    code, text, _ = cli("runs", "--store", store)
+    assert code == 0 and all(r["run_id"] in text for r in listed) and "2/2 ok" in text
