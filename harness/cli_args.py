@@ -51,41 +51,43 @@ def _spec_flags(parser: argparse.ArgumentParser, names, *, grouped: bool = True)
         title, text = FLAG_HELP[name]
         target = groups[title] if grouped else parser
         extra = {"action": "store_const", "const": True, "default": None} if name == "stop_at_target" else {}
-        target.add_argument(flag(name), help=text, **extra)
+        target.add_argument(flag(name), help=text.replace("%", "%%"), **extra)  # argparse formats help with %
     return groups
 
 
-def parser() -> _Parser:
+def _sweep_command(sub, name: str, **texts) -> _Parser:
+    """A command that runs points (``run``, ``tune``): a spec file, every spec flag in its
+    group, and where the store and the report go. ``.groups`` and ``.output`` take the rest."""
     from harness.spec.sweep import FIELDS
 
+    command = sub.add_parser(name, **texts)
+    command.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")
+    command.groups = _spec_flags(command, FIELDS)
+    command.output = command.groups["output"]
+    command.output.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
+    command.output.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
+    command.output.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    return command
+
+
+def parser() -> _Parser:
     parser = _Parser(prog="batchbench", description="Benchmark and profile mini-batch gradient descent.")
     parser.add_argument("--version", action="version", version=f"batchbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    run = sub.add_parser("run", help="run a sweep and store its points", description="Run a sweep: every dataset size x batch size x device x repeat, phase-timed, stored point by point.")
-    run.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")
-    groups = _spec_flags(run, FIELDS)
-    groups["axes"].add_argument("--nproc", help="shorthand for --world-sizes N")
-    out = groups["output"]
-    out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
-    out.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
-    out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
-    out.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
-    out.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    run = _sweep_command(sub, "run", help="run a sweep and store its points",
+                         description="Run a sweep: every dataset size x batch size x device x repeat, phase-timed, stored point by point.")
+    run.groups["axes"].add_argument("--nproc", help="shorthand for --world-sizes N")
+    run.output.add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
+    run.output.add_argument("--quiet", action="store_true", help="no progress bar, no table")
 
-    tune = sub.add_parser("tune", help="search the batch size and learning rate with the least time to target",
+    tune = _sweep_command(sub, "tune", help="search the batch size and learning rate with the least time to target",
                           description="Adaptive search for the batch size (and its learning rate from --lr-grid) that reaches the target soonest "
                                       "on this machine: starts near the gradient noise scale, stops each trial at the target or once it cannot win. "
                                       "Every trial is a stored point (status pruned when stopped early).")
-    tune.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")
-    groups = _spec_flags(tune, FIELDS)
-    out = groups["output"]
-    out.add_argument("--store", help="SQLite store [results/batchbench.sqlite]")
-    out.add_argument("--json", action="store_true", help="print the answer as JSON (batch_size, lr, time_to_target_s, steps_to_target, trials, samples_processed, ...)")
-    out.add_argument("--quiet", action="store_true", help="no line per trial")
-    out.add_argument("--report", metavar="PATH", help="where to write the HTML report [reports/<run id>.html]")
-    out.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    tune.output.add_argument("--json", action="store_true", help="print the answer as JSON (batch_size, lr, time_to_target_s, steps_to_target, trials, samples_processed, ...)")
+    tune.output.add_argument("--quiet", action="store_true", help="no line per trial")
 
     report = sub.add_parser("report", help="write the self-contained HTML report of stored runs")
     report.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")

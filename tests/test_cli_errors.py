@@ -103,3 +103,9 @@ def test_abbreviated_or_mistyped_flags_are_errors_with_a_suggestion(cli, tmp_pat
     code, _, err = cli("run", *FAST, "--store", store, *args)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "unrecognized arguments" in err and f"did you mean {suggested}?" in err
     assert not store.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "tune", "report", "analyze", "fit", "merge", "export", "runs"])
+def test_every_commands_help_prints(cli, command):
+    code, out, err = cli(command, "--help")
+    assert code == 0 and "usage: batchbench " + command in out and err == ""
