@@ -117,12 +117,13 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                                                     point.per_rank_batch_size, seed=point.seed)
     autocast, scaler = autocast_for(point, device), grad_scaler(point, device)
     rows_ = min(point.per_rank_batch_size, X.shape[0])
-    trace.flops_per_step = step_flops(model, loss_fn, X[:rows_].to(device), y[:rows_].to(device), autocast)
+    first_x, first_y = X[:rows_].to(device), y[:rows_].to(device)  # one training batch for the untimed FLOP count and compile
+    trace.flops_per_step = step_flops(model, loss_fn, first_x, first_y, autocast)
     if trace.flops_per_step is not None and rank is not None:
         trace.flops_per_step *= rank[1]  # every rank does its share of the global batch
     if point.compile == "on":
         trained = torch.compile(trained)
-        trace.compile_s = compile_now(trained, loss_fn, X[:rows_].to(device), y[:rows_].to(device), autocast, scaler)
+        trace.compile_s = compile_now(trained, loss_fn, first_x, first_y, autocast, scaler)
     fetch = fetcher(point, X, y, device, rank)
     clock = PhaseClock(point.timing_mode, device, now_ns)
     due = schedule(point, now_ns)

@@ -149,6 +149,11 @@ def _bool(field: str, value: Any) -> bool:
     raise SpecError(flag(field), f"{value!r} is not true or false")
 
 
+def _choice_list(field: str):
+    """The parser of a comma list of a field's choices (an axis), in order, each once."""
+    return lambda value: tuple(dict.fromkeys(_choice(field, t) for t in _tokens(field, value)))
+
+
 def parse_check_every(value: Any) -> str:
     text = str(value).strip().lower()
     allowed = "use a step count (e.g. 50), seconds (e.g. 30s), 'epoch', 'log', 'log:N' (N >= 2) or 'auto'"
@@ -195,7 +200,7 @@ _PARSERS = {
     "data_seed": lambda v: _int("data_seed", v, 0),
     "timing": lambda v: _choice("timing", v),
     "burn_in_steps": lambda v: _int("burn_in_steps", v, 0),
-    "sampling": lambda v: tuple(dict.fromkeys(_choice("sampling", t) for t in _tokens("sampling", v))),
+    "sampling": _choice_list("sampling"),
     "loader": lambda v: _choice("loader", v),
     "workers": lambda v: _int("workers", v, 0, 64),
     "target_column": lambda v: str(v).strip(),
@@ -212,10 +217,10 @@ _PARSERS = {
     "shard": parse_shard,
     "world_sizes": lambda v: tuple(sorted({_int("world_sizes", t, 1) for t in _tokens("world_sizes", v)})),
     "scaling": lambda v: _choice("scaling", v),
-    "data_placement": lambda v: tuple(dict.fromkeys(_choice("data_placement", t) for t in _tokens("data_placement", v))),
-    "precision": lambda v: tuple(dict.fromkeys(_choice("precision", t) for t in _tokens("precision", v))),
+    "data_placement": _choice_list("data_placement"),
+    "precision": _choice_list("precision"),
     "peak_tflops": lambda v: parse_float("peak_tflops", v, 0.0),
-    "compile": lambda v: tuple(dict.fromkeys(_choice("compile", t) for t in _tokens("compile", v))),
+    "compile": _choice_list("compile"),
 }
 assert set(_PARSERS) == set(FIELDS)
 
