@@ -240,8 +240,10 @@ def _report(args: argparse.Namespace) -> int:
     if args.output:
         output_path(args.output, "-o")
     if args.compare:
-        sides = [_compare_side(args.store, ref) for ref in args.compare]
-        html_text = report.render_compare(sides[0][0], sides[1][0], sides[0][1], sides[1][1])
+        from harness.analysis.compare import compare
+
+        (a, label_a), (b, label_b) = (_load_side(args.store, ref, "--compare", ("points", "steps")) for ref in args.compare)
+        html_text = report.render_compare(compare(a["points"], a["steps"], b["points"], b["steps"]), label_a, label_b)
         name = args.output or "reports/compare.html"
     else:
         with Store.open_existing(args.store) as store:
@@ -254,11 +256,9 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare_side(default_store: str, ref: str):
-    """``RUN`` (in --store), ``path/to/store`` (its latest run) or ``path/to/store:RUN``; a
-    path is read as written, whatever its suffix."""
-    from harness import report
-
+def _compare_side(default_store: str, ref: str, field: str = "--compare") -> tuple[str, str | None]:
+    """``RUN`` (in --store), ``path/to/store`` (its latest run) or ``path/to/store:RUN``, as
+    (store path, run id or None for the latest); a path is read as written, whatever its suffix."""
     store_path, run = default_store, ref
     head, sep, tail = ref.rpartition(":")
     if Path(ref).is_file():
@@ -266,10 +266,67 @@ def _compare_side(default_store: str, ref: str):
     elif sep and Path(head).is_file():
         store_path, run = head, tail or None
     elif "/" in ref or Path(ref).suffix in (".sqlite", ".db"):
-        raise SpecError("--compare", f"no store at {ref}; give RUN, STORE or STORE:RUN")
+        raise SpecError(field, f"no store at {ref}; give RUN, STORE or STORE:RUN")
+    return store_path, run
+
+
+def _load_side(default_store: str, ref: str, field: str, tables: tuple[str, ...]):
+    """The tables of one side of a comparison and its label (the run id)."""
+    store_path, run = _compare_side(default_store, ref, field)
     with Store.open_existing(store_path) as store:
-        data = report.load(store, [run] if run else None)
-    return data, f"{data.runs['run_id'].iloc[-1] if len(data.runs) else ref}"
+        try:
+            runs = store.select_runs([run] if run else None)
+        except SpecError as exc:
+            raise SpecError(field, str(exc).split(": ", 1)[1]) from None
+        if not runs:
+            raise SpecError(field, f"{store_path} holds no run yet")
+        return {table: store.load(table, runs) for table in tables}, runs[-1]
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.analysis.compare import MATCH_KEYS, compare
+    from harness.console import comparison_text
+
+    match = None
+    if args.match:
+        match = tuple(k.strip() for k in args.match.split(",") if k.strip())
+        unknown = [k for k in match if k not in MATCH_KEYS]
+        if unknown or not match:
+            raise SpecError("--match", f"{', '.join(unknown) or 'nothing'} is not a configuration key; use a comma list of {', '.join(MATCH_KEYS)}")
+    threshold = _factor(args.threshold, "--threshold")
+    fail_above = _factor(args.fail_above, "--fail-above") if args.fail_above else None
+    if args.html:
+        output_path(args.html, "--html")
+    tables = ("points", "steps")
+    (side_a, label_a), (side_b, label_b) = (_load_side(args.store, ref, field, tables) for ref, field in ((args.a, "A"), (args.b, "B")))
+    result = compare(side_a["points"], side_a["steps"], side_b["points"], side_b["steps"], match=match, threshold=threshold)
+    if args.json:
+        print(result.frame.to_json(orient="records", indent=1))
+    else:
+        print(comparison_text(result, label_a, label_b))
+    if args.html:
+        from harness import report
+
+        page = report.render_compare(result, label_a, label_b)
+        print(f"report: {write_output(args.html, page, '--html')}", file=sys.stderr if args.json else sys.stdout)
+    if fail_above is not None:
+        worse = result.regressions(fail_above)
+        if len(worse):
+            print(f"batchbench: {len(worse)} point(s) significantly slower than {fail_above:g}x (--fail-above)", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _factor(text: str, field: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 1:
+        raise SpecError(field, f"{text!r} is not a factor; use a number of at least 1, e.g. 1.1")
+    return value
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -334,4 +391,4 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "tune": _tune, "runs": _runs, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}
+COMMANDS = {"run": _run, "tune": _tune, "runs": _runs, "compare": _compare, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}

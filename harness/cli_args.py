@@ -96,6 +96,19 @@ def parser() -> _Parser:
     report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="before/after: two run ids of --store, or store.sqlite[:RUN] paths")
     report.add_argument("--title", default=None, help="page title")
 
+    compare = sub.add_parser("compare", help="before/after: is B faster, slower or not significantly different from A, point by point",
+                             description="Match the points of two runs on their whole configuration and give, per point, the ratio B/A of throughput and "
+                                         "of training time to the target with a 95%% interval from the per-step samples, and a verdict. "
+                                         "A and B: run ids in --store, a store (its latest run) or STORE:RUN.")
+    compare.add_argument("a", metavar="A", help="the baseline: RUN, STORE or STORE:RUN")
+    compare.add_argument("b", metavar="B", help="the contender: RUN, STORE or STORE:RUN")
+    compare.add_argument("--store", default="results/batchbench.sqlite", help="store that holds bare run ids [results/batchbench.sqlite]")
+    compare.add_argument("--match", metavar="KEYS", help="comma list of the configuration keys to match on, e.g. batch_size,device,dataset_size; an unknown key lists them all [every one]")
+    compare.add_argument("--threshold", default="1.1", help="smallest change a verdict reports, as a factor [1.1]")
+    compare.add_argument("--fail-above", metavar="F", help="exit 1 when B is significantly slower than A by more than F at any point (throughput or time to target), e.g. 1.1")
+    compare.add_argument("--html", metavar="PATH", help="also write the HTML before/after page")
+    compare.add_argument("--json", action="store_true", help="print the matched points as JSON")
+
     analyze = sub.add_parser("analyze", help="steps-to-target, critical batch size and recommendations for a stored sweep")
     analyze.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
     analyze.add_argument("--run", action="extend", nargs="+", dest="runs", metavar="ID", help="runs to analyze: --run A B or --run A --run B [the latest]")

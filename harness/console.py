@@ -75,6 +75,8 @@ def analysis_text(groups, points) -> str:
     for group in groups:
         key = group.key
         out.append(group_label(key))
+        if group.target:
+            out.append(f"  target: {group.target}")
         rows = [["batch", "lr", "steps→target [95% CI]", "samples→target", "time→target s", "compute→target s", "samples/s", "eval loss"]]
         for r in group.table.to_dict("records"):
             ci = f" [{_num(r['steps_ci_low'], '{:.0f}')}, {_num(r['steps_ci_high'], '{:.0f}')}]" if r["steps_ci_low"] is not None else ""
@@ -99,6 +101,8 @@ def analysis_text(groups, points) -> str:
                 f"  fit S(B) = S_min (1 + B_crit/B): B_crit = {f.b_crit:,.4g}, S_min = {f.s_min:,.4g} steps, "
                 f"E_min = {f.e_min:,.4g} samples, RMS log error {f.rms_log_error:.3f} ({len(f.batch_sizes)} batch sizes)"
             )
+        if group.coarse_checks:
+            out.append(f"  warning: {coarse_text(group)}")
         if group.noise_start is not None or group.noise_at_target is not None:
             out.append(f"  noise scale B_simple: {_num(group.noise_start)} at step 0, {_num(group.noise_at_target)} at target")
         table = group.table.set_index("batch_size")
@@ -119,16 +123,29 @@ def analysis_text(groups, points) -> str:
     return "\n".join(out).rstrip()
 
 
+def coarse_text(group) -> str:
+    """Why steps-to-target of this group mean little, and what to do."""
+    return (f"the loss checks are coarse against steps-to-target: the check before the target came a median "
+            f"{100 * group.check_resolution:.0f}% of the steps earlier, so steps-to-target (and B_crit) mostly measure the check "
+            f"schedule; run with --check-every log:40 (checks a constant ratio apart) or a smaller interval")
+
+
 def recommendations_text(groups) -> str:
     """What ``batchbench run`` ends with: per group (device x dataset size x ...), the batch
     size that reaches the target soonest, or why there is none."""
     lines = []
-    shown = [k for k in (groups[0].key if groups else {}) if k in ("dataset", "dataset_size", "device") or len({str(g.key[k]) for g in groups}) > 1]
-    for group in groups:
-        label = group_label({k: group.key[k] for k in shown})
+    for group, label in zip(groups, short_labels(groups)):
         advice = recommend(group)
         lines.append(f"{label}: " + (advice.sentence() if advice is not None else "no batch size reached the target; see `batchbench analyze`"))
     return "\n".join(lines)
+
+
+def short_labels(groups) -> list[str]:
+    """Each group's label with only what tells it apart: data set, dataset size and device,
+    and every other key that differs between the groups (``digits · 400 samples · cpu ·
+    dataloader loader``)."""
+    shown = [k for k in (groups[0].key if groups else {}) if k in ("dataset", "dataset_size", "device") or len({str(g.key[k]) for g in groups}) > 1]
+    return [group_label({k: g.key[k] for k in shown}) for g in groups]
 
 
 def group_label(key) -> str:
@@ -175,9 +192,59 @@ def runs_table(summary: list[dict]) -> str:
         rows.append([r["run_id"], r["kind"] + ("" if r["finished_at"] else " (unfinished)"), str(r["started_at"])[:19].replace("T", " "),
                      f"{r['ok']}/{r['points']} ok", str(r["dataset"]), str(r["model"]), ",".join(r["devices"]) or "-", span,
                      ",".join(map(str, r["dataset_sizes"])) or "-"])
+    return _layout(rows)
+
+
+def _layout(rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    """Rows of text cells as aligned columns under a ruled header; columns in ``right`` are
+    right-aligned (numbers)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
     return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def _interval(ratio, low, high) -> str:
+    """``1.02x [0.97, 1.08]``; the ratio alone where no interval could be formed."""
+    if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)):
+        return "-"
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return f"{ratio:.3g}x"
+    return f"{ratio:.3g}x [{low:.3g}, {high:.3g}]"
+
+
+def comparison_text(comparison, label_a: str, label_b: str) -> str:
+    """``batchbench compare``: per matched point, throughput and training time to target of A
+    and B, the ratio B / A with its 95% interval, and the verdict; then the counts."""
+    from harness.analysis.compare import SAME, varying_keys
+
+    f = comparison.frame
+    head = (f"A = {label_a} · B = {label_b} · {len(f)} matched points ({comparison.only_a} only in A, {comparison.only_b} only in B) · "
+            f"ratios B/A with 95% intervals; a change counts when its interval excludes 1 and it is at least {comparison.threshold:.3g}x")
+    if f.empty:
+        return head + "\nNo point of A has the configuration of a point of B (every axis must agree: " + ", ".join(comparison.keys) + "); --match chooses the keys."
+    keys = [k for k in ("dataset_size", "device", "batch_size") if k in f] + [k for k in varying_keys(comparison) if k not in ("dataset_size", "device", "batch_size")]
+    titles = {"dataset_size": "size", "batch_size": "batch", "model_name": "model"}
+    rows = [[titles.get(k, k) for k in keys] + ["samples/s A", "samples/s B", "throughput B/A", "verdict", "to target A", "to target B", "to target B/A", "verdict"]]
+    for r in f.to_dict("records"):
+        rows.append([str(r[k]) for k in keys] + [
+            display("samples_per_s", r["samples_per_s_a"]), display("samples_per_s", r["samples_per_s_b"]),
+            _interval(r["throughput_ratio"], r["throughput_low"], r["throughput_high"]), r["throughput_verdict"] or "-",
+            _seconds(r["compute_to_target_s_a"]), _seconds(r["compute_to_target_s_b"]),
+            _interval(r["time_to_target_ratio"], r["time_to_target_low"], r["time_to_target_high"]), r["time_to_target_verdict"] or "-",
+        ])
+    numeric = {i for i, k in enumerate(keys) if k in ("dataset_size", "batch_size")} | {len(keys), len(keys) + 1, len(keys) + 4, len(keys) + 5}
+    counts = comparison.counts()
+    ttt = f["time_to_target_verdict"]
+    summary = (f"throughput: B is slower at {counts['slower']}, faster at {counts['faster']}, no significant change at {counts[SAME]} of {len(f)} points; "
+               f"time to target: slower at {int((ttt == 'slower').sum())}, faster at {int((ttt == 'faster').sum())}, "
+               f"no significant change at {int((ttt == SAME).sum())} ({int(ttt.isna().sum())} without a target reached on both sides)")
+    return "\n".join([head, _layout(rows, numeric), summary])
+
+
+def _seconds(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
 
 
 def analysis_json(groups) -> str:
@@ -197,6 +264,9 @@ def analysis_json(groups) -> str:
                 "fit": None if g.fit is None else {"b_crit": g.fit.b_crit, "s_min": g.fit.s_min, "e_min": g.fit.e_min, "rms_log_error": g.fit.rms_log_error},
                 "best_batch_size": {"time_to_target": g.best_batch_by_time, "compute_to_target": g.best_batch_by_compute, "throughput": g.best_batch_by_throughput},
                 "noise_scale": {"start": g.noise_start, "at_target": g.noise_at_target},
+                "target": g.target,
+                "check_resolution": g.check_resolution,
+                "coarse_checks": g.coarse_checks,
                 "recommendation": None if recommend(g) is None else recommend(g).as_dict(),
             }
         )

@@ -176,6 +176,15 @@ def build_with_loss(name: str, factory: Factory, *, n_features: int, n_outputs: 
     return model, loss
 
 
+def fingerprint(module: nn.Module) -> str:
+    """12 hex digits naming the shapes of a model's parameters, in order: the same network
+    has the same fingerprint wherever its file lives and whatever it is called, so
+    ``batchbench compare`` matches a plug-in across checkouts by its callable's name and this,
+    not by its path; a changed layer width makes it another configuration."""
+    shapes = ";".join("x".join(map(str, p.shape)) for p in module.parameters())
+    return hashlib.sha1(shapes.encode()).hexdigest()[:12]
+
+
 def _accepted(factory: Factory, offered: dict) -> dict:
     """The keywords of ``offered`` the factory takes (all of them if it takes ``**kwargs``)."""
     import inspect

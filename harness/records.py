@@ -121,6 +121,7 @@ POINTS = {
     "compile": "TEXT",  # off | on (torch.compile)
     "compile_s": "REAL",  # seconds torch.compile took (an untimed step before the first), outside every other time
     "workers": "INTEGER",  # DataLoader worker processes (--loader dataloader; 0: in the training process)
+    "model_fingerprint": "TEXT",  # 12 hex digits of the parameter shapes in order (compare matches plug-ins by callable name and this, not path)
 }
 
 CHECKS = {

@@ -295,7 +295,7 @@ def test_compare_paths_are_read_as_written(cli, tmp_path):
         assert cli("run", *SMALL, "--store", path)[0] == 0
     code, out, err = cli("report", "--compare", old, new, "-o", tmp_path / "c.html")
     assert code == 0, err
-    assert "2 common points" in (tmp_path / "c.html").read_text()
+    assert "2 matched points" in (tmp_path / "c.html").read_text()
 
 
 def test_export_of_an_unknown_run_is_an_error(cli, store):

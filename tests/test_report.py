@@ -100,7 +100,7 @@ def test_compare_two_runs(tmp_path, cli):
     code, out, err = cli("report", "--store", store, "--compare", a, b, "-o", tmp_path / "cmp.html")
     assert code == 0, err
     html = (tmp_path / "cmp.html").read_text()
-    assert "Ratios per batch size" in html and html.count("<tr>") >= 3
+    assert "Ratios with 95% intervals" in html and html.count("<tr>") >= 3
     code, _, _ = cli("report", "--store", store, "--compare", f"{store}:{a}", str(store), "-o", tmp_path / "cmp2.html")
     assert code == 0
     code, _, err = cli("report", "--store", store, "--run", "nope")

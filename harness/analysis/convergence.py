@@ -155,6 +155,38 @@ def best_trials(points, by: str = "steps_to_target"):
     return pd.concat(chosen, ignore_index=True)
 
 
+COARSE_CHECKS = 0.25
+"""Steps-to-target known only to within more than 25% (the check before the target came more
+than a quarter of the way earlier) is too coarse to fit B_crit on: ``analyze`` and the report
+warn and say what to use instead."""
+
+
+def target_text(points) -> str | None:
+    """The target of these points, as a reader needs it: what was asked (``rel:0.1``, or an
+    absolute loss or accuracy) and the loss it came to; None when there was none."""
+    rel = points["target_rel"].dropna() if "target_rel" in points else []
+    loss, acc = points["target_loss"].dropna(), points["target_accuracy"].dropna()
+    if len(acc):
+        return f"eval accuracy ≥ {acc.median():.4g}"
+    if not len(loss):
+        return None
+    applied = f"{loss.min():.4g}" if loss.min() == loss.max() else f"{loss.min():.4g}..{loss.max():.4g}"
+    return f"eval loss ≤ {applied}" + (f" (rel:{rel.iloc[0]:g}: the best loss reached plus {rel.iloc[0]:g} of the way back to the initial one)" if len(rel) else "")
+
+
+def check_resolution(points, checks) -> float | None:
+    """Median relative gap between the check that found the target and the one before it,
+    over the points that reached it (see ``GroupAnalysis.check_resolution``)."""
+    gaps = []
+    for record in points.to_dict("records"):
+        hit = record.get("steps_to_target")
+        if hit is None or hit != hit or hit <= 0:
+            continue
+        before = checks[(checks["point_id"] == record["point_id"]) & (checks["step"] < hit)]["step"]
+        gaps.append((hit - (before.max() if len(before) else 0)) / hit)
+    return float(np.median(gaps)) if gaps else None
+
+
 @dataclass(frozen=True)
 class GroupAnalysis:
     key: dict[str, Any]
@@ -165,6 +197,16 @@ class GroupAnalysis:
     best_batch_by_throughput: int | None
     noise_start: float | None
     noise_at_target: float | None
+    target: str | None = None
+    """The target as asked and as applied: ``eval loss ≤ 0.3412 (rel:0.1: ...)``; None without one."""
+    check_resolution: float | None = None
+    """Median over points that reached the target of (steps to target - the check before) /
+    steps to target: how finely the checks pin steps-to-target down. Above
+    ``COARSE_CHECKS`` steps-to-target mostly measures the check schedule."""
+
+    @property
+    def coarse_checks(self) -> bool:
+        return self.check_resolution is not None and self.check_resolution > COARSE_CHECKS
 
 
 def analyze(points, checks) -> list[GroupAnalysis]:
@@ -221,6 +263,8 @@ def analyze(points, checks) -> list[GroupAnalysis]:
                 best_batch_by_throughput=_argbest(table, "samples_per_s", max),
                 noise_start=median_ci(list(start))[0] if len(start) else None,
                 noise_at_target=median_ci(at_target)[0],
+                target=target_text(group),
+                check_resolution=check_resolution(group, point_checks) if len(point_checks) else None,
             )
         )
     return out

@@ -35,21 +35,30 @@ def iqr(values) -> float | None:
     return float(q3 - q1)
 
 
-def median_uncertainty(values) -> float | None:
-    """Relative half-width of a 95% interval for the median of ``values`` (per-step times in
-    the order they ran): the steps are cut into up to ``BLOCKS`` consecutive blocks (of 5 steps or more), and the
-    median of the block medians is bootstrapped over blocks (seeded, so the same data give the
-    same answer). Blocks, not single steps, because neighbouring steps share the machine's
-    state (caches, clocks, a noisy neighbour). None with fewer than 3 blocks of 5 steps."""
+def block_medians(values) -> np.ndarray | None:
+    """The medians of up to ``BLOCKS`` consecutive blocks (of 5 steps or more) of per-step
+    times in the order they ran; None with fewer than 3 blocks. Blocks, not single steps,
+    because neighbouring steps share the machine's state (caches, clocks, a noisy neighbour):
+    a block median is one honest estimate, and bootstrapping over blocks says how far the
+    median may be off."""
     values = np.asarray(values, dtype=float)
     blocks = min(BLOCKS, values.size // MIN_BLOCK_STEPS)
     if blocks < 3:
         return None
-    medians = np.array([np.median(block) for block in np.array_split(values, blocks)])
+    return np.array([np.median(block) for block in np.array_split(values, blocks)])
+
+
+def median_uncertainty(values) -> float | None:
+    """Relative half-width of a 95% interval for the median of ``values`` (per-step times in
+    the order they ran): the median of the block medians (``block_medians``) bootstrapped over
+    blocks (seeded, so the same data give the same answer). None with fewer than 3 blocks."""
+    medians = block_medians(values)
+    if medians is None:
+        return None
     center = float(np.median(medians))
     if center <= 0:
         return None
-    resampled = np.median(np.random.default_rng(0).choice(medians, size=(2000, blocks)), axis=1)
+    resampled = np.median(np.random.default_rng(0).choice(medians, size=(2000, medians.size)), axis=1)
     low, high = np.percentile(resampled, [2.5, 97.5])
     return float(max(center - low, high - center) / center)
 

@@ -125,7 +125,7 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
         figs, notes = figures.target_figures(ok, data.checks, groups)
         search = figures.search_figure(points, data.checks)
         sections["Time and steps to target"].figures += ([search] if search is not None else []) + figs
-        sections["Time and steps to target"].notes += notes
+        sections["Time and steps to target"].notes += notes + target_notes(groups)
         figs, notes = figures.memory_figures(ok, data.samples, env)
         sections["Memory and utilisation"].figures += figs
         sections["Memory and utilisation"].notes += notes
@@ -141,6 +141,23 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
         sections["Points"].notes.append("No points stored for this run.")
     runs = ", ".join(data.runs["run_id"]) if len(data.runs) else "no run"
     return html_page(title, f"{runs} · {len(points)} points", list(sections.values()))
+
+
+def target_notes(groups) -> list[str]:
+    """Per group: the target it was measured against, and a warning where the loss checks were
+    too coarse for steps-to-target to mean much (the same words as ``batchbench analyze``)."""
+    from harness.console import coarse_text, group_label
+
+    notes = []
+    targets = {g.target for g in groups if g.target}
+    if len(targets) == 1:
+        notes.append(f"Target: {targets.pop()}.")
+    for g in groups:
+        if len(targets) > 1 and g.target:
+            notes.append(f"Target of {group_label(g.key)}: {g.target}.")
+        if g.coarse_checks:
+            notes.append(f"Warning for {group_label(g.key)}: {coarse_text(g)}.")
+    return [html.escape(n) for n in notes]
 
 
 def html_page(title: str, subtitle: str, sections: list[Section]) -> str:

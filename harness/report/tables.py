@@ -28,12 +28,20 @@ def fmt(column: str, value) -> str:
     return html.escape(display(column, value))
 
 
+AXIS_COLUMNS = [("model", "model"), ("world_size", "ranks"), ("precision", "precision"), ("compile", "compile"), ("loader", "loader"),
+                ("workers", "workers"), ("data_placement", "data on"), ("lr_policy", "lr policy")]
+"""Configuration columns the table shows only when the points differ in them (after device)."""
+
+
 def points_table(points: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in TABLE_COLUMNS)
+    varying = [(c, t) for c, t in AXIS_COLUMNS if c in points and points[c].astype(str).nunique() > 1]
+    at = [c for c, _ in TABLE_COLUMNS].index("device") + 1
+    columns = TABLE_COLUMNS[:at] + varying + TABLE_COLUMNS[at:]
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     rows = []
-    ordered = points.sort_values(["dataset_size", "device", "batch_size", "lr", "repeat"], kind="stable")
+    ordered = points.sort_values(["dataset_size", "device", *(c for c, _ in varying), "batch_size", "lr", "repeat"], kind="stable")
     for record in ordered.to_dict("records"):
-        cells = "".join(f"<td data-v=\"{html.escape(str(record.get(c)))}\">{fmt(c, record.get(c))}</td>" for c, _ in TABLE_COLUMNS)
+        cells = "".join(f"<td data-v=\"{html.escape(str(record.get(c)))}\">{fmt(c, record.get(c))}</td>" for c, _ in columns)
         rows.append(f"<tr class=\"{'' if record.get('status') == 'ok' else 'bad'}\">{cells}</tr>")
     csv = base64.b64encode(points.to_csv(index=False).encode()).decode()
     return (f"<p><a download=\"points.csv\" href=\"data:text/csv;base64,{csv}\">Download all {len(points)} points as CSV</a> "
@@ -71,21 +79,23 @@ def summary_html(data, ok: pd.DataFrame, groups) -> str:
              f"dataset sizes {_values(points['dataset_size'])}; "
              f"devices {html.escape(_values(points['device']))}; statuses "
              + ", ".join(f"{k} {v}" for k, v in statuses.items()) + ".</p>") if len(points) else "<p>This run has no points.</p>"
+    from harness.console import short_labels
+
+    labels = short_labels(groups)
     rec_rows = []
-    for g in groups:
-        device, size = g.key.get("device"), g.key.get("dataset_size")
+    for g, label in zip(groups, labels):
         table = g.table.set_index("batch_size")
 
         def cell(batch, column, fmt):
             return f"<b>{batch}</b> ({fmt.format(table.loc[batch, column])})" if batch is not None else "—"
 
         rec_rows.append(
-            f"<tr><td>{html.escape(str(device))}</td><td>{size}</td>"
+            f"<tr><td>{html.escape(label)}</td>"
             f"<td>{cell(None if recommend(g) is None else recommend(g).batch_size, 'compute_to_target_s', '{:.3g} s of training to target')}</td>"
             f"<td>{cell(g.best_batch_by_throughput, 'samples_per_s', '{:,.0f} samples/s')}</td>"
             f"<td>{f'<b>{g.fit.b_crit:.3g}</b> (S_min {g.fit.s_min:.3g} steps, RMS log err {g.fit.rms_log_error:.2f})' if g.fit else '—'}</td></tr>"
         )
-    rec = ("<table class=\"rec\"><thead><tr><th>device</th><th>dataset size</th><th>best by time-to-target</th><th>best by throughput</th>"
+    rec = ("<table class=\"rec\"><thead><tr><th>configuration</th><th>best by time-to-target</th><th>best by throughput</th>"
            "<th>critical batch size</th></tr></thead><tbody>" + "".join(rec_rows) + "</tbody></table>") if rec_rows else ""
     note = ""
     if len(points) and ok.empty:
@@ -93,9 +103,8 @@ def summary_html(data, ok: pd.DataFrame, groups) -> str:
     elif len(ok) and ok["steps_to_target"].isna().all():
         note = "<p class=\"note\">No target was reached, so time-to-target and the critical batch size are empty (set --target-loss, --target-accuracy or --target rel:F).</p>"
     answers = []
-    for g in groups:
+    for g, label in zip(groups, labels):
         advice = recommend(g)
         if advice is not None:
-            where = f"{g.key.get('device')}, {g.key.get('dataset_size')} samples" + (f", {g.key.get('world_size')} ranks" if (g.key.get("world_size") or 1) > 1 else "")
-            answers.append(f"<p class=\"answer\"><b>{html.escape(where)}:</b> {html.escape(advice.sentence())}</p>")
+            answers.append(f"<p class=\"answer\"><b>{html.escape(label)}:</b> {html.escape(advice.sentence())}</p>")
     return "".join(answers) + "".join(parts) + swept + note + rec

@@ -100,6 +100,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                                              hidden=point.hidden, input_shape=split.input_shape)
     model = model.to(device)
     trace.n_params = sum(p.numel() for p in model.parameters())
+    trace.model_fingerprint = models.fingerprint(model)
     trace.analytic["activation_bytes"] = _activation_bytes(model, split.X_train[:1], device, point.batch_size)
     torch.manual_seed(point.seed)  # dropout and the like follow the repeat's seed
     optimizer = make_optimizer(point, model.parameters())

@@ -56,6 +56,7 @@ class Trace:
     final_train_loss: float | None = None
     final_train_acc: float | None = None
     n_params: int | None = None
+    model_fingerprint: str | None = None
     n_features: int | None = None
     n_classes: int | None = None
     origin_ns: int = 0
@@ -84,6 +85,7 @@ def result(point: PointSpec, trace: Trace, status: str, error: str | None) -> Po
         samples_seen=trace.steps_done * point.batch_size, burn_in_steps=point.burn_in_steps,
         train_size=point.train_size, check_size=point.check_size, check_set=point.check_set, check_every=point.check_every,
         hidden=",".join(map(str, point.hidden)) if point.model == "mlp" else None, n_params=trace.n_params,
+        model_fingerprint=trace.model_fingerprint,
         loader=point.loader, data_placement=point.data_placement, precision=point.precision, flops_per_step=trace.flops_per_step,
         workers=point.workers if point.loader == "dataloader" else None, compile=point.compile, compile_s=trace.compile_s,
         peak_tflops=peak_tflops(device_name(point.device), point.precision, point.peak_tflops), init_seed=point.init_seed, lr_policy=point.lr_policy, base_lr=point.base_lr,

@@ -1,0 +1,134 @@
+"""``batchbench compare``: matching on the whole configuration, intervals, verdicts and the
+CI exit code; and that configurations differing in one axis are never pooled."""
+
+import json
+import sqlite3
+
+import pytest
+
+from harness.analysis.compare import MATCH_KEYS, SAME, SLOWER, verdict
+
+NET = '''
+import time
+from torch import nn
+
+EXTRA_S = {extra}
+
+
+class Net(nn.Module):
+    """A small linear model whose training forward busy-waits a known time: the step is
+    dominated by a cost that does not drift between processes."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if self.training:
+            end = time.perf_counter() + EXTRA_S
+            while time.perf_counter() < end:
+                pass
+        return self.linear(x)
+
+
+def make(n_features, n_outputs):
+    return Net(n_features, n_outputs)
+'''
+
+SWEEP = ("--devices", "cpu", "--dataset-sizes", "400", "--batch-sizes", "8,64", "--quiet", "--no-report")
+
+
+def _model(tmp_path, folder: str, extra_s: float) -> str:
+    """The plug-in as a user's checkout holds it: same callable name, a different path."""
+    path = tmp_path / folder / "net.py"
+    path.parent.mkdir()
+    path.write_text(NET.format(extra=extra_s))
+    return f"{path}:make"
+
+
+def _run_ids(store) -> list[str]:
+    with sqlite3.connect(store) as conn:
+        return [r[0] for r in conn.execute("SELECT run_id FROM runs ORDER BY rowid")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three runs of the same sweep: twice the plug-in as it was (2 ms a forward), then, from
+    another folder, the same plug-in busy-waiting one millisecond more."""
+    from harness.cli import main
+
+    tmp_path = tmp_path_factory.mktemp("compare")
+    store = tmp_path / "s.sqlite"
+    before, after = _model(tmp_path, "before", 0.002), _model(tmp_path, "after", 0.003)
+    for model in (before, before, after):
+        assert main(["run", *SWEEP, "--steps", "120", "--model", model, "--store", str(store)]) == 0
+    return store, _run_ids(store)
+
+
+def test_two_runs_of_the_same_spec_show_no_significant_change(runs, cli):
+    store, (a, b, _) = runs
+    code, out, err = cli("compare", a, b, "--store", store, "--fail-above", "1.1")
+    assert code == 0, err
+    assert "2 matched points (0 only in A, 0 only in B)" in out
+    assert "no significant change at 2 of 2 points" in out
+    code, out, _ = cli("compare", a, b, "--store", store, "--json")
+    rows = json.loads(out)
+    assert [r["throughput_verdict"] for r in rows] == [SAME, SAME]
+
+
+def test_an_extra_millisecond_a_step_is_slower_and_fails_the_gate(runs, cli, tmp_path):
+    store, (a, _, c) = runs
+    code, out, err = cli("compare", a, c, "--store", store, "--json")
+    rows = json.loads(out)
+    assert len(rows) == 2, "the plug-in matches across folders by callable name and parameter shapes"
+    for r in rows:
+        assert r["throughput_verdict"] == SLOWER
+        assert r["throughput_high"] < 1, "the interval excludes 1"
+        assert 0.55 < r["throughput_ratio"] < 0.85  # 2 ms -> 3 ms of a ~2.1 ms step
+    code, out, err = cli("compare", f"{store}:{a}", f"{store}:{c}", "--fail-above", "1.1", "--html", tmp_path / "c.html")
+    assert code == 1 and "significantly slower than 1.1x" in err and "slower at 2" in out
+    page = (tmp_path / "c.html").read_text()
+    assert "Ratios with 95% intervals" in page and "slower" in page and "[" in page
+    code, _, _ = cli("compare", a, c, "--store", store, "--fail-above", "2")
+    assert code == 0, "a regression below the gate's factor passes"
+
+
+def test_match_keys_and_bad_input(runs, cli):
+    store, (a, _, c) = runs
+    code, _, err = cli("compare", a, c, "--store", store, "--match", "batch,device")
+    assert code == 2 and err.count("\n") == 1 and "--match: batch is not a configuration key" in err and "batch_size" in err
+    code, _, err = cli("compare", a, "nope", "--store", store)
+    assert code == 2 and err.startswith("batchbench: error: B: no run nope")
+    code, _, err = cli("compare", a, c, "--store", store, "--threshold", "0.5")
+    assert code == 2 and "--threshold" in err
+    code, out, _ = cli("compare", a, c, "--store", store, "--match", "batch_size")
+    assert code == 0 and "2 matched points" in out
+
+
+def test_runs_differing_only_in_the_loader_stay_two_configurations(tmp_path, cli):
+    store = tmp_path / "s.sqlite"
+    for loader in ("tensor", "dataloader"):
+        assert cli("run", *SWEEP, "--steps", "40", "--loader", loader, "--store", store)[0] == 0
+    a, b = _run_ids(store)
+    code, out, _ = cli("compare", a, b, "--store", store)
+    assert code == 0 and "0 matched points (2 only in A, 2 only in B)" in out
+    code, out, _ = cli("compare", a, b, "--store", store, "--match", ",".join(k for k in MATCH_KEYS if k not in ("loader", "workers")))
+    assert "2 matched points" in out
+    code, out, _ = cli("analyze", "--store", store, "--run", a, b, "--json")
+    groups = json.loads(out)
+    assert sorted(g["group"]["loader"] for g in groups) == ["dataloader", "tensor"]
+    assert all(len(g["batch_sizes"]) == 2 and all(r["repeats"] == 1 for r in g["batch_sizes"]) for g in groups)
+    code, out, _ = cli("analyze", "--store", store, "--run", a, b)
+    assert "· tensor loader ·" in out and "· dataloader loader ·" in out
+    code, _, _ = cli("report", "--store", store, "--run", a, b, "-o", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "tensor loader" in page and "dataloader loader" in page
+
+
+def test_verdict_needs_the_interval_clear_of_one_and_the_threshold():
+    assert verdict(0.5, 0.7, 0.6, 1.1, higher_is_faster=True) == SLOWER
+    assert verdict(0.9, 0.97, 0.95, 1.1, higher_is_faster=True) == SAME, "significant but under the threshold"
+    assert verdict(0.5, 1.2, 0.8, 1.1, higher_is_faster=True) == SAME, "past the threshold but the interval holds 1"
+    assert verdict(1.3, 1.5, 1.4, 1.1, higher_is_faster=False) == SLOWER, "time to target up is slower"
+    assert verdict(None, None, 1.02, 1.1, higher_is_faster=True) == SAME
+    assert verdict(None, None, 2.0, 1.1, higher_is_faster=True) is None, "no interval, a big change: no verdict"
