@@ -27,10 +27,21 @@ from harness.store import Store
 from harness.sweep import run_sweep
 
 
-def benchmark(model: Any = "mlp", data: Any = "digits", *, store: str | Path | None = None, progress: bool | None = None, **options: Any):
+def benchmark(model: Any = None, data: Any = None, *, spec: str | Path | None = None, store: str | Path | None = None,
+              progress: bool | None = None, **options: Any):
     """Run the sweep and return its points (one row per point, the export's columns). With
     ``store`` the run is kept there (and ``batchbench report --store`` can show it); without,
-    it lives in a temporary store that is removed."""
+    it lives in a temporary store that is removed. ``spec``: a spec file whose keys the other
+    arguments override, as flags override it for ``batchbench run``."""
+    return run_tables(model, data, spec=spec, store=store, progress=progress, **options)["points"]
+
+
+def run_tables(model: Any = None, data: Any = None, *, spec: str | Path | None = None, store: str | Path | None = None,
+               progress: bool | None = None, tables: tuple[str, ...] = ("points",), **options: Any) -> dict:
+    """``benchmark``, returning the run's ``tables`` (``points``, ``checks``, ``steps``,
+    ``samples``) by name: the pytest fixture needs the timed steps, the asv suite a spec file."""
+    from harness.spec import load_toml
+
     unknown = sorted(set(options) - set(FIELDS) - {"dataset", "model"})
     if unknown:
         raise SpecError(unknown[0], f"is not an option; options are the `batchbench run` flags: {', '.join(FIELDS)}")
@@ -39,17 +50,19 @@ def benchmark(model: Any = "mlp", data: Any = "digits", *, store: str | Path | N
     world = str(options.get("world_sizes", 1)).strip("[]() ")
     if world not in ("1", ""):
         raise SpecError("world_sizes", "harness.benchmark runs single-process points; use `batchbench run` with a plug-in file for data-parallel ones")
-    dataset = datasets.register_arrays(*data) if isinstance(data, (tuple, list)) else str(data)
-    model_name = model if isinstance(model, str) else models.register(model)
     values = {name: (list(value) if isinstance(value, (tuple, list)) else value) for name, value in options.items() if value is not None}
-    the_plan = plan(build_spec(cli_values={**values, "dataset": dataset, "model": model_name}))
+    if data is not None:
+        values["dataset"] = datasets.register_arrays(*data) if isinstance(data, (tuple, list)) else str(data)
+    if model is not None:
+        values["model"] = model if isinstance(model, str) else models.register(model)
+    the_plan = plan(build_spec(load_toml(spec) if spec is not None else {}, cli_values=values))
     if store is not None:
-        return _run(the_plan, Path(store), progress)
+        return _run(the_plan, Path(store), progress, tables)
     with tempfile.TemporaryDirectory(prefix="batchbench-") as folder:
-        return _run(the_plan, Path(folder) / "run.sqlite", progress)
+        return _run(the_plan, Path(folder) / "run.sqlite", progress, tables)
 
 
-def _run(the_plan, path: Path, progress: bool | None):
+def _run(the_plan, path: Path, progress: bool | None, tables: tuple[str, ...]) -> dict:
     with Store(path) as store:
         run_id = run_sweep(the_plan, store, progress=progress)
-        return store.load("points", [run_id])
+        return {table: store.load(table, [run_id]) for table in tables}

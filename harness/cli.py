@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.cli_args import parser as _parser
 from harness.errors import SpecError
 from harness.outputs import output_path, write_output
-from harness.store import Store
+from harness.store import Store, load_ref
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
@@ -242,7 +242,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.compare:
         from harness.analysis.compare import compare
 
-        (a, label_a), (b, label_b) = (_load_side(args.store, ref, "--compare", ("points", "steps")) for ref in args.compare)
+        (a, label_a), (b, label_b) = (load_ref(args.store, ref, "--compare", ("points", "steps")) for ref in args.compare)
         html_text = report.render_compare(compare(a["points"], a["steps"], b["points"], b["steps"]), label_a, label_b)
         name = args.output or "reports/compare.html"
     else:
@@ -254,33 +254,6 @@ def _report(args: argparse.Namespace) -> int:
         name = args.output or f"reports/{data.runs['run_id'].iloc[-1]}.html"
     print(f"report: {write_output(name, html_text, '-o')}")
     return 0
-
-
-def _compare_side(default_store: str, ref: str, field: str = "--compare") -> tuple[str, str | None]:
-    """``RUN`` (in --store), ``path/to/store`` (its latest run) or ``path/to/store:RUN``, as
-    (store path, run id or None for the latest); a path is read as written, whatever its suffix."""
-    store_path, run = default_store, ref
-    head, sep, tail = ref.rpartition(":")
-    if Path(ref).is_file():
-        store_path, run = ref, None
-    elif sep and Path(head).is_file():
-        store_path, run = head, tail or None
-    elif "/" in ref or Path(ref).suffix in (".sqlite", ".db"):
-        raise SpecError(field, f"no store at {ref}; give RUN, STORE or STORE:RUN")
-    return store_path, run
-
-
-def _load_side(default_store: str, ref: str, field: str, tables: tuple[str, ...]):
-    """The tables of one side of a comparison and its label (the run id)."""
-    store_path, run = _compare_side(default_store, ref, field)
-    with Store.open_existing(store_path) as store:
-        try:
-            runs = store.select_runs([run] if run else None)
-        except SpecError as exc:
-            raise SpecError(field, str(exc).split(": ", 1)[1]) from None
-        if not runs:
-            raise SpecError(field, f"{store_path} holds no run yet")
-        return {table: store.load(table, runs) for table in tables}, runs[-1]
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -300,7 +273,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.html:
         output_path(args.html, "--html")
     tables = ("points", "steps")
-    (side_a, label_a), (side_b, label_b) = (_load_side(args.store, ref, field, tables) for ref, field in ((args.a, "A"), (args.b, "B")))
+    (side_a, label_a), (side_b, label_b) = (load_ref(args.store, ref, field, tables) for ref, field in ((args.a, "A"), (args.b, "B")))
     result = compare(side_a["points"], side_a["steps"], side_b["points"], side_b["steps"], match=match, threshold=threshold)
     if args.json:
         print(result.frame.to_json(orient="records", indent=1))
@@ -356,6 +329,21 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _asv(args: argparse.Namespace) -> int:
+    from harness.integrations.asv_init import init
+
+    written = init(Path.cwd(), args.spec_file, force=args.force)
+    for item in written:
+        note = "wrote" if item.created else "kept (it exists; --force replaces it)"
+        print(f"{item.path.relative_to(Path.cwd().resolve())}: {note}", file=sys.stderr)
+    print("next: commit your model and spec, then\n"
+          "  asv machine --yes        # once per machine\n"
+          "  asv run --quick HEAD^!   # the latest commit; asv run A..B for a range, asv continuous A B to compare two\n"
+          "  asv publish && asv preview\n"
+          "(.asv/ holds environments and results: add it to .gitignore)")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from harness.records import TABLES
 
@@ -391,4 +379,4 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "tune": _tune, "runs": _runs, "compare": _compare, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}
+COMMANDS = {"run": _run, "tune": _tune, "runs": _runs, "compare": _compare, "asv": _asv, "analyze": _analyze, "fit": _fit, "report": _report, "merge": _merge, "export": _export}

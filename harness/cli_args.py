@@ -134,6 +134,19 @@ def parser() -> _Parser:
     runs.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
     runs.add_argument("--json", action="store_true", help="print JSON")
 
+    asv = sub.add_parser("asv", help="set up asv in your repository to track your training step across commits",
+                         description="asv integration. `batchbench asv init [SPEC.toml]` writes asv.conf.json and benchmarks/batchbench_training.py "
+                                     "into the git repository you are in; then `asv run`, `asv continuous`, `asv publish` track the spec's points across commits.")
+    asv_sub = asv.add_subparsers(dest="asv_command", metavar="ACTION", parser_class=_Parser)
+    asv_sub.required = True
+    asv_init = asv_sub.add_parser("init", help="write asv.conf.json and a benchmarks/ suite for the spec's points",
+                                  description="Write asv.conf.json (environments see this Python's packages; nothing is installed from an index) "
+                                              "and benchmarks/batchbench_training.py (one asv parameter set per point of the spec; track_ metrics: "
+                                              "phase medians, samples/s, steps and time to target, peak memory). Without SPEC, batchbench.toml "
+                                              "is used, or written as a starting point.")
+    asv_init.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="the spec to track, inside the repository [batchbench.toml]")
+    asv_init.add_argument("--force", action="store_true", help="replace asv.conf.json and the suite if they exist")
+
     export = sub.add_parser("export", help="write a stored table as CSV, JSON or Parquet")
     export.add_argument("--store", default="results/batchbench.sqlite", help="SQLite store [results/batchbench.sqlite]")
     export.add_argument("--table", default="points", help="points, checks, steps, samples or runs [points]")

@@ -105,7 +105,14 @@ def test_abbreviated_or_mistyped_flags_are_errors_with_a_suggestion(cli, tmp_pat
     assert not store.exists()
 
 
-@pytest.mark.parametrize("command", ["run", "tune", "report", "analyze", "fit", "merge", "export", "runs"])
+@pytest.mark.parametrize("command", ["run", "tune", "report", "analyze", "compare", "fit", "merge", "export", "runs", "asv", "asv init"])
 def test_every_commands_help_prints(cli, command):
-    code, out, err = cli(command, "--help")
+    code, out, err = cli(*command.split(), "--help")
     assert code == 0 and "usage: batchbench " + command in out and err == ""
+
+
+def test_every_command_has_a_help_test():
+    from harness.cli import COMMANDS
+
+    tested = test_every_commands_help_prints.pytestmark[0].args[1]
+    assert set(COMMANDS) <= {c.split()[0] for c in tested}

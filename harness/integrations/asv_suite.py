@@ -1,0 +1,138 @@
+"""The asv benchmark class behind the suite ``batchbench asv init`` writes into a user's
+repository: every point of the user's spec is one asv parameter set, and one harness run per
+commit (``setup_cache``) feeds every ``track_`` metric of every parameter set.
+
+The spec is read from the working tree (so the parameter sets stay the same across commits);
+the model and data files it names are resolved in the checkout of the commit being
+benchmarked (``asv_env`` puts it on ``sys.path`` and names it in ``BATCHBENCH_ASV_CHECKOUT``),
+so the history tracks the user's training step as their code changes. Outside asv (``asv
+check``, a plain import) the spec's own folder stands in for the checkout.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+AXES = ("batch_size", "dataset_size", "device", "lr", "precision", "compile", "loader", "data_placement", "sampling", "world_size", "repeat")
+"""Point fields that become asv parameters: the first three always, the others where the
+spec sweeps them."""
+ALWAYS = 3
+
+
+def _plan(spec_file: str, root: str):
+    from harness.plan import plan
+    from harness.spec import build_spec, load_toml
+
+    with _in_checkout(root):
+        return plan(build_spec(load_toml(spec_file), {}))
+
+
+class _in_checkout:
+    """Run with the checkout as the working folder, where the spec's relative paths point
+    (under asv, the commit's copy; elsewhere the repository's working tree, ``root``)."""
+
+    def __init__(self, root: str):
+        self.folder = os.environ.get("BATCHBENCH_ASV_CHECKOUT") or root
+
+    def __enter__(self):
+        self.previous = os.getcwd()
+        os.chdir(self.folder)
+
+    def __exit__(self, *exc):
+        os.chdir(self.previous)
+
+
+def parameters(spec_file: str, root: str) -> tuple[list[list], list[str]]:
+    """asv's ``params`` and ``param_names`` for the points of this spec. ``asv init`` writes
+    them into the suite as literals, so that the many short processes asv starts (one per
+    ``track_`` metric and commit) import neither torch nor the data."""
+    points = _plan(spec_file, root).points
+    names = [n for i, n in enumerate(AXES) if i < ALWAYS or len({getattr(p, n) for p in points}) > 1]
+    return [sorted({getattr(p, n) for p in points}, key=_order) for n in names], names
+
+
+def _order(value):
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def measure(spec_file: str, root: str, names: list[str]) -> dict[tuple, dict]:
+    """Run the spec's sweep once (into a temporary store, so relative targets are settled as
+    ``batchbench run`` settles them) and return each ok point's row by its parameter values."""
+    from harness.api import run_tables
+
+    with _in_checkout(root):
+        points = run_tables(spec=spec_file, progress=False)["points"]
+    out = {}
+    for row in points.to_dict("records"):
+        if row["status"] == "ok":
+            out[tuple(str(_plain(row[n])) for n in names)] = row
+    return out
+
+
+def _plain(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class TrainingSuite:
+    """Subclass it with ``spec_file``, ``root`` (the repository's top folder) and ``params``,
+    ``param_names`` from ``parameters`` (the generated module does); every ``track_`` method
+    reads the one harness run. A parameter set the spec no longer has, or whose point did not
+    finish ok, is skipped (asv shows n/a)."""
+
+    spec_file: str = "batchbench.toml"
+    root: str = "."
+    params: list = []
+    param_names: list = []
+    timeout = 3600  # the whole sweep runs in setup_cache
+    number = 1
+    repeat = 1
+
+    def setup_cache(self):
+        return measure(self.spec_file, self.root, list(self.param_names))
+
+    def setup(self, results, *params):
+        key = tuple(str(p) for p in params)
+        if key not in results:
+            raise NotImplementedError("not a point of the spec, or it did not finish ok")  # asv skips the parameter set
+        self.point = results[key]
+
+    def _value(self, column: str) -> float:
+        value = self.point.get(column)
+        return float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+    def track_data_s(self, results, *params):
+        return self._value("data_s")
+
+    def track_derivative_s(self, results, *params):
+        return self._value("derivative_s")
+
+    def track_update_s(self, results, *params):
+        return self._value("update_s")
+
+    def track_loss_check_s(self, results, *params):
+        return self._value("loss_check_s")
+
+    def track_samples_per_s(self, results, *params):
+        return self._value("samples_per_s")
+
+    def track_steps_to_target(self, results, *params):
+        return self._value("steps_to_target")
+
+    def track_time_to_target_s(self, results, *params):
+        return self._value("compute_to_target_s")
+
+    def track_peak_device_mem_bytes(self, results, *params):
+        return self._value("peak_device_mem_bytes")
+
+    def track_peak_rss_bytes(self, results, *params):
+        return self._value("peak_rss_bytes")
+
+    track_data_s.unit = track_derivative_s.unit = track_update_s.unit = track_loss_check_s.unit = "seconds"
+    track_time_to_target_s.unit = "seconds"
+    track_samples_per_s.unit = "samples/s"
+    track_steps_to_target.unit = "steps"
+    track_peak_device_mem_bytes.unit = track_peak_rss_bytes.unit = "bytes"
