@@ -169,6 +169,16 @@ def test_resume_finds_the_sweep_however_it_is_written(cli, tmp_path, written):
     assert code == 0 and "nothing to do" in err
 
 
+def test_resume_with_changed_flags_names_what_differs_and_starts_anew(cli, tmp_path):
+    path = tmp_path / "s.sqlite"
+    assert cli("run", *SMALL, "--store", path)[0] == 0
+    changed = [a if a != "10" else "12" for a in SMALL]  # --steps 12
+    code, _, err = cli("run", *changed, "--store", path, "--resume")
+    assert code == 0 and "no earlier run of this sweep" in err and "differs in --steps" in err and "starting a new run" in err
+    with Store(path, readonly=True) as s:
+        assert len(s.run_ids()) == 2
+
+
 def test_duplicate_axis_values_collapse_before_anything_runs(cli, tmp_path):
     path = tmp_path / "s.sqlite"
     code, _, err = cli("run", "--devices", "cpu", "--dataset-sizes", "100,100", "--batch-sizes", "4,4,8", "--steps", "5", "--quiet", "--no-report", "--store", path)
