@@ -219,7 +219,7 @@ def comparison_text(comparison, label_a: str, label_b: str) -> str:
 
     f = comparison.frame
     head = (f"A = {label_a} · B = {label_b} · {len(f)} matched points ({comparison.only_a} only in A, {comparison.only_b} only in B) · "
-            f"ratios B/A with 95% intervals; a change counts when its interval excludes 1 and it is at least {comparison.threshold:.3g}x")
+            f"ratios B/A at the median step, with 95% intervals; a change counts when its interval excludes 1 and it is at least {comparison.threshold:.3g}x")
     if f.empty:
         return head + "\nNo point of A has the configuration of a point of B (every axis must agree: " + ", ".join(comparison.keys) + "); --match chooses the keys."
     keys = [k for k in ("dataset_size", "device", "batch_size") if k in f] + [k for k in varying_keys(comparison) if k not in ("dataset_size", "device", "batch_size")]

@@ -3,11 +3,12 @@
 Two runs' points are matched on their whole configuration (``MATCH_KEYS``: every axis and
 option a point records), never on a file path: a plug-in model is known by its callable's name
 and the fingerprint of its parameter shapes, so the same model in two checkouts matches and a
-model with a changed layer does not. Per matched pair, the ratio of throughput (B / A, above 1
-is faster) and of training time to the target (B / A, below 1 is faster) come with a 95%
-interval from the per-step samples of both points: the steps are cut into consecutive blocks
-and the median step time of each side is bootstrapped over its blocks (``stats.blocks``), the
-same way a point's own ``noisy`` flag is decided.
+model with a changed layer does not. Per matched pair: the speed ratio (median step time of A
+over that of B: B's throughput at the typical step over A's, above 1 is faster) and the
+training time to the target (B / A: steps to target times the median step, below 1 is
+faster), each with a 95% interval from the per-step samples of both points: the steps are cut
+into consecutive blocks and each side's median is bootstrapped over its blocks
+(``stats.block_medians``), the way a point's own ``noisy`` flag is decided.
 
 A verdict says a change only when the interval excludes 1 *and* the change is at least the
 threshold (1.10x unless told): an interval from one run cannot see what moves between
@@ -109,10 +110,12 @@ def step_times(steps: pd.DataFrame) -> dict[str, np.ndarray]:
     return {pid: total[idx].to_numpy(dtype=float) for pid, idx in measured.groupby("point_id").groups.items()}
 
 
-def speed_interval(times_a: np.ndarray | None, times_b: np.ndarray | None) -> tuple[float, float] | None:
-    """A 95% interval of median step time A / median step time B, relative to its own central
-    value (so it can scale the throughput ratio the points report): each side's steps are cut
-    into blocks and resampled by block. None when either side has fewer than 3 blocks."""
+def speed_ratio(times_a: np.ndarray | None, times_b: np.ndarray | None) -> tuple[float, float, float] | None:
+    """Median step time A / median step time B (B's speed over A's: above 1, B is faster) and
+    a 95% interval for it: each side's steps are cut into blocks and the median resampled by
+    block. Medians, not the window's mean: a step stalled by another process (a preemption, a
+    neighbour's burst) moves a mean by whole percents between two runs of the same code, a
+    median hardly. None when either side has fewer than 3 blocks of timed steps."""
     if times_a is None or times_b is None:
         return None
     a, b = stats.block_medians(times_a), stats.block_medians(times_b)
@@ -121,10 +124,9 @@ def speed_interval(times_a: np.ndarray | None, times_b: np.ndarray | None) -> tu
     rng = np.random.default_rng(0)
     ra = np.median(rng.choice(a, size=(RESAMPLES, a.size)), axis=1)
     rb = np.median(rng.choice(b, size=(RESAMPLES, b.size)), axis=1)
-    center = np.median(a) / np.median(b)
     tail = 100 * (1 - CONFIDENCE) / 2
     low, high = np.percentile(ra / rb, [tail, 100 - tail])
-    return float(low / center), float(high / center)
+    return float(np.median(a) / np.median(b)), float(low), float(high)
 
 
 def verdict(low: float | None, high: float | None, ratio: float | None, threshold: float, *, higher_is_faster: bool) -> str | None:
@@ -157,13 +159,16 @@ def compare(points_a: pd.DataFrame, steps_a: pd.DataFrame, points_b: pd.DataFram
     times_a, times_b = step_times(steps_a), step_times(steps_b)
     rows = []
     for r in merged.to_dict("records"):
-        interval = speed_interval(times_a.get(r["point_id_a"]), times_b.get(r["point_id_b"]))
-        ratio = r["samples_per_s_b"] / r["samples_per_s_a"]
-        low, high = (ratio * interval[0], ratio * interval[1]) if interval else (None, None)
-        ttt = r["compute_to_target_s_b"] / r["compute_to_target_s_a"] if _both(r, "compute_to_target_s") else None
-        # Training time to target = steps x time a step: the steps are what they are (a seeded
-        # run), so its interval is the step time's, carried over.
-        ttt_low, ttt_high = (ttt / interval[1], ttt / interval[0]) if ttt is not None and interval else (None, None)
+        speed = speed_ratio(times_a.get(r["point_id_a"]), times_b.get(r["point_id_b"]))
+        if speed is not None:
+            ratio, low, high = speed
+        else:  # no timed steps to compare (a store without them): the throughput columns, no interval
+            ratio, low, high = r["samples_per_s_b"] / r["samples_per_s_a"], None, None
+        # Training time to target = steps to target x time a step: the steps are what they are
+        # (a seeded run), so its interval is the step time's, carried over.
+        steps = r["steps_to_target_b"] / r["steps_to_target_a"] if _both(r, "steps_to_target") else None
+        ttt = steps / ratio if steps is not None else None
+        ttt_low, ttt_high = (steps / high, steps / low) if steps is not None and low is not None else (None, None)
         rows.append({
             **r, "throughput_ratio": ratio, "throughput_low": low, "throughput_high": high,
             "throughput_verdict": verdict(low, high, ratio, threshold, higher_is_faster=True),

@@ -47,7 +47,7 @@ def _figure(comparison: Comparison, label_a: str, label_b: str) -> Figure:
         axes[0].legend(fontsize=7)
     return Figure(
         "Ratios with 95% intervals",
-        f"{label_b} over {label_a}, per matched point: the ratio and its 95% interval (block bootstrap of both points' per-step times). "
+        f"{label_b} over {label_a}, per matched point: the ratio at the median step and its 95% interval (block bootstrap of both points' per-step times). "
         f"Dotted lines: the ±{comparison.threshold:.3g}× threshold; a verdict needs the interval clear of 1 and the ratio beyond it.",
         "Two panels of ratios with error bars against batch size: throughput and training time to target, B over A.", png(fig))
 
