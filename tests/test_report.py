@@ -1,5 +1,6 @@
 """The HTML report, checked as a reader gets it: in a real headless browser."""
 
+import json
 import os
 import re
 import subprocess
@@ -111,3 +112,37 @@ def test_reporting_never_imports_torch():
     code = "import harness.report, harness.store, harness.analysis.convergence, harness.analysis.memory, harness.console, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_batch_size_ticks_never_overlap_and_a_narrow_log_range_still_has_ticks():
+    from harness.report.plot import log2_axis, log_y, pyplot
+
+    plt, _ = pyplot()
+    fig, ax = plt.subplots()
+    sizes = [2**k for k in range(12)] + [2400]
+    ax.plot(sizes, range(len(sizes)))
+    log2_axis(ax, sizes)
+    ticks = [int(t) for t in ax.get_xticks()]
+    assert 2400 in ticks and 2048 not in ticks, "2048 and 2400 are 0.23 octave apart: their labels would overlap"
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [0.031, 0.033, 0.036])
+    log_y(ax)
+    low, high = ax.get_ylim()
+    assert len([t for t in ax.get_yticks() if low <= t <= high]) >= 2, "a time-to-target axis inside one decade needs more than one tick"
+    plt.close("all")
+
+
+def test_analyze_and_the_report_state_the_target_and_warn_on_coarse_checks(tmp_path, cli):
+    store = tmp_path / "s.sqlite"
+    sweep = ("run", "--devices", "cpu", "--dataset-sizes", "400", "--batch-sizes", "8,64,256", "--steps", "300", "--quiet", "--store", store)
+    assert cli(*sweep, "--check-every", "100", "--report", tmp_path / "coarse.html")[0] == 0
+    code, out, _ = cli("analyze", "--store", store)
+    assert code == 0 and "  target: eval loss ≤ " in out and "(rel:0.1:" in out
+    assert "warning: the loss checks are coarse against steps-to-target" in out and "--check-every log:40" in out
+    page = (tmp_path / "coarse.html").read_text()
+    assert "Target: eval loss ≤" in page and "Warning for digits · 400 samples · cpu" in page
+    assert cli(*sweep, "--report", tmp_path / "fine.html")[0] == 0  # the default: 40 checks spaced geometrically
+    code, out, _ = cli("analyze", "--store", store, "--json")
+    (group,) = json.loads(out)
+    assert group["target"].startswith("eval loss ≤") and group["coarse_checks"] is False and group["check_resolution"] < 0.25
+    assert "Warning for" not in (tmp_path / "fine.html").read_text()
