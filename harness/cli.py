@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupted.append(True)
         code = 0
+    except Exception:  # a library wrapped the interrupt (an import's class body turns it into a RuntimeError)
+        if not interrupted:
+            raise
+        code = 0
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
