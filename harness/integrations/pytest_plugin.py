@@ -19,8 +19,8 @@ fixture needs pytest-benchmark's ``benchmark`` fixture (that is what makes
 pytest-benchmark is not installed or is disabled (``-p no:benchmark``) the test is skipped
 with a line saying so. ``--benchmark-disable`` runs the points and reports nothing, as
 pytest-benchmark does with its own fixture. A point that ends ``error`` fails the test (the
-model is broken); ``oom`` or ``diverged`` points are reported in the failure-free summary
-lines only, as measurements of where training stops working.
+model is broken); an ``oom`` or ``diverged`` point is a result, not a failure: it gets no
+benchmark (it has no steps to time) and keeps its status in the returned points.
 """
 
 from __future__ import annotations
