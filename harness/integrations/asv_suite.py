@@ -77,6 +77,19 @@ def _plain(value):
     return value
 
 
+def _metric(name: str, column: str, unit: str):
+    """A ``track_`` method returning the point's ``column`` (NaN where it is null: a target
+    not reached, a peak not measured on this device)."""
+
+    def track(self, results, *params):
+        value = self.point.get(column)
+        return float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+    track.__name__ = track.__qualname__ = name
+    track.unit = unit
+    return track
+
+
 class TrainingSuite:
     """Subclass it with ``spec_file``, ``root`` (the repository's top folder) and ``params``,
     ``param_names`` from ``parameters`` (the generated module does); every ``track_`` method
@@ -100,39 +113,15 @@ class TrainingSuite:
             raise NotImplementedError("not a point of the spec, or it did not finish ok")  # asv skips the parameter set
         self.point = results[key]
 
-    def _value(self, column: str) -> float:
-        value = self.point.get(column)
-        return float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
-    def track_data_s(self, results, *params):
-        return self._value("data_s")
-
-    def track_derivative_s(self, results, *params):
-        return self._value("derivative_s")
-
-    def track_update_s(self, results, *params):
-        return self._value("update_s")
-
-    def track_loss_check_s(self, results, *params):
-        return self._value("loss_check_s")
-
-    def track_samples_per_s(self, results, *params):
-        return self._value("samples_per_s")
-
-    def track_steps_to_target(self, results, *params):
-        return self._value("steps_to_target")
-
-    def track_time_to_target_s(self, results, *params):
-        return self._value("compute_to_target_s")
-
-    def track_peak_device_mem_bytes(self, results, *params):
-        return self._value("peak_device_mem_bytes")
-
-    def track_peak_rss_bytes(self, results, *params):
-        return self._value("peak_rss_bytes")
-
-    track_data_s.unit = track_derivative_s.unit = track_update_s.unit = track_loss_check_s.unit = "seconds"
-    track_time_to_target_s.unit = "seconds"
-    track_samples_per_s.unit = "samples/s"
-    track_steps_to_target.unit = "steps"
-    track_peak_device_mem_bytes.unit = track_peak_rss_bytes.unit = "bytes"
+METRICS = {
+    "track_data_s": ("data_s", "seconds"), "track_derivative_s": ("derivative_s", "seconds"),
+    "track_update_s": ("update_s", "seconds"), "track_loss_check_s": ("loss_check_s", "seconds"),
+    "track_samples_per_s": ("samples_per_s", "samples/s"), "track_steps_to_target": ("steps_to_target", "steps"),
+    "track_time_to_target_s": ("compute_to_target_s", "seconds"),  # training time: loss checks left out
+    "track_peak_device_mem_bytes": ("peak_device_mem_bytes", "bytes"), "track_peak_rss_bytes": ("peak_rss_bytes", "bytes"),
+}
+"""asv metric -> (points column, unit): one ``track_`` method of ``TrainingSuite`` each."""
+for _name, (_column, _unit) in METRICS.items():
+    setattr(TrainingSuite, _name, _metric(_name, _column, _unit))
+del _name, _column, _unit
