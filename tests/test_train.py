@@ -160,6 +160,23 @@ def test_sampled_timing_times_every_kth_step_and_throughput_counts_them_all():
     assert result.point["samples_per_s"] == pytest.approx(8 * result.point["steps_per_s"]) and result.point["derivative_s"] > 0
 
 
+def test_k_comes_from_the_burn_in_steps_under_the_default_check_schedule(monkeypatch):
+    """The default ``log:`` schedule checks after every burn-in step, so the window closed
+    last before the measured window is empty: k must still come from the burn-in's steps
+    (it once fell back to timing every step, marks costing several % of a small step)."""
+    import harness.run.loop as loop
+
+    asked = []
+    real = loop.sample_every
+    monkeypatch.setattr(loop, "sample_every", lambda cost, step: asked.append((cost, step)) or real(cost, step))
+    (result,) = _run(steps=200, burn_in_steps=5)
+    assert result.point["check_every"].startswith("log:") and [c["step"] for c in result.checks][:6] == [0, 1, 2, 3, 4, 5]
+    ((cost_s, step_s),) = asked
+    assert step_s is not None and step_s > 0
+    k = real(cost_s, step_s)
+    assert result.point["timed_steps"] == len(range(5, 200, k))
+
+
 def test_epoch_check_schedule():
     (result,) = _run(check_every="epoch", steps=55, batch_sizes=32)  # 160 train samples: 5 steps an epoch
     assert [c["step"] for c in result.checks] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]

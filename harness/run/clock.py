@@ -112,17 +112,13 @@ class PhaseClock:
         self._marks[:], self._window_ends[:], self._resolved[:] = saved, ends, resolved
         return cost
 
-    def last_window_steps_s(self) -> np.ndarray:
-        """Step wall times of the window closed last (the burn-in's, when the loop asks)."""
-        if not self._window_ends:
-            return np.empty(0)
-        if self.mode == "events":
-            start = self._window_ends[-2] if len(self._window_ends) > 1 else 0
-            seconds = np.array(self._resolved[start : self._window_ends[-1]])
-        else:
-            start = self._window_ends[-2] if len(self._window_ends) > 1 else 0
-            seconds = np.array(self._marks[start : self._window_ends[-1]], dtype=np.int64) / 1e9
-        return split_steps(seconds)["step_wall"]
+    def closed_steps_s(self) -> np.ndarray:
+        """Step wall times of every timed step in the windows closed so far (the burn-in's,
+        when the loop asks). All of them, not the last window's: a loss check may have closed
+        a window just before, and with the default ``log:`` schedule every burn-in step is
+        followed by one."""
+        walls = [split_steps(window)["step_wall"] for window in self.windows()]
+        return np.concatenate(walls) if walls else np.empty(0)
 
     def first_mark_ns(self) -> int | None:
         """Host time of the first mark (cpu and sync modes), to place steps on the host clock."""

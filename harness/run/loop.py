@@ -144,7 +144,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
         for step in range(0 if stop else point.steps):
             if step == burn_in:
                 clock.close_window()  # the measured window starts on an idle device
-                every = sample_every(clock.mark_cost_s(), _median(clock.last_window_steps_s()))
+                every = sample_every(clock.mark_cost_s(), _median(clock.closed_steps_s()))
                 if rank is not None:  # every rank times the same steps, so their rows line up
                     every = all_max(every, device)
                 trace.timed_every = every
