@@ -132,7 +132,7 @@ CHECKS = {
     "samples_seen": "INTEGER",
     "wall_s": "REAL",  # since training started, loss checks included (this one too)
     "compute_s": "REAL",  # the same, loss checks excluded
-    "train_loss": "REAL",  # mean loss of every 8th batch and the last before this check, since the previous check (null at step 0)
+    "train_loss": "REAL",  # mean loss of every 8th batch after the burn-in and the last before this check, since the previous check (null at step 0)
     "eval_loss": "REAL",
     "eval_acc": "REAL",
     "noise_scale": "REAL",  # B_simple = tr(Sigma) / |G|^2 at this check's parameters

@@ -46,7 +46,7 @@ def test_a_known_gpu_cost_lands_in_derivative(timing, every, monkeypatch):
     from harness.run import loop
 
     if every is not None:
-        monkeypatch.setattr(loop, "sample_every", lambda cost, step: every)
+        monkeypatch.setattr(loop, "sample_every", lambda cost, step, multiple_of=1: every)
     (result,) = run_flags(devices="cuda", dataset="blobs", dataset_sizes=2000, batch_sizes=32, steps=120, timing=timing,
                           model=f"{plugins.__file__}:spin_forward", sample_interval=0)
     point = result.point

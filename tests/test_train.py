@@ -49,12 +49,15 @@ def test_same_seed_gives_bit_identical_curves_and_data_order():
 
 
 def test_data_order_is_seeded_and_every_epoch_is_a_permutation():
-    def take(seed, sampling="shuffle", n=10, batch=3, count=20):
-        stream = batch_indices(n, batch, seed, sampling)
+    def take(seed, sampling="shuffle", n=10, batch=3, count=20, device=None):
+        stream = batch_indices(n, batch, seed, sampling, device)
         return torch.cat([next(stream) for _ in range(count)])
 
     first = take(1)
     assert torch.equal(first, take(1))
+    on = "cuda" if torch.cuda.is_available() else "cpu"  # the resident-data path: the same order, moved per epoch
+    assert torch.equal(first, take(1, device=torch.device(on)).cpu())
+    assert torch.equal(take(1, "replacement"), take(1, "replacement", device=torch.device(on)).cpu())
     assert not torch.equal(first, take(2))
     for epoch in range(6):  # 60 indices = 6 epochs of 10, each a permutation
         assert sorted(first[epoch * 10 : (epoch + 1) * 10].tolist()) == list(range(10))
@@ -87,7 +90,7 @@ def test_linreg_regression_learns():
 def test_records_steps_checks_and_burn_in():
     (result,) = _run(steps=40, check_every=10, burn_in_steps=5)
     point = result.point
-    assert len(result.steps) == 5 + point["timed_steps"] and 5 < point["timed_steps"] <= 35
+    assert len(result.steps) == 5 + point["timed_steps"] and 0 < point["timed_steps"] <= 35  # every k-th of 35, k from the machine
     assert [s["burn_in"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0] and [s["step"] for s in result.steps[:6]] == [0, 1, 2, 3, 4, 5]
     assert [c["step"] for c in result.checks] == [0, 10, 20, 30, 40]
     assert point["steps"] == 40 and point["samples_seen"] == 320 and point["burn_in_steps"] == 5
@@ -133,9 +136,10 @@ def test_the_loop_reads_the_clock_only_on_timed_steps():
         return calls[0], len(result.steps)
 
     (long_reads, long_timed), (short_reads, short_timed) = reads(200), reads(100)
-    # 100 more steps: 5 reads per timed step among them, and two checks of 7 reads (the
-    # window-closing mark, the check's start and end, and the memory-peak reads set aside)
-    assert long_reads - short_reads == 5 * (long_timed - short_timed) + 2 * 7
+    # 100 more steps: 5 reads per timed step among them, and two checks of 9 reads (the pause's
+    # start and end, the window-closing mark, the check's start and end, and the memory-peak
+    # reads set aside)
+    assert long_reads - short_reads == 5 * (long_timed - short_timed) + 2 * 9
 
 
 def test_sampled_timing_times_every_kth_step_and_throughput_counts_them_all():
@@ -145,12 +149,14 @@ def test_sampled_timing_times_every_kth_step_and_throughput_counts_them_all():
     assert sample_every(1e-7, 3e-4) == 5
     assert sample_every(30e-6, 3e-4) == 50  # a CUDA event record against a 300 us launch-bound step
     assert sample_every(30e-6, None) == 1
+    assert sample_every(1e-7, 3e-4, multiple_of=8) == 8 and sample_every(30e-6, 3e-4, multiple_of=8) == 56  # onto the loss reads
+    assert sample_every(1e-7, 1.5e-3, multiple_of=8) == 1  # every step stays every step
     k = sample_every(30e-6, 3e-4)
     assert MARKS_PER_STEP * 30e-6 / (k * 3e-4) == pytest.approx(MARK_BUDGET)  # just inside the budget
     import harness.run.loop as loop
 
     original = loop.sample_every
-    loop.sample_every = lambda cost, step: 7
+    loop.sample_every = lambda cost, step, multiple_of=1: 7
     try:
         (result,) = _run(steps=100, burn_in_steps=5, check_every=25)
     finally:
@@ -168,13 +174,15 @@ def test_k_comes_from_the_burn_in_steps_under_the_default_check_schedule(monkeyp
 
     asked = []
     real = loop.sample_every
-    monkeypatch.setattr(loop, "sample_every", lambda cost, step: asked.append((cost, step)) or real(cost, step))
+    monkeypatch.setattr(loop, "sample_every", lambda cost, step, multiple_of: asked.append((cost, step, multiple_of)) or real(cost, step, multiple_of))
     (result,) = _run(steps=200, burn_in_steps=5)
     assert result.point["check_every"].startswith("log:") and [c["step"] for c in result.checks][:6] == [0, 1, 2, 3, 4, 5]
-    ((cost_s, step_s),) = asked
+    ((cost_s, step_s, multiple_of),) = asked
     assert step_s is not None and step_s > 0
-    k = real(cost_s, step_s)
+    k = real(cost_s, step_s, multiple_of)
     assert result.point["timed_steps"] == len(range(5, 200, k))
+    # every timed step after the burn-in is one whose loss is read anyway (every 8th from it)
+    assert k == 1 or (k % 8 == 0 and all(s["batch_loss"] is not None for s in result.steps))
 
 
 def test_epoch_check_schedule():

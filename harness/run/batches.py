@@ -12,23 +12,32 @@ from harness.spec import PointSpec
 Fetch = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
 
-def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle") -> Iterator[torch.Tensor]:
-    """The index stream of a point, from its own generator (never the global RNG).
+def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle", device: torch.device | None = None) -> Iterator[torch.Tensor]:
+    """The index stream of a point, from its own generator (never the global RNG), so the
+    indices are the same on every device.
 
     ``shuffle``: a fresh permutation per epoch, read in consecutive slices; a batch that runs
     past the end of an epoch continues into the next permutation, so every batch has exactly
     ``batch_size`` samples and every sample is seen once per epoch. ``replacement``: i.i.d.
     uniform indices. The new permutation is drawn lazily, inside the ``data`` phase it costs.
+    With ``device`` (a training set resident there) the indices are moved to it: a
+    permutation once per epoch, as a hand-written loop would, not a copy every step.
     """
     generator = torch.Generator().manual_seed(seed)
     if sampling == "replacement":
         while True:
-            yield torch.randint(n, (batch_size,), generator=generator)
-    perm = torch.randperm(n, generator=generator)
+            drawn = torch.randint(n, (batch_size,), generator=generator)
+            yield drawn if device is None else drawn.to(device, non_blocking=True)
+
+    def permutation() -> torch.Tensor:
+        perm = torch.randperm(n, generator=generator)
+        return perm if device is None else perm.to(device, non_blocking=True)
+
+    perm = permutation()
     pos = 0
     while True:
         if pos == n:
-            perm = torch.randperm(n, generator=generator)
+            perm = permutation()
             pos = 0
         end = pos + batch_size
         if end <= n:
@@ -36,7 +45,7 @@ def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle")
             pos = end
         else:
             head = perm[pos:]
-            perm = torch.randperm(n, generator=generator)
+            perm = permutation()
             pos = end - n
             yield torch.cat((head, perm[:pos]))
 
@@ -51,7 +60,8 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
     the data in place), ``pageable`` (gather in host memory, copy), ``pinned`` (gather into
     pinned host memory, copy asynchronously: the caching host allocator reuses a buffer only
     once its copy is done) or ``device`` (``X``, ``y`` already on the device, indexed there)."""
-    batches = batch_indices(point.train_size, point.batch_size, point.seed, point.sampling)
+    resident = point.data_placement == "device" and device.type != "cpu" and point.loader != "dataloader"
+    batches = batch_indices(point.train_size, point.batch_size, point.seed, point.sampling, device if resident else None)
     if rank is not None:
         per_rank = point.batch_size // rank[1]
         low = rank[0] * per_rank
@@ -82,7 +92,7 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
     if point.data_placement == "device":
 
         def fetch_resident() -> tuple[torch.Tensor, torch.Tensor]:
-            idx = next(batches).to(device, non_blocking=True)
+            idx = next(batches)  # already on the device
             return X[idx], y[idx]
 
         return fetch_resident

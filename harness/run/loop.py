@@ -139,16 +139,16 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
     try:
         stop = check(0) and point.stop_at_target
         loop_start_ns = now_ns()
-        measure_start, checks_before, aside_before = check.start_ns, 0, 0
+        measure_start, paused_ns = check.start_ns, 0  # paused: time between steps inside the measured window
         every = 1  # burn-in steps are all timed; after them every k-th (clock.sample_every)
         for step in range(0 if stop else point.steps):
             if step == burn_in:
                 clock.close_window()  # the measured window starts on an idle device
-                every = sample_every(clock.mark_cost_s(), _median(clock.closed_steps_s()))
+                every = sample_every(clock.mark_cost_s(), _median(clock.closed_steps_s()), multiple_of=LOSS_EVERY)
                 if rank is not None:  # every rank times the same steps, so their rows line up
                     every = all_max(every, device)
                 trace.timed_every = every
-                measure_start, checks_before, aside_before = now_ns(), sum(trace.check_ns), sum(trace.aside_ns)
+                measure_start = now_ns()
             timed = (step - burn_in) % every == 0 or step < burn_in
             if timed:
                 mark()
@@ -179,21 +179,25 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                 mark()
             done = step + 1
             check_now = due(done)
-            counted = check_now or not step % LOSS_EVERY  # not every step: reading a loss costs as much as the rest of the harness
+            counted = check_now or not (step - burn_in) % LOSS_EVERY  # not every step: reading a loss costs as much as the rest of the harness
             if timed or counted:
                 keep(step, loss, counted)  # on a device a detached tensor, read at the next check: no per-step sync
             if timed:
                 mark()
-            if check_now:
+            if check_now:  # between steps: the check and all its bookkeeping are left out of the window
+                paused = now_ns()
                 clock.close_window()
-                if check(done) and point.stop_at_target:
+                stop = check(done) and point.stop_at_target
+                reason = None if stop or prune is None else prune(trace.checks[-1])
+                if step >= burn_in:
+                    paused_ns += now_ns() - paused
+                if stop:
                     break
-                if prune is not None and (reason := prune(trace.checks[-1])):
+                if reason:
                     raise Pruned(reason)
         clock.close_window()
         synchronize(device)
-        trace.measured_ns = now_ns() - measure_start - (sum(trace.aside_ns) - aside_before)
-        trace.measured_check_ns = sum(trace.check_ns) - checks_before
+        trace.measured_ns = now_ns() - measure_start - paused_ns
         if trace.checks[-1]["step"] != done:
             check(done)
         trace.wall_ns = now_ns() - check.start_ns - sum(trace.aside_ns)

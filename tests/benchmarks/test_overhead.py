@@ -1,5 +1,5 @@
 """Harness overhead: its samples/s beside a plain hand-written loop doing the same work (same
-data, placement, model, seed, threads and loss-check schedule, check time left out on both
+data, placement, model, seed, threads and loss-check schedule, the time between steps left out on both
 sides), interleaved in rounds inside one process. Timed with ``--benchmark-only``; with
 ``--benchmark-disable`` it runs one short round so the code path is exercised, untimed.
 
