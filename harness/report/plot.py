@@ -74,6 +74,9 @@ def log_y(ax) -> None:
 
     from matplotlib.ticker import NullFormatter
 
+    top = ax.dataLim.y1
+    if not (math.isfinite(top) and top > 0):  # nothing positive drawn (every point failed): stay linear
+        return
     ax.set_yscale("log")
     low, high = ax.get_ylim()
     if not (low > 0 and high > low):
