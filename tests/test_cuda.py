@@ -13,19 +13,31 @@ def test_events_clock_times_gpu_work_without_per_phase_sync():
     device = torch.device("cuda:0")
     a = torch.randn(4096, 4096, device=device)
     clock = PhaseClock("events", device)
-    for _ in range(3):
+    for _ in range(3):  # the loop's five marks a step: start, data, derivative, update, end
         clock.mark()
         b = a @ a  # queued; the host runs ahead
         clock.mark()
         clock.mark()
         clock.mark()
+        clock.mark()
     clock.close_window()
     parts = split_steps(clock.windows()[0])
-    assert (parts["data"] > 1e-4).all()  # a 4096^3 matmul takes well over 0.1 ms on the GPU
+    assert len(parts["data"]) == 3 and (parts["data"] > 1e-4).all()  # a 4096^3 matmul takes well over 0.1 ms on the GPU
     # the empty phases hold no part of it: without a per-phase sync the host ran ahead, yet
     # the events placed the matmul's GPU time in the phase that queued it
     assert (parts["derivative"] < parts["data"] / 10).all() and (parts["update"] < parts["data"] / 10).all()
     assert b.shape == a.shape
+
+
+def test_a_first_cuda_use_in_a_fresh_process_is_a_harness_point():
+    """Nothing has initialised CUDA when a script's first point starts (the peak counters
+    refused to reset before): the overhead benchmark's CUDA comparison in its own process."""
+    import subprocess
+    import sys
+
+    code = "from harness.overhead import compare; r = compare(32, rounds=1, steps=60, device='cuda'); print(r.ratio > 0)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("timing,mode", [("auto", "events"), ("sync", "sync")])
@@ -52,7 +64,10 @@ def test_a_known_gpu_cost_lands_in_derivative(timing, every, monkeypatch):
     point = result.point
     expected = plugins.spin_seconds(plugins.spin_cycles(plugins.SPIN_S))
     assert point["status"] == "ok" and point["derivative_s"] == pytest.approx(expected, rel=0.05), (point["derivative_s"], expected)
-    assert point["data_s"] < 0.1 * expected and point["update_s"] < 0.1 * expected
+    # events time the GPU stream; sync mode times the host, which adds the optimizer's launches
+    # (0.2 ms of a 2 ms spin on an H100 VM)
+    small = (0.1 if timing == "auto" else 0.2) * expected
+    assert point["data_s"] < small and point["update_s"] < small
     if every is None and timing == "auto":
         assert point["timed_steps"] < 120 - 5  # events cost enough that only a sample is timed
 

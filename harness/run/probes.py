@@ -100,6 +100,8 @@ class PeakMemory:
 
         self.device = device
         self.cuda = device.startswith("cuda") and torch.cuda.is_available()
+        if self.cuda:  # the allocator's peak counters exist only once CUDA is initialised: a point may be a process's first CUDA use
+            torch.cuda.init()
         release_free_memory()
         self.segment = "setup"
         self.peaks: dict[str, dict[str, int]] = {"train": {}, "check": {}}
