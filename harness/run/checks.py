@@ -86,8 +86,8 @@ def schedule(point: PointSpec, now_ns: Callable[[], int]) -> Callable[[int], boo
 LOSS_EVERY = 8
 """Every this many steps, counted from the end of the burn-in (and at the last step before each
 check), a batch loss is read for the checks' ``train_loss``: a fixed rule, so the mean is the
-same whichever steps were timed. Timed steps fall on these steps (``clock.sample_every``'s k is a
-multiple of it), so timing a step adds no read of its own."""
+same whichever steps were timed. Timed steps share its grid (``clock.sample_every``'s k divides
+it or is a multiple of it), so once k reaches it timing a step adds no read of its own."""
 
 
 class BatchLosses:
