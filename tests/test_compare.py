@@ -54,14 +54,14 @@ def _run_ids(store) -> list[str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Three runs of the same sweep: twice the plug-in as it was (5 ms a forward), then, from
-    another folder, the same plug-in busy-waiting one millisecond more. The known cost keeps
+    another folder, the same plug-in busy-waiting two milliseconds more. The known cost keeps
     the rest of the step (about 0.5 ms, which moves by up to half of itself between runs while
     another process keeps a core busy) small beside the 10% threshold."""
     from harness.cli import main
 
     tmp_path = tmp_path_factory.mktemp("compare")
     store = tmp_path / "s.sqlite"
-    before, after = _model(tmp_path, "before", 0.005), _model(tmp_path, "after", 0.006)
+    before, after = _model(tmp_path, "before", 0.005), _model(tmp_path, "after", 0.007)
     for model in (before, before, after):
         assert main(["run", *SWEEP, "--steps", "120", "--model", model, "--store", str(store)]) == 0
     return store, _run_ids(store)
@@ -78,7 +78,7 @@ def test_two_runs_of_the_same_spec_show_no_significant_change(runs, cli):
     assert [r["throughput_verdict"] for r in rows] == [SAME, SAME]
 
 
-def test_an_extra_millisecond_a_step_is_slower_and_fails_the_gate(runs, cli, tmp_path):
+def test_two_extra_milliseconds_a_step_are_slower_and_fail_the_gate(runs, cli, tmp_path):
     store, (a, _, c) = runs
     code, out, err = cli("compare", a, c, "--store", store, "--json")
     rows = json.loads(out)
@@ -86,7 +86,9 @@ def test_an_extra_millisecond_a_step_is_slower_and_fails_the_gate(runs, cli, tmp
     for r in rows:
         assert r["throughput_verdict"] == SLOWER
         assert r["throughput_high"] < 1, "the interval excludes 1"
-        assert 0.75 < r["throughput_ratio"] < 0.9  # 5 ms -> 6 ms of a ~5.3 ms step
+        # 5 ms -> 7 ms of a ~5.5 ms step: about 0.76, well inside the 1.1x threshold (0.91); one
+        # extra millisecond (0.85) read 0.905 once in CI while another process loaded the machine
+        assert 0.65 < r["throughput_ratio"] < 0.85
     code, out, err = cli("compare", f"{store}:{a}", f"{store}:{c}", "--fail-above", "1.1", "--html", tmp_path / "c.html")
     assert code == 1 and "significantly slower than 1.1x" in err and "slower at 2" in out
     page = (tmp_path / "c.html").read_text()
