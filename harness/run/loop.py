@@ -149,7 +149,8 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                     every = all_max(every, device)
                 trace.timed_every = every
                 measure_start = now_ns()
-            timed = (step - burn_in) % every == 0 or step < burn_in
+            since = step - burn_in  # negative in the burn-in
+            timed = since < 0 or since % every == 0
             if timed:
                 mark()
             xb, yb = fetch()
@@ -179,7 +180,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                 mark()
             done = step + 1
             check_now = due(done)
-            counted = check_now or not (step - burn_in) % LOSS_EVERY  # not every step: reading a loss costs as much as the rest of the harness
+            counted = check_now or not since % LOSS_EVERY  # not every step: reading a loss costs as much as the rest of the harness
             if timed or counted:
                 keep(step, loss, counted)  # on a device a detached tensor, read at the next check: no per-step sync
             if timed:
@@ -189,7 +190,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
                 clock.close_window()
                 stop = check(done) and point.stop_at_target
                 reason = None if stop or prune is None else prune(trace.checks[-1])
-                if step >= burn_in:
+                if since >= 0:
                     paused_ns += now_ns() - paused
                 if stop:
                     break

@@ -126,15 +126,14 @@ def _timing_summary(point: PointSpec, trace: Trace) -> dict[str, Any]:
     burn_in = point.burn_in_steps
     measured = {name: values[burn_in:] for name, values in phases.items()}
     measured_steps = max(0, trace.steps_done - burn_in)  # every step counts for throughput; the timed ones for phases
-    compute_ns = trace.measured_ns
     out: dict[str, Any] = {"wall_s": trace.wall_ns / 1e9}
     out.update({f"{p}_total_s": float(phases[p].sum()) for p in STEP_PHASES})
-    if measured_steps and compute_ns > 0:
+    if measured_steps and trace.measured_ns > 0:
         medians = [stats.median(measured[p]) for p in STEP_PHASES]
         out.update({f"{p}_s": m for p, m in zip(STEP_PHASES, medians)})
         out.update(
-            samples_per_s=measured_steps * point.batch_size / (compute_ns / 1e9),
-            steps_per_s=measured_steps / (compute_ns / 1e9),
+            samples_per_s=measured_steps * point.batch_size / (trace.measured_ns / 1e9),
+            steps_per_s=measured_steps / (trace.measured_ns / 1e9),
             step_wall_s=stats.median(measured["step_wall"]),
             step_wall_iqr_s=stats.iqr(measured["step_wall"]),
             step_wall_ci_pct=_pct(stats.median_uncertainty(measured["step_wall"])),
