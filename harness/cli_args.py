@@ -126,6 +126,20 @@ def parser() -> _Parser:
     fit.add_argument("--json", action="store_true", help="print JSON")
     fit.add_argument("--quiet", action="store_true", help="no progress lines")
 
+    overhead = sub.add_parser("overhead", help="what batchbench costs on this machine: its points beside a plain PyTorch loop doing the same work",
+                              description="Interleave harness points with a hand-written loop doing the same work (a small MLP, the training set on the device, "
+                                          "one thread, loss checks at the same steps, the time between steps left out on both sides) in one process, and report "
+                                          "the median ratio of their samples/s per batch size: 1.0 costs nothing, the target is 0.98. Pin the process for steady "
+                                          "numbers (taskset -c 1 batchbench overhead).")
+    overhead.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
+    overhead.add_argument("--batch-sizes", default="1,32,256", help="comma list or power-of-two range like 32..512 [1,32,256]")
+    overhead.add_argument("--rounds", default="21", help="interleaved rounds per batch size, after one discarded [21]")
+    overhead.add_argument("--steps", help="training steps a round [600 on the CPU, 2000 on a GPU]")
+    overhead.add_argument("--attribute", action="store_true",
+                          help="also price the parts: the monitor thread, the loop alone (no timed steps), every step timed, and what a timed step costs in the loop")
+    overhead.add_argument("--json", action="store_true", help="print JSON")
+    overhead.add_argument("--quiet", action="store_true", help="no progress lines")
+
     merge = sub.add_parser("merge", help="combine stores (shards of a sweep, or machines) without duplicating points")
     merge.add_argument("stores", nargs="+", metavar="STORE", help="stores to read")
     merge.add_argument("-o", "--output", required=True, help="store to write (created, or added to)")

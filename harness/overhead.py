@@ -3,13 +3,16 @@ on the same data, model, seed and thread count.
 
 Timing noise between processes is large (+-30% here), so the two are compared inside one
 process, interleaved in rounds (harness, plain, harness, plain, ...), and the median of the
-per-round ratios is what counts. Used by the pytest-benchmark suite and the asv suite.
+per-round ratios is what counts. ``attribute`` splits the cost into its parts (the monitor,
+the loop itself, the timed steps) the same way. Used by ``batchbench overhead``, the
+pytest-benchmark suite and the asv suite.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,7 +20,7 @@ import torch
 from harness import models
 from harness.plan import Plan, plan_flags
 from harness.run.checks import evaluate, schedule
-from harness.run.clock import synchronize
+from harness.run.clock import MARKS_PER_STEP, MIN_MARK_COST_S, PhaseClock, synchronize
 from harness.run.loop import run_point
 from harness.run.parts import make_loss, make_optimizer
 from harness.spec import PointSpec
@@ -38,12 +41,36 @@ class OverheadResult:
         """Median harness/plain throughput: 1.0 is no overhead, 0.97 is 3% slower."""
         return float(np.median(self.ratios))
 
+    @property
+    def ratio_iqr(self) -> tuple[float, float]:
+        return _quartiles(self.ratios)
 
-def overhead_plan(batch_size: int, *, steps: int = 600, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32",
+    def as_json(self) -> dict:
+        return {"batch_size": self.batch_size, "rounds": len(self.ratios), "harness_ratio": self.ratio, "harness_ratio_iqr": list(self.ratio_iqr),
+                "harness_samples_per_s": float(np.median(self.harness_samples_per_s)), "plain_samples_per_s": float(np.median(self.plain_samples_per_s))}
+
+
+def _quartiles(values: np.ndarray) -> tuple[float, float]:
+    return float(np.percentile(values, 25)), float(np.percentile(values, 75))
+
+
+def overhead_plan(batch_size: int, *, steps: int | None = None, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32",
                   threads: int = 1, noise_samples: int = 0, sample_interval: float | None = None, check_every: str = "auto", device: str = "cpu") -> Plan:
+    """The point both sides of a comparison train: a small MLP on blobs, its training set on
+    the device, one thread, the default loss-check schedule, ``default_steps`` unless given."""
+    steps = steps or default_steps(device)
     return plan_flags(dataset=dataset, dataset_sizes=dataset_size, batch_sizes=batch_size, steps=steps, model=model, hidden=hidden,
                       threads=threads, devices=device, noise_samples=noise_samples, sample_interval=sample_interval, check_every=check_every,
                       data_placement="device")
+
+
+CPU_STEPS, ACCELERATOR_STEPS = 600, 2000
+"""Steps a round. On an H100, 600-step rounds were noise-bound (B = 32 read 0.93-1.00 across
+four 21-round runs); 2000-step rounds gave an interquartile range of 0.895-0.938 in 13."""
+
+
+def default_steps(device: str) -> int:
+    return CPU_STEPS if device == "cpu" else ACCELERATOR_STEPS
 
 
 def plain_loop(point: PointSpec, split) -> float:
@@ -99,40 +126,140 @@ def plain_loop(point: PointSpec, split) -> float:
     return (point.steps - point.burn_in_steps) * batch / seconds
 
 
-def compare(batch_size: int, *, rounds: int = 21, **plan_kwargs) -> OverheadResult:
-    """Interleave ``rounds`` harness points with ``rounds`` plain loops (after one discarded
-    round of each, which warms caches and the allocator), alternating which goes first so
-    that neither always runs in the other's wake."""
+def interleave(variants: dict[str, Callable[[], float]], rounds: int, progress: Callable[[int], None] | None = None) -> dict[str, tuple[float, ...]]:
+    """Run each variant once a round, ``rounds`` times after one discarded round (it warms
+    caches and the allocator), rotating the order each round so that no variant always runs in
+    another's wake. Returns each variant's samples/s, one per counted round."""
+    names = list(variants)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds + 1):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            rate = variants[name]()
+            if round_index:
+                rates[name].append(rate)
+        if progress is not None:
+            progress(round_index)
+    return {name: tuple(values) for name, values in rates.items()}
+
+
+def _harness(run: PointSpec, split, factory, points: list[dict] | None = None, **kwargs) -> Callable[[], float]:
+    """A harness point as a variant of ``interleave``; its point rows go to ``points``."""
+    def one() -> float:
+        result = run_point(run, split, factory, **kwargs)
+        if result.status != "ok":
+            raise RuntimeError(f"harness point failed: {result.point['error']}")
+        if points is not None:
+            points.append(result.point)
+        return result.point["samples_per_s"]
+
+    return one
+
+
+def compare(batch_size: int, *, rounds: int = 21, progress: Callable[[int], None] | None = None, **plan_kwargs) -> OverheadResult:
+    """The harness beside the plain loop, interleaved for ``rounds`` rounds (``interleave``)."""
     the_plan = overhead_plan(batch_size, **plan_kwargs)
     (run,) = the_plan.points
     split = the_plan.split(run)
-    harness_rates, plain_rates = [], []
-    for round_index in range(rounds + 1):
-        if round_index % 2:
-            plain = plain_loop(run, split)
-        result = run_point(run, split, the_plan.factory)
-        if result.status != "ok":
-            raise RuntimeError(f"harness point failed: {result.point['error']}")
-        if not round_index % 2:
-            plain = plain_loop(run, split)
-        if round_index:
-            harness_rates.append(result.point["samples_per_s"])
-            plain_rates.append(plain)
-    return OverheadResult(batch_size, tuple(harness_rates), tuple(plain_rates))
+    rates = interleave({"harness": _harness(run, split, the_plan.factory), "plain": lambda: plain_loop(run, split)}, rounds, progress)
+    return OverheadResult(batch_size, rates["harness"], rates["plain"])
 
 
 def compare_sampler(batch_size: int, *, interval_s: float = 0.1, rounds: int = 21, **plan_kwargs) -> OverheadResult:
     """The monitor's cost: harness points with the sampler at ``interval_s`` against the same
     points without it, interleaved like ``compare`` (``plain_samples_per_s`` holds the latter)."""
     with_sampler = overhead_plan(batch_size, sample_interval=interval_s, **plan_kwargs)
-    without = overhead_plan(batch_size, sample_interval=0, **plan_kwargs)
-    (on,), (off,) = with_sampler.points, without.points
+    (on,), (off,) = with_sampler.points, overhead_plan(batch_size, sample_interval=0, **plan_kwargs).points
     split = with_sampler.split(on)
-    on_rates, off_rates = [], []
-    for round_index in range(rounds + 1):
-        order = [(on, on_rates), (off, off_rates)] if round_index % 2 else [(off, off_rates), (on, on_rates)]
-        for run, rates in order:
-            result = run_point(run, split, with_sampler.factory)
-            if round_index:
-                rates.append(result.point["samples_per_s"])
-    return OverheadResult(batch_size, tuple(on_rates), tuple(off_rates))
+    rates = interleave({"on": _harness(on, split, with_sampler.factory), "off": _harness(off, split, with_sampler.factory)}, rounds)
+    return OverheadResult(batch_size, rates["on"], rates["off"])
+
+
+NEVER = 2**62
+"""A sampling period no point reaches: after the burn-in only its first step is timed."""
+
+VARIANTS = ("harness", "no_monitor", "untimed", "all_timed", "plain")
+"""What ``attribute`` runs each round: the harness as a sweep runs it; without the monitor
+thread; without the monitor and with no timed step after the burn-in's (the loop's own cost:
+its data stream, loss reads and bookkeeping); without the monitor and every step timed; the
+plain loop."""
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Where the harness's cost goes at one batch size, from ``attribute``. Each variant's
+    ratio is the median over rounds of its samples/s over the plain loop's in the same round."""
+
+    batch_size: int
+    device: str
+    steps: int
+    burn_in_steps: int
+    rates: tuple[tuple[str, tuple[float, ...]], ...]
+    """(variant, samples/s per round), in ``VARIANTS`` order."""
+    timed_steps: int
+    """Measured steps the harness timed (its choice of k, from the marks' budget)."""
+    mark_assumed_s: float
+    """The cost of one mark that the harness assumed when it chose k: the tight-loop cost on
+    this device, raised to the floor (``clock.MIN_MARK_COST_S``)."""
+
+    def _rates(self, name: str) -> np.ndarray:
+        return np.array(dict(self.rates)[name])
+
+    def versus_plain(self, name: str = "harness") -> OverheadResult:
+        """One variant beside the plain loop, round by round."""
+        rates = dict(self.rates)
+        return OverheadResult(self.batch_size, rates[name], rates["plain"])
+
+    @property
+    def measured_steps(self) -> int:
+        return self.steps - self.burn_in_steps
+
+    @property
+    def timed_step_cost_s(self) -> float:
+        """What timing a step costs inside the loop (its five marks and its loss read), from
+        the rounds' every-step-timed against no-step-timed times per step (paired, median)."""
+        extra_s = self.batch_size / self._rates("all_timed") - self.batch_size / self._rates("untimed")
+        return float(np.median(extra_s)) * self.measured_steps / max(1, self.measured_steps - 1)
+
+    @property
+    def timed_step_assumed_s(self) -> float:
+        """What the harness took a timed step's marks to cost when it chose k."""
+        return MARKS_PER_STEP * self.mark_assumed_s
+
+    @property
+    def marks_share(self) -> float:
+        """Share of the harness's measured window its timed steps cost, at the in-loop price."""
+        step_s = self.batch_size / float(np.median(self._rates("harness")))
+        return self.timed_step_cost_s * self.timed_steps / (self.measured_steps * step_s)
+
+    def as_json(self) -> dict:
+        out = self.versus_plain().as_json()
+        for name in VARIANTS[1:-1]:
+            versus = self.versus_plain(name)
+            out.update({f"{name}_ratio": versus.ratio, f"{name}_ratio_iqr": list(versus.ratio_iqr)})
+        out.update({"timed_steps": self.timed_steps, "timed_step_assumed_s": self.timed_step_assumed_s, "timed_step_cost_s": self.timed_step_cost_s,
+                    "marks_share": self.marks_share})
+        return out
+
+
+def attribute(batch_size: int, *, rounds: int = 21, progress: Callable[[int], None] | None = None,
+              now_ns: Callable[[], int] = time.perf_counter_ns, **plan_kwargs) -> Attribution:
+    """Price the harness's parts the way its overhead is measured: ``VARIANTS`` interleaved in
+    one process, each against the plain loop of its round. The monitor's share is ``harness``
+    against ``no_monitor``; the loop's own is ``untimed`` against ``plain``; what a timed step
+    costs in the loop comes from ``all_timed`` against ``untimed``, and is what the choice of k
+    should have assumed (``mark_assumed_s``, measured in a tight loop, may read low).
+    ``now_ns`` is the harness's clock (a test gives its marks a known cost this way)."""
+    the_plan = overhead_plan(batch_size, **plan_kwargs)
+    (run,) = the_plan.points
+    (quiet,) = overhead_plan(batch_size, **{**plan_kwargs, "sample_interval": 0}).points
+    split, factory = the_plan.split(run), the_plan.factory
+    points: list[dict] = []
+    variants = {"harness": _harness(run, split, factory, points, now_ns=now_ns), "no_monitor": _harness(quiet, split, factory, now_ns=now_ns),
+                "untimed": _harness(quiet, split, factory, now_ns=now_ns, timed_every=NEVER),
+                "all_timed": _harness(quiet, split, factory, now_ns=now_ns, timed_every=1), "plain": lambda: plain_loop(run, split)}
+    rates = interleave(variants, rounds, progress)
+    device = torch.device(run.device)
+    tight_s = PhaseClock(run.timing_mode, device, now_ns).mark_cost_s()
+    return Attribution(batch_size, run.device, run.steps, run.burn_in_steps, tuple((name, rates[name]) for name in VARIANTS),
+                       int(np.median([p["timed_steps"] for p in points])), max(tight_s, MIN_MARK_COST_S))

@@ -105,7 +105,22 @@ def test_abbreviated_or_mistyped_flags_are_errors_with_a_suggestion(cli, tmp_pat
     assert not store.exists()
 
 
-@pytest.mark.parametrize("command", ["run", "tune", "report", "analyze", "compare", "fit", "merge", "export", "runs", "asv", "asv init"])
+@pytest.mark.parametrize("args,field", [
+    (["fit", "--device", "cpu,cuda"], "--device"),  # fit and overhead measure one device; not a list, not auto
+    (["fit", "--device", "auto"], "--device"),
+    (["overhead", "--device", "cuda:7"], "--device"),
+    (["overhead", "--device", "tpu"], "--device"),
+    (["overhead", "--rounds", "0"], "--rounds"),
+    (["overhead", "--steps", "many"], "--steps"),
+    (["overhead", "--batch-sizes", "8..full"], "--batch-sizes"),
+    (["overhead", "--batch-sizes", "9000"], "--batch-sizes"),
+])
+def test_one_device_commands_exit_2_with_one_line(cli, args, field):
+    code, out, err = cli(*args)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and err.startswith(f"batchbench: error: {field}:"), err
+
+
+@pytest.mark.parametrize("command", ["run", "tune", "report", "analyze", "compare", "fit", "overhead", "merge", "export", "runs", "asv", "asv init"])
 def test_every_commands_help_prints(cli, command):
     code, out, err = cli(*command.split(), "--help")
     assert code == 0 and "usage: batchbench " + command in out and err == ""

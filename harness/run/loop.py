@@ -54,11 +54,13 @@ class Pruned(Exception):
 
 
 def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns: Callable[[], int] = time.perf_counter_ns,
-              rank: tuple[int, int] | None = None, prune: Prune | None = None) -> PointResult:
+              rank: tuple[int, int] | None = None, prune: Prune | None = None, timed_every: int | None = None) -> PointResult:
     """Train one point and measure it. A failure at run time (OOM, a diverging loss, an error
     in user code) becomes the point's status; the caller's sweep goes on. ``rank`` = (rank,
     world size) when this process is one rank of a data-parallel point; ``prune`` may stop it
-    at a loss check (status ``pruned``, ``steps`` the steps it ran)."""
+    at a loss check (status ``pruned``, ``steps`` the steps it ran). ``timed_every`` forces k,
+    the period of timed steps after the burn-in (``harness.overhead.attribute`` prices the
+    marks this way); None chooses it from the marks' budget."""
     trace = rows.Trace(origin_ns=time.perf_counter_ns(), n_features=split.n_features, n_classes=split.n_classes)
     if point.skip_reason:
         return rows.result(point, trace, "skipped", point.skip_reason)
@@ -70,7 +72,7 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
     status, error = "ok", None
     try:
         with matmul_precision(point):
-            train(point, split, factory, trace, now_ns, rank, peaks, prune)
+            train(point, split, factory, trace, now_ns, rank, peaks, prune, timed_every)
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except Pruned as exc:
@@ -90,7 +92,8 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
 
 
 def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.Trace, now_ns: Callable[[], int],
-          rank: tuple[int, int] | None = None, peaks: PeakMemory | None = None, prune: Prune | None = None) -> None:
+          rank: tuple[int, int] | None = None, peaks: PeakMemory | None = None, prune: Prune | None = None,
+          timed_every: int | None = None) -> None:
     """Build the model, train it for the point's steps and record into ``trace``."""
     device = torch.device(point.device)
     if device.type == "cuda":
@@ -144,7 +147,7 @@ def train(point: PointSpec, split: Split, factory: models.Factory, trace: rows.T
         for step in range(0 if stop else point.steps):
             if step == burn_in:
                 clock.close_window()  # the measured window starts on an idle device
-                every = sample_every(clock.mark_cost_s(), _median(clock.closed_steps_s()), multiple_of=LOSS_EVERY)
+                every = timed_every or sample_every(clock.mark_cost_s(), _median(clock.closed_steps_s()), multiple_of=LOSS_EVERY)
                 if rank is not None:  # every rank times the same steps, so their rows line up
                     every = all_max(every, device)
                 trace.timed_every = every

@@ -35,7 +35,7 @@ def _tokens(field: str, value: Any) -> list[str]:
     return items
 
 
-def _int(field: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+def parse_int(field: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     allowed = f"an integer >= {minimum}" + (f" and <= {maximum:,}" if maximum is not None else "")
     if isinstance(value, bool):
         raise SpecError(flag(field), f"{value!r} is not an integer; use {allowed}")
@@ -181,41 +181,41 @@ def parse_check_every(value: Any) -> str:
 
 _PARSERS = {
     "dataset": lambda v: str(v).strip(),
-    "dataset_sizes": lambda v: tuple(sorted({_int("dataset_sizes", t, 1, MAX_DATASET_SIZE) for t in _tokens("dataset_sizes", v)})),
+    "dataset_sizes": lambda v: tuple(sorted({parse_int("dataset_sizes", t, 1, MAX_DATASET_SIZE) for t in _tokens("dataset_sizes", v)})),
     "batch_sizes": parse_batch_tokens,
     "devices": parse_devices,
     "model": lambda v: str(v).strip(),
-    "hidden": lambda v: tuple(_int("hidden", t, 1) for t in _tokens("hidden", v)),
+    "hidden": lambda v: tuple(parse_int("hidden", t, 1) for t in _tokens("hidden", v)),
     "optimizer": lambda v: _choice("optimizer", v),
     "lr": lambda v: parse_float("lr", v, 0.0),
     "momentum": lambda v: parse_float("momentum", v, 0.0, 1.0, low_open=False),
-    "steps": lambda v: _int("steps", v, 1),
+    "steps": lambda v: parse_int("steps", v, 1),
     "epochs": lambda v: parse_float("epochs", v, 0.0),
     "check_every": parse_check_every,
     "check_set": lambda v: _choice("check_set", v),
     "holdout_fraction": lambda v: parse_float("holdout_fraction", v, 0.0, 1.0),
-    "threads": lambda v: _int("threads", v, 1),
-    "repeats": lambda v: _int("repeats", v, 1),
-    "seed": lambda v: _int("seed", v, 0),
-    "data_seed": lambda v: _int("data_seed", v, 0),
+    "threads": lambda v: parse_int("threads", v, 1),
+    "repeats": lambda v: parse_int("repeats", v, 1),
+    "seed": lambda v: parse_int("seed", v, 0),
+    "data_seed": lambda v: parse_int("data_seed", v, 0),
     "timing": lambda v: _choice("timing", v),
-    "burn_in_steps": lambda v: _int("burn_in_steps", v, 0),
+    "burn_in_steps": lambda v: parse_int("burn_in_steps", v, 0),
     "sampling": _choice_list("sampling"),
     "loader": lambda v: _choice("loader", v),
-    "workers": lambda v: _int("workers", v, 0, 64),
+    "workers": lambda v: parse_int("workers", v, 0, 64),
     "target_column": lambda v: str(v).strip(),
     "lr_policy": lambda v: _choice("lr_policy", v),
-    "base_batch_size": lambda v: _int("base_batch_size", v, 1),
+    "base_batch_size": lambda v: parse_int("base_batch_size", v, 1),
     "lr_grid": lambda v: tuple(sorted({parse_float("lr_grid", t, 0.0) for t in _tokens("lr_grid", v)})),
-    "warmup_steps": lambda v: _int("warmup_steps", v, 0),
+    "warmup_steps": lambda v: parse_int("warmup_steps", v, 0),
     "target_loss": lambda v: parse_float("target_loss", v, 0.0, low_open=False),
     "target_accuracy": lambda v: parse_float("target_accuracy", v, 0.0, 1.0 + 1e-12),
     "target": parse_target,
     "stop_at_target": lambda v: _bool("stop_at_target", v),
-    "noise_samples": lambda v: _int("noise_samples", v, 0),
+    "noise_samples": lambda v: parse_int("noise_samples", v, 0),
     "sample_interval": parse_interval,
     "shard": parse_shard,
-    "world_sizes": lambda v: tuple(sorted({_int("world_sizes", t, 1) for t in _tokens("world_sizes", v)})),
+    "world_sizes": lambda v: tuple(sorted({parse_int("world_sizes", t, 1) for t in _tokens("world_sizes", v)})),
     "scaling": lambda v: _choice("scaling", v),
     "data_placement": _choice_list("data_placement"),
     "precision": _choice_list("precision"),
