@@ -1,7 +1,7 @@
 """batchbench: phase-timed mini-batch gradient descent, swept over batch sizes, dataset sizes
 and devices. The import package is ``harness``; the CLI is ``batchbench`` (= ``python -m harness``)."""
 
-__version__ = "0.4.1"
+__version__ = "0.4.2"
 
 PHASES = ("data", "derivative", "update", "loss_check")
 """The phases of a training step, in order; they never nest or overlap."""

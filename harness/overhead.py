@@ -20,7 +20,7 @@ import torch
 from harness import models
 from harness.plan import Plan, plan_flags
 from harness.run.checks import evaluate, schedule
-from harness.run.clock import MARKS_PER_STEP, MIN_MARK_COST_S, PhaseClock, synchronize
+from harness.run.clock import MARKS_PER_STEP, PhaseClock, synchronize
 from harness.run.loop import run_point
 from harness.run.parts import make_loss, make_optimizer
 from harness.spec import PointSpec
@@ -200,7 +200,7 @@ class Attribution:
     """Measured steps the harness timed (its choice of k, from the marks' budget)."""
     mark_assumed_s: float
     """The cost of one mark that the harness assumed when it chose k: the tight-loop cost on
-    this device, raised to the floor (``clock.MIN_MARK_COST_S``)."""
+    this device, raised to its mode's floor (``clock.MARK_COST_FLOOR_S``)."""
 
     def _rates(self, name: str) -> np.ndarray:
         return np.array(dict(self.rates)[name])
@@ -260,6 +260,5 @@ def attribute(batch_size: int, *, rounds: int = 21, progress: Callable[[int], No
                 "all_timed": _harness(quiet, split, factory, now_ns=now_ns, timed_every=1), "plain": lambda: plain_loop(run, split)}
     rates = interleave(variants, rounds, progress)
     device = torch.device(run.device)
-    tight_s = PhaseClock(run.timing_mode, device, now_ns).mark_cost_s()
     return Attribution(batch_size, run.device, run.steps, run.burn_in_steps, tuple((name, rates[name]) for name in VARIANTS),
-                       int(np.median([p["timed_steps"] for p in points])), max(tight_s, MIN_MARK_COST_S))
+                       int(np.median([p["timed_steps"] for p in points])), PhaseClock(run.timing_mode, device, now_ns).mark_cost_s())

@@ -143,15 +143,17 @@ def test_the_loop_reads_the_clock_only_on_timed_steps():
 
 
 def test_sampled_timing_times_every_kth_step_and_throughput_counts_them_all():
-    from harness.run.clock import MARK_BUDGET, MARKS_PER_STEP, sample_every
+    from harness.run.clock import MARK_BUDGET, MARK_COST_FLOOR_S, MARKS_PER_STEP, PhaseClock, sample_every
 
-    assert sample_every(1e-7, 1.5e-3) == 1  # a host clock read (at least 3 us in a loop) against a 1.5 ms step
-    assert sample_every(1e-7, 3e-4) == 5
+    host = MARK_COST_FLOOR_S["cpu"]  # a host clock read costs a loop at least 3 us, whatever a tight loop shows
+    assert PhaseClock("cpu").mark_cost_s() >= host and MARK_COST_FLOOR_S["events"] >= 25e-6  # an event record: 25-40 us in a loop on an H100
+    assert sample_every(host, 1.5e-3) == 1  # against a 1.5 ms step
+    assert sample_every(host, 3e-4) == 5
     assert sample_every(30e-6, 3e-4) == 50  # a CUDA event record against a 300 us launch-bound step
     assert sample_every(30e-6, None) == 1
-    assert sample_every(1e-7, 3e-4, multiple_of=8) == 8 and sample_every(30e-6, 3e-4, multiple_of=8) == 56  # onto the loss reads
-    assert sample_every(1e-7, 1.5e-3, multiple_of=8) == 1  # every step stays every step
-    assert sample_every(1e-7, 7e-4, multiple_of=8) == 4 and sample_every(1e-7, 1e-3, multiple_of=8) == 2  # divisors below it
+    assert sample_every(host, 3e-4, multiple_of=8) == 8 and sample_every(30e-6, 3e-4, multiple_of=8) == 56  # onto the loss reads
+    assert sample_every(host, 1.5e-3, multiple_of=8) == 1  # every step stays every step
+    assert sample_every(host, 7e-4, multiple_of=8) == 4 and sample_every(host, 1e-3, multiple_of=8) == 2  # divisors below it
     k = sample_every(30e-6, 3e-4)
     assert MARKS_PER_STEP * 30e-6 / (k * 3e-4) == pytest.approx(MARK_BUDGET)  # just inside the budget
     import harness.run.loop as loop
