@@ -27,6 +27,18 @@ def one_device(value: str) -> str:
     raise SpecError("--device", f"{value!r} is not one device of this machine; give one of {', '.join(here)}")
 
 
+def explicit_batch_sizes(value: str, what: str) -> list[int]:
+    """``--batch-sizes`` of ``fit`` and ``overhead``: sizes and power-of-two ranges, no
+    ``full`` (there is no training set to be full of)."""
+    from harness.spec.expand import resolve_batch_sizes
+    from harness.spec.parse import parse_batch_tokens
+
+    tokens = parse_batch_tokens(value)
+    if any("full" in t for t in tokens):
+        raise SpecError("--batch-sizes", f"{what} have no 'full'; give sizes or ranges like 64..4096")
+    return resolve_batch_sizes(tokens, 2**40, 2**40)
+
+
 def fit(args: argparse.Namespace) -> int:
     import json
 
@@ -35,13 +47,9 @@ def fit(args: argparse.Namespace) -> int:
     from harness.console import capacity_text
     from harness.plan import plan
     from harness.spec import build_spec, load_toml
-    from harness.spec.expand import resolve_batch_sizes
-    from harness.spec.parse import parse_batch_tokens, parse_float
+    from harness.spec.parse import parse_float
 
-    tokens = parse_batch_tokens(args.batch_sizes)
-    if any("full" in t for t in tokens):
-        raise SpecError("--batch-sizes", "probes have no 'full'; give sizes or ranges like 64..4096")
-    probe_sizes = resolve_batch_sizes(tokens, 2**40, 2**40)
+    probe_sizes = explicit_batch_sizes(args.batch_sizes, "probes")
     if len(probe_sizes) < 2:
         raise SpecError("--batch-sizes", "the fit needs at least two probe batch sizes, e.g. 64..2048")
     limit = parse_bytes(args.memory_limit) if args.memory_limit else None
@@ -64,28 +72,24 @@ def overhead(args: argparse.Namespace) -> int:
     import json
 
     from harness.console import overhead_text
-    from harness.overhead import attribute, compare, default_steps, overhead_plan
-    from harness.spec.expand import resolve_batch_sizes
-    from harness.spec.parse import parse_batch_tokens, parse_int
+    from harness.overhead import TARGET_RATIO, attribute, compare, default_steps, overhead_plan
+    from harness.spec.parse import parse_int
 
-    tokens = parse_batch_tokens(args.batch_sizes)
-    if any("full" in t for t in tokens):
-        raise SpecError("--batch-sizes", "the overhead benchmark has no 'full'; give sizes or ranges like 32..512")
-    batch_sizes = resolve_batch_sizes(tokens, 2**40, 2**40)
+    batch_sizes = explicit_batch_sizes(args.batch_sizes, "overhead points")
     device = one_device(args.device)
     rounds = parse_int("rounds", args.rounds, 1)
     steps = parse_int("steps", args.steps, 2) if args.steps is not None else default_steps(device)
     (point,) = overhead_plan(batch_sizes[0], steps=steps, device=device).points  # every other check, before anything runs
+    run = attribute if args.attribute else compare
     results = []
     for batch_size in batch_sizes:
         def progress(done: int, batch_size=batch_size) -> None:
             if not (args.quiet or args.json):
                 print(f"  B={batch_size}: round {done}/{rounds}" + (" (warm-up)" if done == 0 else ""), file=sys.stderr, flush=True)
 
-        run = attribute if args.attribute else compare
         results.append(run(batch_size, rounds=rounds, progress=progress, steps=steps, device=device))
     if args.json:
         print(json.dumps([{"device": device, "steps": steps, **r.as_json()} for r in results], indent=1))
     else:
-        print(overhead_text(results, point))
+        print(overhead_text(results, point, TARGET_RATIO))
     return 0

@@ -26,6 +26,11 @@ from harness.run.parts import make_loss, make_optimizer
 from harness.spec import PointSpec
 
 
+TARGET_RATIO = 0.98
+"""The harness's samples/s at least this share of the plain loop's, at every batch size and on
+every device (``batchbench overhead``, the pytest-benchmark and asv suites)."""
+
+
 @dataclass(frozen=True)
 class OverheadResult:
     batch_size: int
