@@ -19,7 +19,7 @@ def require(device: str) -> None:
 
 def run_point(**flags) -> dict:
     """Train one harness point and return its ``points`` row."""
-    from harness.sweep import run_flags
+    from harness.drivers.sweep import run_flags
 
     (result,) = run_flags(**{"threads": THREADS, "sample_interval": 0, **flags})
     if result.status != "ok":

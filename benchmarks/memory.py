@@ -11,7 +11,7 @@ class TrainingStepMemory:
     def setup(self, batch_size, device):
         require(device)
         pin()
-        from harness.plan import plan_flags
+        from harness.drivers.plan import plan_flags
 
         self.plan = plan_flags(dataset="mnist-like", dataset_sizes=2000, batch_sizes=batch_size, devices=device, hidden=512, steps=3,
                                sample_interval=0, threads=1)

@@ -15,7 +15,7 @@ class HarnessOverhead:
         pin()
 
     def track_overhead_ratio(self, batch_size, device):
-        from harness.overhead import compare
+        from harness.drivers.overhead import compare
 
         return compare(batch_size, rounds=11, device=device).ratio
 

@@ -19,12 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import datasets, models
+from harness.workload import datasets
+from harness.workload import models
 from harness.errors import SpecError
-from harness.plan import plan
-from harness.spec import FIELDS, build_spec
-from harness.store import Store
-from harness.sweep import run_sweep
+from harness.drivers.plan import plan
+from harness.config.axes import FIELDS
+from harness.config.spec import build_spec
+from harness.store.sqlite import Store
+from harness.drivers.sweep import run_sweep
 
 
 def benchmark(model: Any = None, data: Any = None, *, spec: str | Path | None = None, store: str | Path | None = None,
@@ -40,7 +42,7 @@ def run_tables(model: Any = None, data: Any = None, *, spec: str | Path | None =
                progress: bool | None = None, tables: tuple[str, ...] = ("points",), **options: Any) -> dict:
     """``benchmark``, returning the run's ``tables`` (``points``, ``checks``, ``steps``,
     ``samples``) by name: the pytest fixture needs the timed steps, the asv suite a spec file."""
-    from harness.spec import load_toml
+    from harness.config.spec import load_toml
 
     unknown = sorted(set(options) - set(FIELDS) - {"dataset", "model"})
     if unknown:

@@ -19,7 +19,7 @@ from harness import cli_probe as probe_commands
 from harness.cli_args import parser as _parser
 from harness.errors import SpecError
 from harness.outputs import output_path, write_output
-from harness.store import Store, load_ref
+from harness.store.sqlite import Store, load_ref
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
@@ -81,7 +81,8 @@ def _refuse_repeated_flags(argv: list[str]) -> None:
 
 def _spec(args: argparse.Namespace):
     """The spec of ``run`` and ``tune``: the spec file's keys, overridden by the flags."""
-    from harness.spec import FIELDS, build_spec, load_toml
+    from harness.config.axes import FIELDS
+    from harness.config.spec import build_spec, load_toml
 
     file_values = load_toml(args.spec_file) if args.spec_file else {}
     return build_spec(file_values, {name: getattr(args, name) for name in FIELDS})
@@ -90,9 +91,9 @@ def _spec(args: argparse.Namespace):
 def _tune(args: argparse.Namespace) -> int:
     import json
 
-    from harness.plan import plan
-    from harness.store import DEFAULT_STORE
-    from harness.tune.runner import tune, tune_spec
+    from harness.drivers.plan import plan
+    from harness.store.sqlite import DEFAULT_STORE
+    from harness.drivers.tune.runner import tune, tune_spec
 
     if args.report and not args.no_report:
         output_path(args.report, "--report")
@@ -124,10 +125,11 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from harness.parallel.collectives import external_world
-    from harness.plan import plan
-    from harness.spec import FIELDS, build_spec, load_toml
-    from harness.store import DEFAULT_STORE
-    from harness.sweep import run_sweep
+    from harness.drivers.plan import plan
+    from harness.config.axes import FIELDS
+    from harness.config.spec import build_spec, load_toml
+    from harness.store.sqlite import DEFAULT_STORE
+    from harness.drivers.sweep import run_sweep
 
     file_values = load_toml(args.spec_file) if args.spec_file else {}
     flags = {name: getattr(args, name) for name in FIELDS}  # every spec field is a flag of `run`
@@ -179,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_as_rank(the_plan, store_path: str, args: argparse.Namespace) -> int:
     """Under an external launcher: the same sweep on every rank; rank 0 writes the store."""
     from harness.parallel.launch import ExternalRanks
-    from harness.sweep import run_sweep
+    from harness.drivers.sweep import run_sweep
 
     ranks = ExternalRanks(the_plan.points[0].device)
     store = Store(store_path) if ranks.writes else None
@@ -273,7 +275,7 @@ def _factor(text: str, field: str) -> float:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from harness.merge import merge_into
+    from harness.store.merge import merge_into
 
     sources = [Store.open_existing(path, field="STORE") for path in args.stores]  # all checked before writing
     with Store(args.output, field="-o") as out:
@@ -315,7 +317,7 @@ def _asv(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from harness.records import TABLES
+    from harness.store.schema import TABLES
 
     if args.table not in TABLES:
         raise SpecError("--table", f"{args.table!r} is not a table; use {', '.join(TABLES)}")

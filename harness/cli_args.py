@@ -44,21 +44,21 @@ class _Parser(argparse.ArgumentParser):
 def _spec_flags(parser: argparse.ArgumentParser, names, *, grouped: bool = True) -> dict:
     """Add the flags of these spec fields, with their help from ``spec.sweep.FLAG_HELP``, in
     its groups; returns the groups by title."""
-    from harness.spec.sweep import FLAG_GROUPS, FLAG_HELP, flag
+    from harness.config.axes import BY_NAME, GROUPS
 
-    groups = {title: parser.add_argument_group(title) for title in FLAG_GROUPS} if grouped else {}
+    groups = {title: parser.add_argument_group(title) for title in GROUPS} if grouped else {}
     for name in names:
-        title, text = FLAG_HELP[name]
-        target = groups[title] if grouped else parser
-        extra = {"action": "store_const", "const": True, "default": None} if name == "stop_at_target" else {}
-        target.add_argument(flag(name), help=text.replace("%", "%%"), **extra)  # argparse formats help with %
+        axis = BY_NAME[name]
+        target = groups[axis.group] if grouped else parser
+        extra = {"action": "store_const", "const": True, "default": None} if axis.flag_kind == "switch" else {}
+        target.add_argument(axis.flag, help=axis.help_text().replace("%", "%%"), **extra)  # argparse formats help with %
     return groups
 
 
 def _sweep_command(sub, name: str, **texts) -> _Parser:
     """A command that runs points (``run``, ``tune``): a spec file, every spec flag in its
     group, and where the store and the report go. ``.groups`` and ``.output`` take the rest."""
-    from harness.spec.sweep import FIELDS
+    from harness.config.axes import FIELDS
 
     command = sub.add_parser(name, **texts)
     command.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file; flags override its keys")

@@ -14,8 +14,8 @@ def one_device(value: str) -> str:
     """``--device`` of ``fit`` and ``overhead``: one device that is here (not a list, not
     ``auto``), as a one-line error naming ``--device``."""
     from harness.env import available_devices
-    from harness.spec.expand import resolve_devices
-    from harness.spec.parse import parse_devices
+    from harness.config.policies import resolve_devices
+    from harness.config.values import parse_devices
 
     here = available_devices()
     try:
@@ -30,11 +30,11 @@ def one_device(value: str) -> str:
 def explicit_batch_sizes(value: str, what: str) -> list[int]:
     """``--batch-sizes`` of ``fit`` and ``overhead``: sizes and power-of-two ranges, no
     ``full`` (there is no training set to be full of)."""
-    from harness.spec.expand import resolve_batch_sizes
-    from harness.spec.parse import parse_batch_tokens
+    from harness.config.policies import resolve_batch_sizes
+    from harness.config.values import FULL, BatchRange, parse_batch_sizes
 
-    tokens = parse_batch_tokens(value)
-    if any("full" in t for t in tokens):
+    tokens = parse_batch_sizes(value)
+    if any(t == FULL or (isinstance(t, BatchRange) and t.high is None) for t in tokens):
         raise SpecError("--batch-sizes", f"{what} have no 'full'; give sizes or ranges like 64..4096")
     return resolve_batch_sizes(tokens, 2**40, 2**40)
 
@@ -43,11 +43,11 @@ def fit(args: argparse.Namespace) -> int:
     import json
 
     from harness.analysis.memory import parse_bytes
-    from harness.capacity import fit_capacity
+    from harness.drivers.capacity import fit_capacity
     from harness.console import capacity_text
-    from harness.plan import plan
-    from harness.spec import build_spec, load_toml
-    from harness.spec.parse import parse_float
+    from harness.drivers.plan import plan
+    from harness.config.spec import build_spec, load_toml
+    from harness.config.values import parse_float
 
     probe_sizes = explicit_batch_sizes(args.batch_sizes, "probes")
     if len(probe_sizes) < 2:
@@ -72,8 +72,8 @@ def overhead(args: argparse.Namespace) -> int:
     import json
 
     from harness.console import overhead_text
-    from harness.overhead import TARGET_RATIO, attribute, compare, default_steps, overhead_plan
-    from harness.spec.parse import parse_int
+    from harness.drivers.overhead import TARGET_RATIO, attribute, compare, default_steps, overhead_plan
+    from harness.config.values import parse_int
 
     batch_sizes = explicit_batch_sizes(args.batch_sizes, "overhead points")
     device = one_device(args.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from harness.analysis.recommend import recommend
-from harness.records import display
+from harness.store.schema import display
 
 COLUMNS = (
     ("dataset_size", "size"),

@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from conftest import ROOT
-from harness.plan import plan_flags
-from harness.store import Store
+from harness.drivers.plan import plan_flags
+from harness.store.sqlite import Store
 
 DATA = ROOT / "tests" / "data"
 PINNED = json.loads((DATA / "point_ids_0.4.2.json").read_text())

@@ -7,11 +7,13 @@ import pytest
 from conftest import plugin
 from harness.analysis.convergence import best_trials, fit_critical_batch
 from harness.analysis.noise import GradientMoments, b_simple
-from harness.plan import plan_flags
+from harness.drivers.plan import plan_flags
 from harness.run.loop import run_point
-from harness.spec import DataInfo, build_spec, expand
-from harness.store import Store
-from harness.sweep import run_flags
+from harness.config.points import expand
+from harness.config.policies import DataInfo
+from harness.config.spec import build_spec
+from harness.store.sqlite import Store
+from harness.drivers.sweep import run_flags
 
 
 def _points(**flags):

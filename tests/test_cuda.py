@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from harness.run.clock import PhaseClock, split_steps
-from harness.sweep import run_flags
+from harness.drivers.sweep import run_flags
 
 pytestmark = pytest.mark.cuda
 
@@ -35,7 +35,7 @@ def test_a_first_cuda_use_in_a_fresh_process_is_a_harness_point():
     import subprocess
     import sys
 
-    code = "from harness.overhead import compare; r = compare(32, rounds=1, steps=60, device='cuda'); print(r.ratio > 0)"
+    code = "from harness.drivers.overhead import compare; r = compare(32, rounds=1, steps=60, device='cuda'); print(r.ratio > 0)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
 
@@ -74,9 +74,9 @@ def test_a_known_gpu_cost_lands_in_derivative(timing, every, monkeypatch):
 
 def test_a_cuda_out_of_memory_is_a_status_and_the_sweep_goes_on(tmp_path):
     from conftest import plugin
-    from harness.plan import plan_flags
-    from harness.store import Store
-    from harness.sweep import run_sweep
+    from harness.drivers.plan import plan_flags
+    from harness.store.sqlite import Store
+    from harness.drivers.sweep import run_sweep
 
     with Store(tmp_path / "s.sqlite") as store:
         run_id = run_sweep(plan_flags(devices="cuda", dataset_sizes=400, batch_sizes="32,128,256", steps=10, model=plugin("cuda_oom_above_64")),

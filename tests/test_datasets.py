@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import datasets
+from harness.workload import datasets
 from harness.errors import SpecError
 
 
@@ -30,7 +30,7 @@ def test_linreg_optimum_is_near_the_noise_floor():
 
 
 def test_split_is_seeded_disjoint_and_sized_like_the_points():
-    from harness.spec.expand import split_sizes
+    from harness.config.policies import split_sizes
 
     # row i holds i, so a row in both sets, or a row in neither, shows by its number
     data = datasets.Dataset("ids", torch.arange(501.0)[:, None], torch.arange(501) % 3, "classification", 3)

@@ -5,9 +5,9 @@ import time
 import numpy as np
 
 from conftest import plugin
-from harness.plan import plan_flags
-from harness.store import Store
-from harness.sweep import run_sweep
+from harness.drivers.plan import plan_flags
+from harness.store.sqlite import Store
+from harness.drivers.sweep import run_sweep
 
 COMMON = {"dataset": "blobs", "dataset_sizes": "400", "steps": "40", "check_every": "10", "devices": "cpu", "threads": "1", "sample_interval": "0"}
 
@@ -91,9 +91,9 @@ def test_combined_rows_have_the_declared_columns_and_a_failure_keeps_no_timing()
     ok, one failed, none reported. Every row has exactly the declared keys; a failure has the
     same nulls as a failed single-process point."""
     from harness.parallel.launch import combine
-    from harness.records import POINT_COLUMNS
+    from harness.store.schema import POINT_COLUMNS
     from harness.run.rows import OK_ONLY
-    from harness.sweep import run_flags
+    from harness.drivers.sweep import run_flags
 
     (single,) = run_flags(**COMMON, batch_sizes=8)
     (point,) = plan_flags(**COMMON, batch_sizes=8, world_sizes=2).points

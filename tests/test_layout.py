@@ -61,11 +61,11 @@ def test_no_module_over_400_lines():
 
 
 @pytest.mark.parametrize("package,forbidden", [
-    ("harness.run", ("harness.sweep", "harness.store", "harness.parallel.launch", "harness.report", "harness.cli", "harness.plan")),
-    ("harness.spec", ("harness.plan", "harness.run", "harness.sweep", "harness.store", "harness.datasets", "harness.models")),
-    ("harness.analysis", ("harness.run", "harness.plan", "harness.sweep", "harness.store", "harness.report", "harness.parallel")),
-    ("harness.report", ("harness.run", "harness.plan", "harness.sweep", "harness.parallel", "harness.models", "harness.datasets")),
-    ("harness.records", ("harness.run", "harness.store", "harness.report", "harness.sweep")),
+    ("harness.run", ("harness.drivers.sweep", "harness.store.sqlite", "harness.parallel.launch", "harness.report", "harness.cli", "harness.drivers.plan")),
+    ("harness.spec", ("harness.drivers.plan", "harness.run", "harness.drivers.sweep", "harness.store.sqlite", "harness.workload.datasets", "harness.workload.models")),
+    ("harness.analysis", ("harness.run", "harness.drivers.plan", "harness.drivers.sweep", "harness.store.sqlite", "harness.report", "harness.parallel")),
+    ("harness.report", ("harness.run", "harness.drivers.plan", "harness.drivers.sweep", "harness.parallel", "harness.workload.models", "harness.workload.datasets")),
+    ("harness.store.schema", ("harness.run", "harness.store.sqlite", "harness.report", "harness.drivers.sweep")),
 ])
 def test_nothing_imports_back_up_the_flow(package, forbidden):
     for name in (n for n in MODULES if n == package or n.startswith(package + ".")):

@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 
 from conftest import plugin
-from harness.capacity import fit_capacity
+from harness.drivers.capacity import fit_capacity
 from harness.analysis.memory import MemoryFit, fit_memory, parse_bytes
-from harness.plan import plan_flags
+from harness.drivers.plan import plan_flags
 from harness.run.loop import run_point
-from harness.run.monitor import Monitor, ProcessProbe, utilisation_by_phase
-from harness.run.probes import rss_peak_bytes
-from harness.store import Store
-from harness.sweep import run_flags, run_sweep
+from harness.run.sampler import Monitor, ProcessProbe, utilisation_by_phase
+from harness.run.memory import rss_peak_bytes
+from harness.store.sqlite import Store
+from harness.drivers.sweep import run_flags, run_sweep
 
 WIDE = (4096, 4096)
 
@@ -29,7 +29,7 @@ def wide_data(tmp_path_factory):
 GROUND_TRUTH = """
 import json, sys
 import psutil, torch
-from harness.run.probes import pin_mmap_threshold, release_free_memory, reset_rss_peak, rss_peak_bytes
+from harness.run.memory import pin_mmap_threshold, release_free_memory, reset_rss_peak, rss_peak_bytes
 pin_mmap_threshold()  # every tensor buffer its own mapping: RSS rises and falls with live tensor bytes
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -182,7 +182,7 @@ def test_psutil_probe_and_samples_in_the_store(tmp_path):
 
 @pytest.mark.cuda
 def test_nvml_probe_reads_a_real_gpu():
-    from harness.run.monitor import nvml_probe
+    from harness.run.sampler import nvml_probe
 
     probe = nvml_probe(0)
     assert probe is not None

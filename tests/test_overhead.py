@@ -1,4 +1,4 @@
-"""``batchbench overhead`` and ``harness.overhead.attribute``: what the harness costs, and where.
+"""``batchbench overhead`` and ``harness.drivers.overhead.attribute``: what the harness costs, and where.
 
 The ratio's target (0.98) is a benchmark (tests/benchmarks/test_overhead.py), not asserted here:
 these tests check that the command works, refuses bad input, and that the attribution finds a
@@ -8,7 +8,7 @@ import json
 import time
 
 from harness.cli import main
-from harness.overhead import attribute
+from harness.drivers.overhead import attribute
 
 MARK_COST_NS = 40_000
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, plugin
-from harness.store import Store
+from harness.store.sqlite import Store
 
 SMALL = ["--devices", "cpu", "--dataset", "blobs", "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "10", "--quiet", "--no-report"]
 
@@ -136,7 +136,7 @@ def test_read_commands_do_not_migrate_an_old_store(cli, tmp_path, store):
 
 def _partial(cli, store, batch_sizes):
     """Run the first point of a sweep, as an interrupted run would leave it."""
-    from harness.plan import plan_flags
+    from harness.drivers.plan import plan_flags
     from harness.run.loop import run_point
 
     the_plan = plan_flags(devices="cpu", dataset_sizes=100, batch_sizes=batch_sizes, steps=10)

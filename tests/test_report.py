@@ -12,9 +12,9 @@ from browser import find_chromium, load_page
 from conftest import ROOT, plugin
 from harness import report
 from harness.report.page import Section
-from harness.plan import plan_flags
-from harness.store import Store
-from harness.sweep import run_sweep
+from harness.drivers.plan import plan_flags
+from harness.store.sqlite import Store
+from harness.drivers.sweep import run_sweep
 
 SMALL = {"dataset": "blobs", "dataset_sizes": "200,400", "batch_sizes": "1,4,16,full", "steps": "60", "repeats": "2", "devices": "cpu",
          "target": "rel:0.3", "noise_samples": "64", "check_every": "10", "sample_interval": "20ms"}
@@ -109,7 +109,7 @@ def test_compare_two_runs(tmp_path, cli):
 
 
 def test_reporting_never_imports_torch():
-    code = "import harness.report, harness.store, harness.analysis.convergence, harness.analysis.memory, harness.console, sys; print('torch' in sys.modules)"
+    code = "import harness.report, harness.store.sqlite, harness.analysis.convergence, harness.analysis.memory, harness.console, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 

@@ -100,7 +100,7 @@ def test_realistic_built_ins_sweep_in_seconds_and_their_loss_falls(cli, tmp_path
 
 
 def test_text_is_the_next_byte_of_python_source():
-    from harness import datasets
+    from harness.workload import datasets
 
     data = datasets.load("text", 32, data_seed=0)
     assert data.X.shape == (32, 64) and data.y.shape == (32, 64) and data.n_classes == 256

@@ -1,23 +1,24 @@
 import pytest
 
 from harness.errors import SpecError
-from harness.spec import DataInfo, build_spec, expand, load_toml
-from harness.spec.expand import log_check_steps, resolve_batch_sizes
-from harness.spec.parse import parse_check_every
+from harness.config.points import expand
+from harness.config.policies import DataInfo, log_check_steps, resolve_batch_sizes
+from harness.config.spec import build_spec, load_toml
+from harness.config.values import parse_batch_sizes, parse_check_every, text_of
 
 CPU = ["cpu"]
 
 
 def test_batch_size_ranges_are_powers_of_two_and_full_is_the_training_set():
-    assert resolve_batch_sizes(["1..full"], 800, 1000) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 800]
-    assert resolve_batch_sizes(["1..16", "full", "3"], 800, 1000) == [1, 2, 3, 4, 8, 16, 800]
-    assert resolve_batch_sizes(["3..16"], 800, 1000) == [4, 8, 16]
+    assert resolve_batch_sizes(parse_batch_sizes("1..full"), 800, 1000) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 800]
+    assert resolve_batch_sizes(parse_batch_sizes("1..16,full,3"), 800, 1000) == [1, 2, 3, 4, 8, 16, 800]
+    assert resolve_batch_sizes(parse_batch_sizes("3..16"), 800, 1000) == [4, 8, 16]
 
 
 @pytest.mark.parametrize("tokens", [["1024"], ["1..1024"]])
 def test_batch_size_larger_than_training_set_names_its_size(tokens):
     with pytest.raises(SpecError, match=r"--batch-sizes: .*800 samples at dataset size 1000"):
-        resolve_batch_sizes(tokens, 800, 1000)
+        resolve_batch_sizes(parse_batch_sizes(tokens), 800, 1000)
 
 
 @pytest.mark.parametrize("value", ["0", "-4", "abc", "4..2", "1.5", ""])
@@ -37,7 +38,7 @@ def test_toml_keys_accept_dashes_and_reject_unknown_keys(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('batch-sizes = [1, 2, "full"]\ndataset_sizes = [100]\nsteps = 20\n')
     spec = build_spec(load_toml(path))
-    assert spec.batch_sizes == ("1", "2", "full") and spec.dataset_sizes == (100,) and spec.steps == 20
+    assert text_of(spec.batch_sizes) == ("1", "2", "full") and spec.dataset_sizes == (100,) and spec.steps == 20
     path.write_text("batchsize = 3\n")
     with pytest.raises(SpecError, match="unknown key 'batchsize'"):
         load_toml(path)
@@ -59,15 +60,15 @@ def test_epochs_budget_and_auto_checks_and_burn_in_at_most_half():
     spec = build_spec(cli_values={"batch_sizes": "1,full", "dataset_sizes": "100", "epochs": "2", "check_set": "train", "target": "none"})
     small, full = expand(spec, DataInfo(100, None), CPU)
     assert (small.steps, full.steps) == (200, 2)
-    assert small.check_every == "10" and full.check_every == "1"  # no target: 20 checks, evenly
+    assert small.check_every.text() == "10" and full.check_every.text() == "1"  # no target: 20 checks, evenly
     assert small.burn_in_steps == 5 and full.burn_in_steps == 1
 
 
 def test_a_sweep_has_a_relative_target_and_geometric_checks_unless_told_otherwise():
     default = build_spec()
-    assert default.target == "rel:0.1" and default.target_rel == 0.1
+    assert default.target.text() == "rel:0.1" and default.target.fraction == 0.1
     (point,) = expand(build_spec(cli_values={"batch_sizes": "8", "dataset_sizes": "100"}), DataInfo(100, None), CPU)
-    assert point.check_every == "log:40" and point.target_rel == 0.1
+    assert point.check_every.text() == "log:40" and point.target_rel == 0.1
     assert build_spec(cli_values={"target_loss": "0.5"}).target is None  # an absolute target replaces the default
     assert build_spec(cli_values={"target": "none"}).target is None
     with pytest.raises(SpecError, match="--target: give one target, not --target-loss and --target"):
@@ -82,7 +83,7 @@ def test_log_schedule_checks_every_step_first_then_geometrically(steps, count, e
     if steps > count:  # a constant ratio once the steps are apart: steps-to-target has the same relative resolution everywhere
         ratios = [b / a for a, b in zip(at, at[1:]) if b - a > 1]
         assert max(ratios) / min(ratios) < 1.25
-    assert parse_check_every("log") == "log:40" and parse_check_every("LOG:12") == "log:12"
+    assert parse_check_every("log").text() == "log:40" and parse_check_every("LOG:12").text() == "log:12"
     with pytest.raises(SpecError, match="--check-every: 'log:1' is not a schedule"):
         parse_check_every("log:1")
 
@@ -98,7 +99,7 @@ def test_unavailable_devices_are_errors():
 
 def test_every_spec_field_is_a_run_flag():
     from harness.cli import _parser
-    from harness.spec import FIELDS
+    from harness.config.axes import FIELDS
 
     args = _parser().parse_args(["run"])
     assert all(hasattr(args, name) for name in FIELDS)

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, plugin
-from harness.plan import plan_flags
-from harness.records import TABLES
+from harness.drivers.plan import plan_flags
+from harness.store.schema import TABLES
 from harness.run.loop import run_point
-from harness.store import Store
-from harness.sweep import run_sweep
+from harness.store.sqlite import Store
+from harness.drivers.sweep import run_sweep
 
 FAST = {"dataset_sizes": 100, "batch_sizes": "2,8,full", "steps": 20, "devices": "cpu"}
 

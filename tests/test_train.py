@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from conftest import common_losses, plugin
-from harness import models
-from harness.records import POINT_COLUMNS
+from harness.workload import models
+from harness.store.schema import POINT_COLUMNS
 from harness.run.batches import batch_indices
 from harness.run.parts import make_loss
-from harness.sweep import run_flags
+from harness.drivers.sweep import run_flags
 
 BASE = {"dataset_sizes": 200, "batch_sizes": 8, "steps": 40, "devices": "cpu"}
 
@@ -119,7 +119,7 @@ def test_the_loop_reads_the_clock_only_on_timed_steps():
     check adds a fixed few. 200 steps against 100, a check every 50."""
     import time
 
-    from harness.plan import plan_flags
+    from harness.drivers.plan import plan_flags
     from harness.run.loop import run_point
 
     def reads(steps):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.tune.policy import Trial, search
+from harness.drivers.tune.policy import Trial, search
 
 BATCHES = [2**k for k in range(13)]  # 1 .. 4096
 LRS = [2.0**k for k in range(-3, 5)]  # 0.125 .. 16

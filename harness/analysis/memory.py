@@ -1,6 +1,6 @@
 """Memory against batch size, as arithmetic: the linear model peak = fixed + per_sample x B, the
 largest batch under a limit, and byte sizes as users write them. numpy only, so the report can
-use it without torch (the measuring side is ``harness.run.probes``)."""
+use it without torch (the measuring side is ``harness.run.memory``)."""
 
 from __future__ import annotations
 

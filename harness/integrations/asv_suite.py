@@ -22,8 +22,8 @@ ALWAYS = 3
 
 
 def _plan(spec_file: str, root: str):
-    from harness.plan import plan
-    from harness.spec import build_spec, load_toml
+    from harness.drivers.plan import plan
+    from harness.config.spec import build_spec, load_toml
 
     with _in_checkout(root):
         return plan(build_spec(load_toml(spec_file), {}))

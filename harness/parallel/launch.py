@@ -9,7 +9,7 @@ Two ways in, one way through ``run_point``:
   curve and phase times, the batch loss averaged over ranks, the median and the slowest
   rank's phase times, and the exposed communication ``comm_s``.
 - ``ExternalRanks``: a launcher such as ``torchrun --nnodes ...`` started ``batchbench run``
-  once per rank; every rank runs the same sweep (``harness.sweep.run_sweep``) and trains each
+  once per rank; every rank runs the same sweep (``harness.drivers.sweep.run_sweep``) and trains each
   point together, and rank 0 gathers the results and alone writes the store.
 
 A rank that fails exits non-zero (or reports its failure), and the point is recorded with that
@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from harness import datasets, models
+from harness.workload import datasets
+from harness.workload import models
 from harness.parallel.collectives import TIMEOUT_ENV, external_world, timeout_s
-from harness.records import PointResult
+from harness.store.schema import PointResult
 from harness.run import rows
 from harness.run.loop import run_point
-from harness.spec import PointSpec
+from harness.config.points import PointSpec
 
 __all__ = ["ExternalRanks", "TIMEOUT_ENV", "combine", "launch"]
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.analysis.recommend import recommend
 
-from harness.records import display
+from harness.store.schema import display
 
 
 TABLE_COLUMNS = [

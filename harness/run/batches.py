@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from harness.spec import PointSpec
+from harness.config.points import PointSpec
 
 Fetch = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 

@@ -17,10 +17,10 @@ import torch
 from harness.analysis.convergence import reached
 from harness.analysis.noise import b_simple
 from harness.run.parts import summed_loss
-from harness.run.probes import PeakMemory
+from harness.run.memory import PeakMemory
 from harness.run.rows import Trace
-from harness.spec import PointSpec
-from harness.spec.expand import log_check_steps
+from harness.config.points import PointSpec
+from harness.config.policies import log_check_steps
 
 EVAL_CHUNK = 8192
 """Rows per forward pass in a loss check, to bound its memory on large check sets."""
@@ -60,12 +60,12 @@ def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str
 
 def schedule(point: PointSpec, now_ns: Callable[[], int]) -> Callable[[int], bool]:
     """``due(steps_done)``: whether a loss check follows the step just finished."""
-    check_every = point.check_every
-    if check_every == "epoch":
+    every = point.check_every
+    if every.kind == "epoch":
         per_epoch, batch = point.train_size, point.batch_size
         return lambda done: (done * batch) // per_epoch > ((done - 1) * batch) // per_epoch
-    if check_every.endswith("s"):
-        period_ns = int(float(check_every[:-1]) * 1e9)
+    if every.kind == "seconds":
+        period_ns = int(every.seconds * 1e9)
         last = [now_ns()]
 
         def due_seconds(done: int) -> bool:
@@ -76,11 +76,10 @@ def schedule(point: PointSpec, now_ns: Callable[[], int]) -> Callable[[int], boo
             return False
 
         return due_seconds
-    if check_every.startswith("log:"):
-        at = frozenset(log_check_steps(point.steps, int(check_every[4:])))
-        return at.__contains__
-    every = int(check_every)
-    return lambda done: done % every == 0
+    if every.kind == "log":
+        return frozenset(log_check_steps(point.steps, every.count)).__contains__
+    count = every.count
+    return lambda done: done % count == 0
 
 
 LOSS_EVERY = 8

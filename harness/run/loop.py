@@ -28,19 +28,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from harness import models
-from harness.datasets import Split
+from harness.workload import models
+from harness.workload.datasets import Split
 from harness.parallel.collectives import all_max, all_mean, exposed_comm_s
-from harness.records import PointResult
+from harness.store.schema import PointResult
 from harness.run import rows
 from harness.run.batches import fetcher
 from harness.run.checks import LOSS_EVERY, BatchLosses, Diverged, LossCheck, evaluate, schedule
 from harness.run.clock import PhaseClock, sample_every, split_steps, synchronize
-from harness.run.monitor import Monitor, ProcessProbe, max_of, nvml_probe
+from harness.run.sampler import Monitor, ProcessProbe, max_of, nvml_probe
 from harness.run.flops import compile_now, step_flops
 from harness.run.parts import autocast_for, grad_scaler, make_loss, make_optimizer, matmul_precision
-from harness.run.probes import PeakMemory, activation_bytes_per_sample, analytic_bytes, step_tensor_bytes
-from harness.spec import PointSpec
+from harness.run.memory import PeakMemory, activation_bytes_per_sample, analytic_bytes, step_tensor_bytes
+from harness.config.points import PointSpec
 
 
 Prune = Callable[[dict], "str | None"]
@@ -59,7 +59,7 @@ def run_point(point: PointSpec, split: Split, factory: models.Factory, *, now_ns
     in user code) becomes the point's status; the caller's sweep goes on. ``rank`` = (rank,
     world size) when this process is one rank of a data-parallel point; ``prune`` may stop it
     at a loss check (status ``pruned``, ``steps`` the steps it ran). ``timed_every`` forces k,
-    the period of timed steps after the burn-in (``harness.overhead.attribute`` prices the
+    the period of timed steps after the burn-in (``harness.drivers.overhead.attribute`` prices the
     marks this way); None chooses it from the marks' budget."""
     trace = rows.Trace(origin_ns=time.perf_counter_ns(), n_features=split.n_features, n_classes=split.n_classes)
     if point.skip_reason:

@@ -1,5 +1,5 @@
 """The parts a step is made of, built the same way for the harness and for the plain loop it
-is compared with (``harness.overhead``): the loss for the task and the optimizer."""
+is compared with (``harness.drivers.overhead``): the loss for the task and the optimizer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from harness.spec import PointSpec
+from harness.config.points import PointSpec
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -1,4 +1,4 @@
-"""From what the loop measured (a ``Trace``) to the contract's rows (``harness.records``).
+"""From what the loop measured (a ``Trace``) to the contract's rows (``harness.store.schema``).
 
 Every ``points`` row is built by ``records.point_row`` from the declaration, so an ok point,
 a failed point and a combined data-parallel point carry exactly the same keys. What only a
@@ -18,10 +18,10 @@ from harness import PHASES
 from harness.analysis import stats
 from harness.analysis.convergence import to_target
 from harness.env import device_name
-from harness.records import PointResult, point_row
+from harness.store.schema import PointResult, point_row
 from harness.run.flops import peak_tflops
-from harness.run.monitor import mean_of
-from harness.spec import PointSpec
+from harness.run.sampler import mean_of
+from harness.config.points import PointSpec
 
 STEP_PHASES = PHASES[:3]
 """The phases inside a step (the loss check runs between steps)."""
@@ -84,7 +84,7 @@ def result(point: PointSpec, trace: Trace, status: str, error: str | None) -> Po
         sampling=point.sampling, seed=point.seed, repeat=point.repeat, timing_mode=point.timing_mode,
         steps=trace.steps_done, epochs=trace.steps_done * point.batch_size / point.train_size,
         samples_seen=trace.steps_done * point.batch_size, burn_in_steps=point.burn_in_steps,
-        train_size=point.train_size, check_size=point.check_size, check_set=point.check_set, check_every=point.check_every,
+        train_size=point.train_size, check_size=point.check_size, check_set=point.check_set, check_every=point.check_every.text(),
         hidden=",".join(map(str, point.hidden)) if point.model == "mlp" else None, n_params=trace.n_params,
         model_fingerprint=trace.model_fingerprint,
         loader=point.loader, data_placement=point.data_placement, precision=point.precision, flops_per_step=trace.flops_per_step,

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from harness.overhead import TARGET_RATIO, compare
+from harness.drivers.overhead import TARGET_RATIO, compare
 
 ROUNDS = int(os.environ.get("BATCHBENCH_BENCH_ROUNDS", "51"))
 """Interleaved rounds per comparison; CI's reporting step runs fewer (the median moves less
@@ -56,7 +56,7 @@ def test_harness_throughput_matches_a_plain_loop_on_cuda(benchmark, batch_size):
 @pytest.mark.parametrize("batch_size", [1, 256])
 def test_sampler_costs_under_one_percent(benchmark, batch_size):
     """The monitor thread (psutil every 100 ms) against no monitor, same harness points."""
-    from harness.overhead import compare_sampler
+    from harness.drivers.overhead import compare_sampler
 
     rounds = 1 if benchmark.disabled else max(11, ROUNDS * 3 // 5)
     result = benchmark.pedantic(compare_sampler, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from harness import report
-from harness.records import CHECKS, POINTS, RUNS, SAMPLES
+from harness.store.schema import CHECKS, POINTS, RUNS, SAMPLES
 
 
 def synthetic(points_n: int = 100, checks_per_point: int = 21) -> report.ReportData:

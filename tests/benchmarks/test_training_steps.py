@@ -8,7 +8,7 @@ events on a GPU), so ``pytest-benchmark compare`` can show both.
 
 import pytest
 
-from harness.plan import plan_flags
+from harness.drivers.plan import plan_flags
 from harness.run.loop import run_point
 
 

@@ -14,16 +14,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from harness import datasets, env, models
-from harness.datasets import Split
+from harness import env
+from harness.workload import datasets
+from harness.workload import models
+from harness.workload.datasets import Split
 from harness.errors import SpecError
-from harness.spec import PointSpec, SweepSpec, build_spec, expand
-from harness.spec.expand import shard_of
-from harness.spec.sweep import AUTO_DEVICE_SHARE
-
-
-FIELDS_SINCE_0_1 = ("data_placement", "precision", "peak_tflops", "workers", "compile")
-"""Spec fields added after 0.1: left out when computing a 0.1 run's hash."""
+from harness.config import compat
+from harness.config.axes import AXES
+from harness.config.points import PointSpec, expand, shard_of
+from harness.config.policies import AUTO_DEVICE_SHARE
+from harness.config.spec import SweepSpec, as_text, build_spec
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,7 @@ class Plan:
     def old_hashes(self) -> tuple[str, ...]:
         """How batchbench 0.1 named this sweep (a hash of the spec as written), so that
         ``--resume`` still finds its runs."""
-        fields = {k: v for k, v in dataclasses.asdict(self.spec).items() if k not in FIELDS_SINCE_0_1}
-        return (hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16],)
+        return (compat.spec_hash_0_1(as_text(self.spec), AXES),)
 
 
 def plan(spec: SweepSpec) -> Plan:

@@ -14,15 +14,17 @@ import json
 import sys
 from typing import Callable
 
-from harness import env, models
+from harness import env
+from harness.workload import models
 from harness.analysis.convergence import relative_targets
-from harness.datasets import Split
+from harness.workload.datasets import Split
 from harness.parallel.launch import ExternalRanks, launch
-from harness.plan import Plan, plan_flags
-from harness.records import PointResult
+from harness.drivers.plan import Plan, plan_flags
+from harness.store.schema import PointResult
 from harness.run.loop import run_point
-from harness.spec import PointSpec, flag
-from harness.store import Store
+from harness.config.points import PointSpec
+from harness.config.values import flag
+from harness.store.sqlite import Store
 
 
 def run_one(point: PointSpec, split: Split, factory: models.Factory) -> PointResult:
@@ -105,7 +107,7 @@ def finalise(plan: Plan, store: Store, run_id: str) -> None:
     """What is known only once every point is in: each point's relative target (``--target
     rel:F``) and the to-target columns it gives; then the run is marked finished."""
     if plan.spec.target is not None:
-        updates = relative_targets(store.load("points", [run_id]), store.load("checks", [run_id]), plan.spec.target_rel)
+        updates = relative_targets(store.load("points", [run_id]), store.load("checks", [run_id]), plan.spec.target.fraction)
         store.update_points(run_id, updates)
     store.finish_run(run_id)
 

@@ -17,13 +17,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from harness import models
-from harness.plan import Plan, plan_flags
+from harness.workload import models
+from harness.drivers.plan import Plan, plan_flags
 from harness.run.checks import evaluate, schedule
 from harness.run.clock import MARKS_PER_STEP, PhaseClock, synchronize
 from harness.run.loop import run_point
 from harness.run.parts import make_loss, make_optimizer
-from harness.spec import PointSpec
+from harness.config.points import PointSpec
 
 
 TARGET_RATIO = 0.98

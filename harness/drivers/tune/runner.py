@@ -1,4 +1,4 @@
-"""``batchbench tune``: run the search of ``harness.tune.policy`` through the harness, every
+"""``batchbench tune``: run the search of ``harness.drivers.tune.policy`` through the harness, every
 trial an ordinary stored point, so a tune run reads like any other in ``report`` and ``analyze``.
 
 Per device x dataset size (x sampling, ranks, placement) of the plan:
@@ -27,17 +27,19 @@ from typing import Any, Callable
 
 import torch
 
-from harness import datasets, env, models
+from harness import env
+from harness.workload import datasets
+from harness.workload import models
 from harness.analysis.convergence import relative_target, to_target
 from harness.analysis.noise import b_simple
 from harness.errors import SpecError
-from harness.plan import Plan
-from harness.records import PointResult
+from harness.drivers.plan import Plan
+from harness.store.schema import PointResult
 from harness.run.loop import noise_estimator, run_point
 from harness.run.parts import make_loss
-from harness.spec import PointSpec, SweepSpec
-from harness.store import Store
-from harness.tune.policy import Choice, Trial, nearest, search
+from harness.config.points import PointSpec
+from harness.store.sqlite import Store
+from harness.drivers.tune.policy import Choice, Trial, nearest, search
 
 NOISE_SAMPLES = 512
 """Training samples whose per-example gradients give the noise scale at initialisation."""
@@ -135,11 +137,11 @@ def _tune_group(plan: Plan, store: Store, run_id: str, key: dict, grid: dict[tup
             store.add_point(run_id, result)
             raise SpecError("--target", f"the pilot trial (B={start}, lr {start_lr:g}) ended {result.status} before a loss check; "
                                         f"give --target-loss instead ({result.point.get('error') or 'no check'})")
-        goal["target_loss"] = relative_target(losses[0], min(losses), spec.target_rel)
+        goal["target_loss"] = relative_target(losses[0], min(losses), spec.target.fraction)
         result.point.update(target_loss=goal["target_loss"], **to_target(result.checks, start, target_loss=goal["target_loss"]))
         store.add_point(run_id, result)
         known.append(_trial(start, start_lr, result, goal))
-        say(f"  pilot B={start} lr={start_lr:g}: target loss {goal['target_loss']:.4g} (rel:{spec.target_rel:g} of its own curve)")
+        say(f"  pilot B={start} lr={start_lr:g}: target loss {goal['target_loss']:.4g} (rel:{spec.target.fraction:g} of its own curve)")
     target = (f"check-set loss <= {goal['target_loss']:.4g}" if goal["target_loss"] is not None else f"check-set accuracy >= {goal['target_accuracy']:.4g}")
 
     def run_trial(batch: int, lr: float, budget_s: float | None) -> Trial:

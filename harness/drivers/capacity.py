@@ -23,9 +23,10 @@ from typing import Callable
 from harness.analysis.memory import DEFAULT_MARGIN, MemoryFit, fit_memory
 from harness.env import device_memory
 from harness.errors import SpecError
-from harness.plan import Plan
+from harness.drivers.plan import Plan
 from harness.run.loop import run_point
-from harness.spec import PointSpec
+from harness.config.points import PointSpec
+from harness.config.values import CheckEvery
 
 PROBE_STEPS = 2
 MAX_PROBE_BATCH = 2**24
@@ -137,7 +138,7 @@ def _fit(probes, largest: int | None = None) -> MemoryFit | None:
 def _probe_point(template: PointSpec, batch: int) -> PointSpec:
     return dataclasses.replace(
         template, batch_size=batch, sampling="replacement", steps=PROBE_STEPS, burn_in_steps=0,
-        check_every=str(PROBE_STEPS), noise_samples=0, stop_at_target=False, target_loss=None, target_accuracy=None,
+        check_every=CheckEvery("steps", PROBE_STEPS), noise_samples=0, stop_at_target=False, target_loss=None, target_accuracy=None,
     )
 
 

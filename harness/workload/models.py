@@ -3,7 +3,7 @@
 Built-ins: ``linear`` (logistic or linear regression), ``mlp`` (ReLU layers of ``--hidden``
 widths; both flatten shaped samples), ``cnn`` (two small conv layers for images: ``(C, H,
 W)`` samples, or flat square single-channel ones such as ``digits`` and ``mnist-like``), and
-the realistic ``resnet`` (``cifar-like``) and ``gpt`` (``text``) of ``harness.architectures``.
+the realistic ``resnet`` (``cifar-like``) and ``gpt`` (``text``) of ``harness.workload.architectures``.
 
 A plug-in is ``module:callable`` or ``path/to/file.py:callable``, called with the keywords it
 takes of ``n_features`` (the size of one sample), ``input_shape`` (its shape) and ``n_outputs``
@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness.architectures import GPT, ResNet
+from harness.workload.architectures import GPT, ResNet
 from harness.errors import SpecError
 
 BUILTINS = ("linear", "mlp", "cnn", "resnet", "gpt")

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from harness.errors import SpecError
-from harness.spec.expand import DataInfo, split_sizes
+from harness.config.policies import DataInfo, split_sizes
 
 BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000, "cifar-like": 2000, "text": 4096}
 GENERATED_FEATURES = {"blobs": 2, "linreg": 16, "mnist-like": 784, "cifar-like": 3 * 32 * 32, "text": 64}

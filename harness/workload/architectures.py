@@ -1,6 +1,6 @@
 """The realistic built-in models, small enough that a CPU sweep takes seconds: ``resnet`` (a
 ResNet with batch norm for ``(C, H, W)`` images, as people train on CIFAR) and ``gpt`` (a
-causal transformer over token ids, as in nanoGPT). ``harness.models`` builds them by name."""
+causal transformer over token ids, as in nanoGPT). ``harness.workload.models`` builds them by name."""
 
 from __future__ import annotations
 

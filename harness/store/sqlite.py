@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from harness.errors import SpecError
-from harness.records import RENAMED, TABLES, PointResult
+from harness.store.schema import RENAMED, TABLES, PointResult
 
 DEFAULT_STORE = "results/batchbench.sqlite"
 

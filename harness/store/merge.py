@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from harness.store import Store
+from harness.store.sqlite import Store
 
 DETAIL_TABLES = ("checks", "steps", "samples")
 

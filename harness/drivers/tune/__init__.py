@@ -1,0 +1,1 @@
+"""``batchbench tune``: the search (``policy``, pure) and its run through the harness (``runner``)."""
