@@ -107,7 +107,7 @@ def _tune(args: argparse.Namespace) -> int:
         groups = [r.as_dict() for r in results]
         print(json.dumps({"run_id": run_id, "store": str(store.path), **groups[0], "groups": groups}, indent=1))
     else:
-        from harness.console import group_label
+        from harness.analysis.keys import group_label
 
         for r in results:
             label = group_label({"dataset": the_plan.spec.dataset, "dataset_size": r.key["dataset_size"], "device": r.key["device"]})

@@ -4,58 +4,44 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
+from harness.analysis.keys import group_label, short_labels, shown_columns
 from harness.analysis.recommend import recommend
 from harness.store.schema import display
 
-COLUMNS = (
-    ("dataset_size", "size"),
-    ("batch_size", "batch"),
-    ("device", "device"),
-    ("world_size", "ranks"),
-    ("precision", "precision"),
-    ("compile", "compile"),
-    ("loader", "loader"),
-    ("data_placement", "data on"),
-    ("repeat", "rep"),
-    ("samples_per_s", "samples/s"),
-    ("data_s", "data ms"),
-    ("derivative_s", "deriv ms"),
-    ("update_s", "update ms"),
-    ("loss_check_s", "check ms"),
-    ("final_eval_loss", "eval loss"),
-    ("status", "status"),
-    ("flags", "flags"),
-)
+LEADING_COLUMNS = (("dataset_size", "size"), ("batch_size", "batch"), ("device", "device"))
+MEASURED_COLUMNS = (("samples_per_s", "samples/s"), ("data_s", "data ms"), ("derivative_s", "deriv ms"), ("update_s", "update ms"),
+                    ("loss_check_s", "check ms"), ("final_eval_loss", "eval loss"), ("status", "status"), ("flags", "flags"))
 
 
-def _cell(column: str, value) -> str:
-    if isinstance(value, float) and value.is_integer() and column in ("dataset_size", "batch_size", "world_size", "repeat"):
+def _cell(value, column: str) -> str:
+    if isinstance(value, float) and value.is_integer() and column not in dict(MEASURED_COLUMNS):
         value = int(value)
     return display(column, value) or "-"
 
 
+def varying_columns(points) -> list[tuple[str, str]]:
+    """The configuration columns (``analysis.keys.shown_columns``) in which these points differ."""
+    leading = {c for c, _ in LEADING_COLUMNS}
+    return [(c, t) for c, t in shown_columns() if c not in leading and c in points and points[c].astype(str).nunique() > 1]
+
+
 def points_table(points) -> str:
-    """Per point: dataset size, batch size, device, samples/s, per-step ms of each phase
-    (loss check: ms per check), final eval loss, status and trust flags."""
+    """Per point: dataset size, batch size, device and every configuration column that varies,
+    samples/s, per-step ms of each phase (loss check: ms per check), final eval loss, status and
+    trust flags."""
     if len(points) == 0:
         return "(no points)"
-    varies = {"repeat": points["repeat"].max() > 0, "world_size": points["world_size"].fillna(1).max() > 1,
-              **{c: c in points and points[c].nunique(dropna=False) > 1 for c in ("precision", "compile", "loader", "data_placement")}}
-    shown = [c for c in COLUMNS if varies.get(c[0], True)]
+    config = varying_columns(points)
+    shown = [*LEADING_COLUMNS, *config, *MEASURED_COLUMNS]
+    inner = ("batch_size", "world_size", "repeat")
+    order = ["dataset_size", "device", *(c for c, _ in config if c not in inner), *(c for c in inner if c in points)]
+    ordered = points.sort_values(order, kind="stable")
     rows = [[title for _, title in shown]]
-    ordered = points.sort_values([c for c in ("dataset_size", "device", "precision", "compile", "loader", "data_placement", "batch_size", "world_size", "repeat") if c in points],
-                                 kind="stable")
-    for record in ordered.to_dict("records"):
-        rows.append([_cell(col, record.get(col)) for col, _ in shown])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(shown))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [cell.ljust(w) if shown[i][0] in ("device", "status", "flags", "precision", "compile", "loader", "data_placement") else cell.rjust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    rows += [[_cell(record.get(c), c) for c, _ in shown] for record in ordered.to_dict("records")]
+    numeric = {i for i, (c, _) in enumerate(shown) if c in points and pd.api.types.is_numeric_dtype(points[c]) and c != "flags"}
+    return layout(rows, numeric)
 
 
 def _num(value, fmt: str = "{:,.4g}") -> str:
@@ -140,22 +126,6 @@ def recommendations_text(groups) -> str:
     return "\n".join(lines)
 
 
-def short_labels(groups) -> list[str]:
-    """Each group's label with only what tells it apart: data set, dataset size and device,
-    and every other key that differs between the groups (``digits · 400 samples · cpu ·
-    dataloader loader``)."""
-    shown = [k for k in (groups[0].key if groups else {}) if k in ("dataset", "dataset_size", "device") or len({str(g.key[k]) for g in groups}) > 1]
-    return [group_label({k: g.key[k] for k in shown}) for g in groups]
-
-
-def group_label(key) -> str:
-    """A group's key as a reader says it: ``digits · 1797 samples · cpu · mlp``."""
-    words = {"dataset_size": "{} samples", "world_size": "{} rank(s)", "lr_policy": "lr {}", "sampling": "{} sampling",
-             "loader": "{} loader", "data_placement": "data on {}", "compile": "compile {}"}
-    return " · ".join(words.get(k, "{}").format(v).replace("1 rank(s)", "1 rank").replace("rank(s)", "ranks")
-                      for k, v in key.items() if v is not None and not (isinstance(v, float) and math.isnan(v)))
-
-
 def runs_summary(runs, points) -> list[dict]:
     """Per stored run, oldest first: id, kind (sweep or tune), start and end, points (ok of all)
     and what it swept, for ``batchbench runs``."""
@@ -192,10 +162,10 @@ def runs_table(summary: list[dict]) -> str:
         rows.append([r["run_id"], r["kind"] + ("" if r["finished_at"] else " (unfinished)"), str(r["started_at"])[:19].replace("T", " "),
                      f"{r['ok']}/{r['points']} ok", str(r["dataset"]), str(r["model"]), ",".join(r["devices"]) or "-", span,
                      ",".join(map(str, r["dataset_sizes"])) or "-"])
-    return _layout(rows)
+    return layout(rows)
 
 
-def _layout(rows: list[list[str]], right: set[int] = frozenset()) -> str:
+def layout(rows: list[list[str]], right: set[int] = frozenset()) -> str:
     """Rows of text cells as aligned columns under a ruled header; columns in ``right`` are
     right-aligned (numbers)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -238,7 +208,7 @@ def comparison_text(comparison, label_a: str, label_b: str) -> str:
     summary = (f"throughput: B is slower at {counts['slower']}, faster at {counts['faster']}, no significant change at {counts[SAME]} of {len(f)} points; "
                f"time to target: slower at {int((ttt == 'slower').sum())}, faster at {int((ttt == 'faster').sum())}, "
                f"no significant change at {int((ttt == SAME).sum())} ({int(ttt.isna().sum())} without a target reached on both sides)")
-    return "\n".join([head, _layout(rows, numeric), summary])
+    return "\n".join([head, layout(rows, numeric), summary])
 
 
 def _seconds(value) -> str:
@@ -320,7 +290,7 @@ def overhead_text(results, point, target: float) -> str:
             row += [f"{result.versus_plain(name).ratio:.3f}" for name in ("no_monitor", "untimed", "all_timed")]
             row += [f"{result.timed_step_cost_s * 1e6:.1f} us", f"{result.timed_step_assumed_s * 1e6:.1f} us", f"{result.marks_share:.2%}"]
         rows.append(row)
-    lines += [_layout(rows, right=set(range(len(header)))), f"target: harness/plain >= {target} at every batch size"]
+    lines += [layout(rows, right=set(range(len(header)))), f"target: harness/plain >= {target} at every batch size"]
     if attributed:
         lines.append("no monitor: without the sampler thread. no timed steps: also no timed step after the burn-in (the loop's own cost). "
                      "all timed: every step timed. timed step: what timing a step (its 5 marks and its loss read) costs inside the loop, from "

@@ -25,18 +25,8 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import stats
-
-MATCH_KEYS = (
-    "model_name", "model_fingerprint", "hidden", "dataset", "dataset_size", "train_size", "check_size", "check_set",
-    "batch_size", "device", "threads", "world_size", "per_rank_batch_size", "backend", "scaling",
-    "optimizer", "lr", "lr_policy", "base_lr", "base_batch_size", "lr_warmup_steps", "momentum",
-    "sampling", "loader", "workers", "data_placement", "precision", "compile", "timing_mode",
-    "seed", "init_seed", "repeat", "target", "check_every", "noise_samples",
-)
-"""The configuration of a point: two points are the same configuration when all of these agree.
-``model_name`` is the callable's name (``path/to/net.py:make`` -> ``make``), ``target`` the
-target as asked (``rel:0.1``, or the absolute loss/accuracy), so a relative target matches
-across runs whose initial loss differs in the last digit."""
+from harness.analysis.keys import MATCH_KEYS
+from harness.config.compat import model_fingerprints
 
 DEFAULT_THRESHOLD = 1.10
 """Changes smaller than 10% are "no significant change", whatever the interval says."""
@@ -78,10 +68,7 @@ def config_frame(points: pd.DataFrame) -> pd.DataFrame:
     that nulls match nulls and 0.1 matches 0.1 whatever the store's float type."""
     out = points.copy()
     out["model_name"] = out["model"].astype(str).str.rsplit(":", n=1).str[-1]
-    if "model_fingerprint" not in out:
-        out["model_fingerprint"] = None
-    # Stores before 0.4 have no fingerprint: the parameter count stands in for it.
-    out["model_fingerprint"] = out["model_fingerprint"].where(out["model_fingerprint"].notna(), "n" + out["n_params"].astype(str))
+    out["model_fingerprint"] = model_fingerprints(out)
     rel = out["target_rel"] if "target_rel" in out else pd.Series(np.nan, index=out.index)
     absolute = out["target_loss"].map(_text) + "/" + out["target_accuracy"].map(_text)
     out["target"] = np.where(rel.notna(), "rel:" + rel.map(_text), absolute)

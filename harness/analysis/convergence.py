@@ -18,9 +18,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from harness.analysis.keys import GROUP_KEYS
+
 TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
-GROUP_KEYS = ("dataset", "dataset_size", "device", "model", "optimizer", "sampling", "lr_policy", "world_size", "precision", "compile", "loader", "data_placement")
-"""Points that differ in any of these are different configurations: never pooled as repeats."""
 
 
 def reached(check: Mapping[str, Any], target_loss: float | None, target_accuracy: float | None) -> bool:

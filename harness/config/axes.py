@@ -54,6 +54,8 @@ class Axis:
     record: Callable[[Any], Any] | None = None
     """The recorded value from the point (default: the point field as text); None where it
     does not apply to this point."""
+    sql: str | None = None
+    """The column's SQLite type (default: from the default value's type)."""
     match: bool = True
     """``batchbench compare`` matches points on it."""
     group_key: bool = False
@@ -79,6 +81,13 @@ class Axis:
     @property
     def column_name(self) -> str | None:
         return self.point_field if self.column is _UNSET else self.column  # type: ignore[return-value]
+
+    @property
+    def column_type(self) -> str:
+        if self.sql is not None:
+            return self.sql
+        sample = self.default[0] if isinstance(self.default, tuple) and self.default else self.default
+        return "INTEGER" if isinstance(sample, (bool, int)) else "REAL" if isinstance(sample, float) else "TEXT"
 
     def help_text(self) -> str:
         shown = self.shown_default if self.shown_default is not None else _shown(self.default)

@@ -108,6 +108,15 @@ def _point(cls, spec, at: dict[str, Any], options: list[Axis]):
     return cls(**{f.name: at[f.name] for f in dataclasses.fields(cls)})
 
 
+def recorded(point) -> dict[str, Any]:
+    """The point's configuration as ``points`` columns: each axis's (``Axis.recorded``) and
+    what the point derives (split sizes, seeds, the learning rate before scaling, the ranks)."""
+    out = {a.column_name: a.recorded(point) for a in type(point).axes if a.column_name}
+    out.update(train_size=point.train_size, check_size=point.check_size, init_seed=point.init_seed, base_lr=point.base_lr,
+               per_rank_batch_size=point.per_rank_batch_size, global_batch_size=point.batch_size, backend=point.backend)
+    return out
+
+
 def shard_of(points: list, shard) -> list:
     """Every N-th point starting at I: shards of one sweep are disjoint and cover it."""
     if shard is None:

@@ -15,10 +15,8 @@ import math
 import os
 from pathlib import Path
 
-AXES = ("batch_size", "dataset_size", "device", "lr", "precision", "compile", "loader", "data_placement", "sampling", "world_size", "repeat")
-"""Point fields that become asv parameters: the first three always, the others where the
-spec sweeps them."""
-ALWAYS = 3
+from harness.analysis.keys import NAMED_BY, configuration_fields
+
 
 
 def _plan(spec_file: str, root: str):
@@ -49,7 +47,7 @@ def parameters(spec_file: str, root: str) -> tuple[list[list], list[str]]:
     them into the suite as literals, so that the many short processes asv starts (one per
     ``track_`` metric and commit) import neither torch nor the data."""
     points = _plan(spec_file, root).points
-    names = [n for i, n in enumerate(AXES) if i < ALWAYS or len({getattr(p, n) for p in points}) > 1]
+    names = [n for n in configuration_fields() if n in NAMED_BY or len({getattr(p, n) for p in points}) > 1]
     return [sorted({getattr(p, n) for p in points}, key=_order) for n in names], names
 
 

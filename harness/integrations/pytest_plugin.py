@@ -29,11 +29,13 @@ from typing import Any
 
 import pytest
 
+from harness.analysis.keys import NAMED_BY, configuration_fields
+
 PHASE_INFO = ("data_s", "derivative_s", "update_s", "loss_check_s", "step_wall_s", "samples_per_s", "steps_per_s",
               "steps_to_target", "time_to_target_s", "compute_to_target_s", "final_eval_loss", "peak_device_mem_bytes",
               "peak_rss_bytes", "timed_steps", "step_wall_ci_pct")
 """Columns of a point copied into its benchmark's ``extra_info``."""
-LABELS = ("batch_size", "dataset_size", "device", "precision", "compile", "loader", "data_placement", "world_size", "lr", "repeat")
+LABELS = configuration_fields()
 """Columns of a point that name it: its benchmark's ``params`` (and, where they vary, its name)."""
 
 
@@ -90,7 +92,7 @@ class BatchbenchFixture:
         from harness.analysis.compare import step_times
 
         times = step_times(steps)
-        shown = [c for c in LABELS if c in points and (c in ("batch_size", "dataset_size", "device") or points[c].astype(str).nunique() > 1)]
+        shown = [c for c in LABELS if c in points and (c in NAMED_BY or points[c].astype(str).nunique() > 1)]
         fixture = self._benchmark
         for point in points.to_dict("records"):
             if point["status"] != "ok" or point["point_id"] not in times:

@@ -146,7 +146,8 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
 def target_notes(groups) -> list[str]:
     """Per group: the target it was measured against, and a warning where the loss checks were
     too coarse for steps-to-target to mean much (the same words as ``batchbench analyze``)."""
-    from harness.console import coarse_text, group_label
+    from harness.analysis.keys import group_label
+    from harness.console import coarse_text
 
     notes = []
     targets = {g.target for g in groups if g.target}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness import PHASES
+from harness.analysis.keys import GROUP_KEYS, say
 
 PHASE_COLORS = dict(zip(PHASES, ("#4C72B0", "#DD8452", "#55A868", "#8172B3")))
 
@@ -99,24 +100,14 @@ def log_y(ax) -> None:
 
 
 def series_label(points: pd.DataFrame) -> pd.Series:
-    """Series label per point: device and dataset size, only what varies."""
-    parts = []
-    if points["device"].nunique() > 1:
-        parts.append(points["device"].astype(str))
-    if points["dataset_size"].nunique() > 1:
-        parts.append("N=" + points["dataset_size"].astype(str))
-    if points["sampling"].nunique() > 1:
-        parts.append(points["sampling"].astype(str))
-    if "world_size" in points and points["world_size"].fillna(1).nunique() > 1:
-        parts.append(points["world_size"].fillna(1).astype(int).astype(str) + " ranks")
-    for column, prefix in (("precision", ""), ("compile", "compile "), ("loader", "loader "), ("data_placement", "data on ")):
-        if column in points and points[column].nunique(dropna=False) > 1:  # never pool configurations
-            parts.append(prefix + points[column].fillna("-").astype(str))
-    if not parts:
-        return pd.Series(points["device"].astype(str) + " · N=" + points["dataset_size"].astype(str), index=points.index)
-    label = parts[0]
-    for part in parts[1:]:
-        label = label + " · " + part
+    """Series label per point: every configuration key that varies among the points (they are
+    never pooled), or device and dataset size where none does."""
+    shown = [k for k in GROUP_KEYS if k in points and points[k].astype(str).nunique() > 1] or ["device", "dataset_size"]
+    label = None
+    for column in shown:
+        phrase = "N={}" if column == "dataset_size" else None
+        part = points[column].map(lambda value, c=column, p=phrase: say(c, "-" if value is None or value != value else value, p))
+        label = part if label is None else label + " · " + part
     return label
 
 

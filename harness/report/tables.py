@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 
+from harness.analysis.keys import shown_columns
 from harness.analysis.recommend import recommend
 
 from harness.store.schema import display
@@ -28,13 +29,9 @@ def fmt(column: str, value) -> str:
     return html.escape(display(column, value))
 
 
-AXIS_COLUMNS = [("model", "model"), ("world_size", "ranks"), ("precision", "precision"), ("compile", "compile"), ("loader", "loader"),
-                ("workers", "workers"), ("data_placement", "data on"), ("lr_policy", "lr policy")]
-"""Configuration columns the table shows only when the points differ in them (after device)."""
-
-
 def points_table(points: pd.DataFrame) -> str:
-    varying = [(c, t) for c, t in AXIS_COLUMNS if c in points and points[c].astype(str).nunique() > 1]
+    fixed = {c for c, _ in TABLE_COLUMNS}
+    varying = [(c, t) for c, t in shown_columns() if c not in fixed and c in points and points[c].astype(str).nunique() > 1]
     at = [c for c, _ in TABLE_COLUMNS].index("device") + 1
     columns = TABLE_COLUMNS[:at] + varying + TABLE_COLUMNS[at:]
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
@@ -79,7 +76,7 @@ def summary_html(data, ok: pd.DataFrame, groups) -> str:
              f"dataset sizes {_values(points['dataset_size'])}; "
              f"devices {html.escape(_values(points['device']))}; statuses "
              + ", ".join(f"{k} {v}" for k, v in statuses.items()) + ".</p>") if len(points) else "<p>This run has no points.</p>"
-    from harness.console import short_labels
+    from harness.analysis.keys import short_labels
 
     labels = short_labels(groups)
     rec_rows = []

@@ -21,7 +21,7 @@ from harness.env import device_name
 from harness.store.schema import PointResult, point_row
 from harness.run.flops import peak_tflops
 from harness.run.sampler import mean_of
-from harness.config.points import PointSpec
+from harness.config.points import PointSpec, recorded
 
 STEP_PHASES = PHASES[:3]
 """The phases inside a step (the loss check runs between steps)."""
@@ -77,24 +77,11 @@ class Trace:
 def result(point: PointSpec, trace: Trace, status: str, error: str | None) -> PointResult:
     """Summarise the trace into the contract's rows; what was not measured stays null."""
     row = point_row(
-        point_id=point.point_id, status=status, error=error, model=point.model, dataset=point.dataset,
-        dataset_size=point.dataset_size, n_features=trace.n_features, n_classes=trace.n_classes,
-        batch_size=point.batch_size, device=point.device, device_name=device_name(point.device), threads=point.threads,
-        optimizer=point.optimizer, lr=point.lr, momentum=point.momentum if point.optimizer == "sgd" else None,
-        sampling=point.sampling, seed=point.seed, repeat=point.repeat, timing_mode=point.timing_mode,
-        steps=trace.steps_done, epochs=trace.steps_done * point.batch_size / point.train_size,
-        samples_seen=trace.steps_done * point.batch_size, burn_in_steps=point.burn_in_steps,
-        train_size=point.train_size, check_size=point.check_size, check_set=point.check_set, check_every=point.check_every.text(),
-        hidden=",".join(map(str, point.hidden)) if point.model == "mlp" else None, n_params=trace.n_params,
-        model_fingerprint=trace.model_fingerprint,
-        loader=point.loader, data_placement=point.data_placement, precision=point.precision, flops_per_step=trace.flops_per_step,
-        workers=point.workers if point.loader == "dataloader" else None, compile=point.compile, compile_s=trace.compile_s,
-        peak_tflops=peak_tflops(device_name(point.device), point.precision, point.peak_tflops), init_seed=point.init_seed, lr_policy=point.lr_policy, base_lr=point.base_lr,
-        base_batch_size=point.base_batch_size if point.lr_policy in ("linear", "sqrt") else None,
-        lr_warmup_steps=point.lr_warmup_steps, target_loss=point.target_loss, target_accuracy=point.target_accuracy,
-        target_rel=point.target_rel, noise_samples=point.noise_samples or None, world_size=point.world_size,
-        per_rank_batch_size=point.per_rank_batch_size, global_batch_size=point.batch_size, backend=point.backend,
-        scaling=point.scaling, comm_s=trace.comm_s, sample_interval_s=point.sample_interval_s or None,
+        **recorded(point), point_id=point.point_id, status=status, error=error, n_features=trace.n_features, n_classes=trace.n_classes,
+        device_name=device_name(point.device), steps=trace.steps_done, epochs=trace.steps_done * point.batch_size / point.train_size,
+        samples_seen=trace.steps_done * point.batch_size, n_params=trace.n_params, model_fingerprint=trace.model_fingerprint,
+        flops_per_step=trace.flops_per_step, compile_s=trace.compile_s, comm_s=trace.comm_s,
+        peak_tflops=peak_tflops(device_name(point.device), point.precision, point.peak_tflops),
         cpu_util_mean_pct=mean_of(trace.readings, "cpu_pct"), gpu_util_mean_pct=mean_of(trace.readings, "gpu_util_pct"),
         **to_target(trace.checks, point.batch_size, target_loss=point.target_loss, target_accuracy=point.target_accuracy),
         **trace.memory, **trace.analytic,

@@ -4,15 +4,18 @@ Tidy tables, one observation a row, units in column names (``_s``, ``_bytes``, `
 ``_mhz``). Each column is declared here once, with its SQLite type; its unit comes from its
 name, and ``display`` formats a value by that unit for the console and the report. A column
 whose feature does not apply (or is not measured on this device) is null, never a made-up
-number. Columns beyond DESIGN.md's list are appended at the end of a table; a renamed column is
-listed in ``RENAMED`` so that ``Store`` migrates older stores.
+number. Columns beyond DESIGN.md's list are appended at the end of a table, an axis's column
+from its declaration (``config.axes``); a renamed column is listed in ``config.compat.RENAMED``
+so that ``Store`` migrates older stores.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
+
+from harness.config.axes import AXES, Axis
 
 RUNS = {
     "run_id": "TEXT PRIMARY KEY",
@@ -23,7 +26,7 @@ RUNS = {
     "spec_hash": "TEXT",
 }
 
-POINTS = {
+POINTS_LAID_OUT = {
     "run_id": "TEXT",
     "point_id": "TEXT",
     "status": "TEXT",  # ok | oom | diverged | error | skipped | pruned (stopped by `batchbench tune`: it could no longer win)
@@ -163,12 +166,19 @@ SAMPLES = {
     "gpu_sm_clock_mhz": "REAL",
 }
 
+
+
+def points_columns(axes: Sequence[Axis] = AXES) -> dict[str, str]:
+    """The ``points`` columns: those laid out above (their order is the contract exports
+    keep), then the column of every axis declared since that is not among them."""
+    added = {a.column_name: a.column_type for a in axes if a.column_name and a.column_name not in POINTS_LAID_OUT}
+    return {**POINTS_LAID_OUT, **added}
+
+
+POINTS = points_columns()
+
 TABLES = {"runs": RUNS, "points": POINTS, "checks": CHECKS, "steps": STEPS, "samples": SAMPLES}
 STATUSES = ("ok", "oom", "diverged", "error", "skipped", "pruned")
-
-RENAMED = {"points": {"warmup_steps": "burn_in_steps"}, "steps": {"warmup": "burn_in"}}
-"""Old name -> new name, per table: columns renamed since batchbench 0.1 (``Store`` renames
-them in place when it opens an older store)."""
 
 POINT_COLUMNS = tuple(c for c in POINTS if c != "run_id")
 """The keys of every ``PointResult.point`` (the store adds ``run_id``)."""

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from harness.errors import SpecError
-from harness.store.schema import RENAMED, TABLES, PointResult
+from harness.config.compat import RENAMED
+from harness.store.schema import TABLES, PointResult
 
 DEFAULT_STORE = "results/batchbench.sqlite"
 
