@@ -17,7 +17,7 @@ class TrainingStepMemory:
                                sample_interval=0, threads=1)
 
     def peakmem_training_step(self, batch_size, device):
-        from harness.run.loop import run_point
+        from harness.run.engine import run_point
 
         (point,) = self.plan.points
         run_point(point, self.plan.split(point), self.plan.factory)

@@ -1,10 +1,42 @@
-"""Errors users see. A ``SpecError`` is bad input found before anything runs: the CLI prints
-its message as one line and exits 2, leaving the store untouched."""
+"""Errors users see. Each is one line naming the field at fault (a flag, a file, a table) and what
+to do; the CLI prints it as ``batchbench: error: FIELD: message`` and exits with its kind's code:
+
+====  ==========================================================================================
+0     done
+1     done, but the answer is no: every point failed, ``compare --fail-above`` found a
+      regression, ``tune`` found no batch size that reaches the target, or a run could not
+      finish (``RunError``: what ran is stored)
+2     ``SpecError``: bad input, found before anything ran; no store or file was touched
+3     ``StoreError``: a store or an output file could not be read or written (locked by another
+      process, disk full, damaged, no permission); what was committed before is kept
+130   interrupted (Ctrl-C); finished points are stored, ``--resume`` continues
+====  ==========================================================================================
+"""
 
 
-class SpecError(ValueError):
-    """Bad user input; the message names the field and what is allowed."""
+class UserError(Exception):
+    """A failure batchbench explains in one line; ``exit_code`` says which kind."""
+
+    exit_code = 1
 
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+class SpecError(UserError, ValueError):
+    """Bad user input, found before anything runs: the message names the field and what is allowed."""
+
+    exit_code = 2
+
+
+class StoreError(UserError):
+    """A store or output file that cannot be read or written as asked; nothing committed is lost."""
+
+    exit_code = 3
+
+
+class RunError(UserError):
+    """Work that started and could not give its answer; what ran is stored."""
+
+    exit_code = 1

@@ -6,9 +6,9 @@ import pytest
 
 from conftest import plugin
 from harness.analysis.convergence import best_trials, fit_critical_batch
-from harness.analysis.noise import GradientMoments, b_simple
+from harness.analysis.noise_scale import GradientMoments, b_simple
 from harness.drivers.plan import plan_flags
-from harness.run.loop import run_point
+from harness.run.engine import run_point
 from harness.config.points import expand
 from harness.config.policies import DataInfo
 from harness.config.spec import build_spec

@@ -92,7 +92,7 @@ def test_combined_rows_have_the_declared_columns_and_a_failure_keeps_no_timing()
     same nulls as a failed single-process point."""
     from harness.parallel.launch import combine
     from harness.store.schema import POINT_COLUMNS
-    from harness.run.rows import OK_ONLY
+    from harness.run.measurement import OK_ONLY
     from harness.drivers.sweep import run_flags
 
     (single,) = run_flags(**COMMON, batch_sizes=8)

@@ -9,8 +9,8 @@ from conftest import plugin
 from harness.drivers.capacity import fit_capacity
 from harness.analysis.memory import MemoryFit, fit_memory, parse_bytes
 from harness.drivers.plan import plan_flags
-from harness.run.loop import run_point
-from harness.run.sampler import Monitor, ProcessProbe, utilisation_by_phase
+from harness.run.engine import run_point
+from harness.run.sampler import Sampler, ProcessSource, utilisation_by_phase
 from harness.run.memory import rss_peak_bytes
 from harness.store.sqlite import Store
 from harness.drivers.sweep import run_flags, run_sweep
@@ -145,7 +145,7 @@ class BrokenProbe:
 
 def test_monitor_ticks_on_the_shared_clock_and_survives_a_failing_probe():
     ticks = iter([1_000_000_000, 1_100_000_000, 1_300_000_000])
-    monitor = Monitor(0.1, [FakeProbe(), BrokenProbe()], origin_ns=1_000_000_000, now_ns=lambda: next(ticks))
+    monitor = Sampler(0.1, [FakeProbe(), BrokenProbe()], origin_ns=1_000_000_000, now_ns=lambda: next(ticks))
     for _ in range(3):
         monitor.tick()
     assert [r["t_s"] for r in monitor.rows] == pytest.approx([0.0, 0.1, 0.3])
@@ -161,7 +161,7 @@ def test_utilisation_is_attributed_to_phases():
 
 
 def test_psutil_probe_and_samples_in_the_store(tmp_path):
-    probe = ProcessProbe()
+    probe = ProcessSource()
     assert probe.sample()["cpu_pct"] is None  # too soon after the last reading to mean anything
     end = time.perf_counter() + 0.05
     while time.perf_counter() < end:  # busy: this process uses about one core
@@ -182,9 +182,9 @@ def test_psutil_probe_and_samples_in_the_store(tmp_path):
 
 @pytest.mark.cuda
 def test_nvml_probe_reads_a_real_gpu():
-    from harness.run.sampler import nvml_probe
+    from harness.run.sampler import nvml_source
 
-    probe = nvml_probe(0)
+    probe = nvml_source(0)
     assert probe is not None
     reading = probe.sample()
     assert reading["gpu_mem_bytes"] > 0 and 0 <= reading["gpu_util_pct"] <= 100

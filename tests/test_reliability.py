@@ -137,7 +137,7 @@ def test_read_commands_do_not_migrate_an_old_store(cli, tmp_path, store):
 def _partial(cli, store, batch_sizes):
     """Run the first point of a sweep, as an interrupted run would leave it."""
     from harness.drivers.plan import plan_flags
-    from harness.run.loop import run_point
+    from harness.run.engine import run_point
 
     the_plan = plan_flags(devices="cpu", dataset_sizes=100, batch_sizes=batch_sizes, steps=10)
     with Store(store) as s:

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, plugin
 from harness.drivers.plan import plan_flags
 from harness.store.schema import TABLES
-from harness.run.loop import run_point
+from harness.run.engine import run_point
 from harness.store.sqlite import Store
 from harness.drivers.sweep import run_sweep
 

@@ -91,7 +91,10 @@ def test_records_steps_checks_and_burn_in():
     (result,) = _run(steps=40, check_every=10, burn_in_steps=5)
     point = result.point
     assert len(result.steps) == 5 + point["timed_steps"] and 0 < point["timed_steps"] <= 35  # every k-th of 35, k from the machine
-    assert [s["burn_in"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0] and [s["step"] for s in result.steps[:6]] == [0, 1, 2, 3, 4, 5]
+    assert [s["burn_in"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0] and [s["step"] for s in result.steps[:5]] == [0, 1, 2, 3, 4]
+    measured = [s["step"] for s in result.steps[5:]]  # after the burn-in: the multiples of k
+    k = measured[1] - measured[0] if len(measured) > 1 else measured[0]
+    assert measured == list(range(-(-5 // k) * k, 40, k))
     assert [c["step"] for c in result.checks] == [0, 10, 20, 30, 40]
     assert point["steps"] == 40 and point["samples_seen"] == 320 and point["burn_in_steps"] == 5
     assert point["timing_mode"] == "cpu" and point["threads"] == 1
@@ -120,7 +123,7 @@ def test_the_loop_reads_the_clock_only_on_timed_steps():
     import time
 
     from harness.drivers.plan import plan_flags
-    from harness.run.loop import run_point
+    from harness.run.engine import run_point
 
     def reads(steps):
         the_plan = plan_flags(**{**BASE, "steps": steps, "check_every": 50, "sample_interval": 0})
@@ -156,16 +159,16 @@ def test_sampled_timing_times_every_kth_step_and_throughput_counts_them_all():
     assert sample_every(host, 7e-4, multiple_of=8) == 4 and sample_every(host, 1e-3, multiple_of=8) == 2  # divisors below it
     k = sample_every(30e-6, 3e-4)
     assert MARKS_PER_STEP * 30e-6 / (k * 3e-4) == pytest.approx(MARK_BUDGET)  # just inside the budget
-    import harness.run.loop as loop
+    import harness.run.engine as engine
 
-    original = loop.sample_every
-    loop.sample_every = lambda cost, step, multiple_of=1: 7
+    original = engine.sample_every
+    engine.sample_every = lambda cost, step, multiple_of=1: 7
     try:
         (result,) = _run(steps=100, burn_in_steps=5, check_every=25)
     finally:
-        loop.sample_every = original
-    assert [s["step"] for s in result.steps] == [0, 1, 2, 3, 4] + list(range(5, 100, 7))
-    assert result.point["timed_steps"] == len(range(5, 100, 7)) and result.point["steps"] == 100
+        engine.sample_every = original
+    assert [s["step"] for s in result.steps] == [0, 1, 2, 3, 4] + list(range(7, 100, 7))  # after the burn-in, the multiples of k
+    assert result.point["timed_steps"] == len(range(7, 100, 7)) and result.point["steps"] == 100
     assert result.point["samples_per_s"] == pytest.approx(8 * result.point["steps_per_s"]) and result.point["derivative_s"] > 0
 
 
@@ -173,19 +176,44 @@ def test_k_comes_from_the_burn_in_steps_under_the_default_check_schedule(monkeyp
     """The default ``log:`` schedule checks after every burn-in step, so the window closed
     last before the measured window is empty: k must still come from the burn-in's steps
     (it once fell back to timing every step, marks costing several % of a small step)."""
-    import harness.run.loop as loop
+    import harness.run.engine as engine
 
     asked = []
-    real = loop.sample_every
-    monkeypatch.setattr(loop, "sample_every", lambda cost, step, multiple_of: asked.append((cost, step, multiple_of)) or real(cost, step, multiple_of))
+    real = engine.sample_every
+    monkeypatch.setattr(engine, "sample_every", lambda cost, step, multiple_of: asked.append((cost, step, multiple_of)) or real(cost, step, multiple_of))
     (result,) = _run(steps=200, burn_in_steps=5)
     assert result.point["check_every"].startswith("log:") and [c["step"] for c in result.checks][:6] == [0, 1, 2, 3, 4, 5]
     ((cost_s, step_s, multiple_of),) = asked
     assert step_s is not None and step_s > 0
     k = real(cost_s, step_s, multiple_of)
-    assert result.point["timed_steps"] == len(range(5, 200, k))
+    assert result.point["timed_steps"] == len(range(-(-5 // k) * k, 200, k))
     # timed steps and the every-8th loss reads share a grid: k divides 8 or is a multiple of it
     assert 8 % k == 0 or (k % 8 == 0 and all(s["batch_loss"] is not None for s in result.steps))
+
+
+@pytest.mark.parametrize("check_every", [10, "log:12"])
+def test_the_burn_in_moves_neither_the_losses_read_nor_which_steps_are_timed(check_every):
+    """Which batch losses are read (every 8th step and the last before each check) and which
+    steps are timed (every burn-in step, then the multiples of k) are rules on the step number:
+    with 5 burn-in steps or 8, the same training gives the same train_loss at every check."""
+    from harness.run.schedule import timed_steps
+
+    runs = {n: _run(steps=60, check_every=check_every, burn_in_steps=n)[0] for n in (5, 8)}
+    assert [c["train_loss"] for c in runs[5].checks] == [c["train_loss"] for c in runs[8].checks]
+    assert [c["eval_loss"] for c in runs[5].checks] == [c["eval_loss"] for c in runs[8].checks]
+    for burn_in, result in runs.items():
+        measured = [s["step"] for s in result.steps if not s["burn_in"]]
+        k = measured[1] - measured[0] if len(measured) > 1 else 60
+        assert [s["step"] for s in result.steps] == timed_steps(60, burn_in, k)
+        read = {s["step"] for s in result.steps if s["batch_loss"] is not None}
+        assert all(s in read for s in range(0, 60, 8) if s in measured or s < burn_in)
+
+
+def test_a_short_point_still_times_a_measured_step():
+    from harness.run.schedule import fit_window
+
+    assert fit_window(56, 5, 40) == 32 and fit_window(56, 5, 100) == 56 and fit_window(16, 5, 12) == 8 and fit_window(8, 5, 7) == 2
+    assert fit_window(4, 3, 4) == 1 and fit_window(2**62, 5, 600) == 592 and fit_window(2**62, 5, 100) == 96
 
 
 def test_epoch_check_schedule():

@@ -24,7 +24,7 @@ from harness.analysis.memory import DEFAULT_MARGIN, MemoryFit, fit_memory
 from harness.env import device_memory
 from harness.errors import SpecError
 from harness.drivers.plan import Plan
-from harness.run.loop import run_point
+from harness.run.engine import run_point
 from harness.config.points import PointSpec
 from harness.config.values import CheckEvery
 

@@ -19,9 +19,10 @@ import torch
 
 from harness.workload import models
 from harness.drivers.plan import Plan, plan_flags
-from harness.run.checks import evaluate, schedule
+from harness.run.checks import evaluate
+from harness.run.schedule import due as due_checks
 from harness.run.clock import MARKS_PER_STEP, PhaseClock, synchronize
-from harness.run.loop import run_point
+from harness.run.engine import run_point
 from harness.run.parts import make_loss, make_optimizer
 from harness.config.points import PointSpec
 
@@ -93,7 +94,7 @@ def plain_loop(point: PointSpec, split) -> float:
     model = models.build_builtin(point.model, n_features=split.n_features, n_outputs=split.n_outputs, hidden=point.hidden).to(device)
     optimizer = make_optimizer(point, model.parameters())
     loss_fn = make_loss(split.task)
-    due = schedule(point, time.perf_counter_ns)  # the harness's own schedule: the same checks at the same steps
+    due = due_checks(point, time.perf_counter_ns)  # the harness's own schedule: the same checks at the same steps
     generator = torch.Generator().manual_seed(point.seed)
     n, batch = X.shape[0], point.batch_size
 

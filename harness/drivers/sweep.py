@@ -21,7 +21,7 @@ from harness.workload.datasets import Split
 from harness.parallel.launch import ExternalRanks, launch
 from harness.drivers.plan import Plan, plan_flags
 from harness.store.schema import PointResult
-from harness.run.loop import run_point
+from harness.run.engine import run_point
 from harness.config.points import PointSpec
 from harness.config.values import flag
 from harness.store.sqlite import Store

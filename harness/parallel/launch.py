@@ -34,8 +34,9 @@ from harness.workload import datasets
 from harness.workload import models
 from harness.parallel.collectives import TIMEOUT_ENV, external_world, timeout_s
 from harness.store.schema import PointResult
-from harness.run import rows
-from harness.run.loop import run_point
+from harness.run.measurement import STEP_PHASES, Measurement, result
+from harness.run.measurement import failed as failed_row
+from harness.run.engine import run_point
 from harness.config.points import PointSpec
 
 __all__ = ["ExternalRanks", "TIMEOUT_ENV", "combine", "launch"]
@@ -71,11 +72,11 @@ def combine(point: PointSpec, ranks: list[dict], code: int, stderr: str) -> Poin
         else:
             tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
             status, error = "error", f"ranks exited with code {code} ({len(ranks)} of {point.world_size} reported): {tail[0][:300]}"
-        base = ranks[0]["point"] if ranks else rows.result(point, rows.Trace(), status, error).point
-        return PointResult(point=rows.failed(base, status, error), checks=ranks[0]["checks"] if ranks else [], steps=[])
+        base = ranks[0]["point"] if ranks else result(point, Measurement(), status, error).point
+        return PointResult(point=failed_row(base, status, error), checks=ranks[0]["checks"] if ranks else [], steps=[])
     lead = ranks[0]
     row = dict(lead["point"])
-    for key in (*(f"{p}_s" for p in rows.STEP_PHASES), "step_wall_s", "comm_s"):
+    for key in (*(f"{p}_s" for p in STEP_PHASES), "step_wall_s", "comm_s"):
         values = [r["point"][key] for r in ranks if r["point"][key] is not None]
         if values:
             row[key] = float(np.median(values))
@@ -97,8 +98,8 @@ def _lost_peer(message: str) -> bool:
     return any(key in text for key in ("connection closed", "connection reset", "gloo", "nccl", "timed out", "timeout", "broken pipe"))
 
 
-def _payload(rank: int, result: PointResult) -> dict[str, Any]:
-    return {"rank": rank, "point": result.point, "checks": result.checks, "steps": result.steps, "samples": result.samples if rank == 0 else []}
+def _payload(rank: int, outcome: PointResult) -> dict[str, Any]:
+    return {"rank": rank, "point": outcome.point, "checks": outcome.checks, "steps": outcome.steps, "samples": outcome.samples if rank == 0 else []}
 
 
 def _init(backend: str) -> None:
@@ -138,12 +139,12 @@ class ExternalRanks:
 
         if self.cuda:
             point = dataclasses.replace(point, device=f"cuda:{self.local}")
-        result = run_point(point, split, factory, rank=None if point.skip_reason else (self.rank, self.world))
+        outcome = run_point(point, split, factory, rank=None if point.skip_reason else (self.rank, self.world))
         gathered: list = [None] * self.world
-        dist.all_gather_object(gathered, _payload(self.rank, result))
+        dist.all_gather_object(gathered, _payload(self.rank, outcome))
         if self.rank != 0:
             return None
-        return result if point.skip_reason else combine(point, gathered, 0, "")
+        return outcome if point.skip_reason else combine(point, gathered, 0, "")
 
     def close(self) -> None:
         import torch.distributed as dist
@@ -166,11 +167,11 @@ def _worker(spec_path: str, out_dir: str) -> int:
     try:
         split = datasets.load_split(point.dataset, point.dataset_size, data_seed=point.data_seed, target_column=point.target_column,
                                     check_set=point.check_set, holdout_fraction=point.holdout_fraction)
-        result = run_point(point, split, models.resolve(point.model), rank=(rank, world))
+        outcome = run_point(point, split, models.resolve(point.model), rank=(rank, world))
     except Exception as exc:  # data or plug-in trouble in this rank
-        result = rows.result(point, rows.Trace(), "error", f"{type(exc).__name__}: {exc}")
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(_payload(rank, result), default=float))
-    ok = result.status == "ok"
+        outcome = result(point, Measurement(), "error", f"{type(exc).__name__}: {exc}")
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(_payload(rank, outcome), default=float))
+    ok = outcome.status == "ok"
     if ok:
         dist.destroy_process_group()
     return 0 if ok else 1

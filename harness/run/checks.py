@@ -1,4 +1,4 @@
-"""The ``loss_check`` phase: when it runs (the schedule), what it measures (the check-set loss,
+"""The ``loss_check`` phase: what it measures (the check-set loss,
 the mean loss of the training batches read since the last check, and optionally the gradient noise scale)
 and how it is kept apart from the training steps' time.
 
@@ -10,24 +10,19 @@ follow it is timed apart again and left out of every wall and compute time.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from harness.analysis.convergence import reached
-from harness.analysis.noise import b_simple
+from harness.analysis.noise_scale import b_simple
 from harness.run.parts import summed_loss
 from harness.run.memory import PeakMemory
-from harness.run.rows import Trace
 from harness.config.points import PointSpec
-from harness.config.policies import log_check_steps
 
 EVAL_CHUNK = 8192
 """Rows per forward pass in a loss check, to bound its memory on large check sets."""
-
-
-class Diverged(Exception):
-    """The loss became NaN or infinite."""
 
 
 @torch.no_grad()
@@ -56,37 +51,6 @@ def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str
     n = X.shape[0] if loss_fn is not None else y.numel()
     loss = total.item() / n  # sync: the loss check ends here
     return loss, (correct.item() / y.numel() if scored else None)
-
-
-def schedule(point: PointSpec, now_ns: Callable[[], int]) -> Callable[[int], bool]:
-    """``due(steps_done)``: whether a loss check follows the step just finished."""
-    every = point.check_every
-    if every.kind == "epoch":
-        per_epoch, batch = point.train_size, point.batch_size
-        return lambda done: (done * batch) // per_epoch > ((done - 1) * batch) // per_epoch
-    if every.kind == "seconds":
-        period_ns = int(every.seconds * 1e9)
-        last = [now_ns()]
-
-        def due_seconds(done: int) -> bool:
-            now = now_ns()
-            if now - last[0] >= period_ns:
-                last[0] = now
-                return True
-            return False
-
-        return due_seconds
-    if every.kind == "log":
-        return frozenset(log_check_steps(point.steps, every.count)).__contains__
-    count = every.count
-    return lambda done: done % count == 0
-
-
-LOSS_EVERY = 8
-"""Every this many steps, counted from the end of the burn-in (and at the last step before each
-check), a batch loss is read for the checks' ``train_loss``: a fixed rule, so the mean is the
-same whichever steps were timed. Timed steps share its grid (``clock.sample_every``'s k divides
-it or is a multiple of it), so once k reaches it timing a step adds no read of its own."""
 
 
 class BatchLosses:
@@ -131,28 +95,54 @@ class BatchLosses:
         return dict(zip(self.steps, torch.stack(self.values).float().cpu().tolist()))
 
 
-class LossCheck:
-    """``check(step) -> reached``: evaluate, record a ``checks`` row in the trace, raise
-    ``Diverged`` on a non-finite loss, estimate the noise scale if asked, and say whether the
-    point's target is reached."""
+@dataclass(frozen=True)
+class CheckSet:
+    """What a loss check evaluates: the model on a set (the holdout or the training set), with
+    the plug-in's own loss or the task's."""
 
-    def __init__(self, point: PointSpec, model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str,
-                 losses: BatchLosses, trace: Trace, now_ns: Callable[[], int], *,
+    model: torch.nn.Module
+    X: torch.Tensor
+    y: torch.Tensor
+    task: str
+    loss_fn: Callable | None = None
+
+    def evaluate(self) -> tuple[float, float | None]:
+        return evaluate(self.model, self.X, self.y, self.task, self.loss_fn)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one check found: its ``checks`` row, whether the point's target is reached, and why
+    the point diverged (a non-finite loss) or None."""
+
+    row: dict[str, Any]
+    reached: bool
+    diverged: str | None
+
+
+class LossCheck:
+    """``check(step) -> Outcome``: evaluate the check set, take the mean of the batch losses read
+    since the previous check, estimate the noise scale if asked, and say whether the target is
+    reached. It keeps its own account of the time it takes (``check_ns``; ``noise_ns`` and
+    ``aside_ns``, left out of every wall and compute time)."""
+
+    def __init__(self, point: PointSpec, check_set: CheckSet, losses: BatchLosses, now_ns: Callable[[], int], *,
                  noise: Callable | None = None, all_mean: Callable[[float | None], float | None] | None = None,
-                 peaks: PeakMemory | None = None, loss_fn: Callable | None = None):
-        self.point, self.model, self.X, self.y, self.task = point, model, X, y, task
-        self.loss_fn = loss_fn  # the plug-in's own loss, or None for the task's
-        self.losses, self.trace, self.now_ns = losses, trace, now_ns
+                 peaks: PeakMemory | None = None):
+        self.point, self.check_set, self.losses, self.now_ns = point, check_set, losses, now_ns
         self.noise, self.all_mean, self.peaks = noise, all_mean, peaks
+        self.check_ns: list[int] = []
+        self.noise_ns: list[int] = []
+        self.aside_ns: list[int] = []
         self.start_ns = now_ns()
 
     def aside(self, action: Callable[[], None]) -> None:
         """Run harness bookkeeping between steps, its time set aside from every measurement."""
         start = self.now_ns()
         action()
-        self.trace.aside_ns.append(self.now_ns() - start)
+        self.aside_ns.append(self.now_ns() - start)
 
-    def __call__(self, step: int) -> bool:
+    def __call__(self, step: int) -> Outcome:
         if self.peaks is not None:
             self.aside(self.peaks.enter_check)
         try:
@@ -161,37 +151,36 @@ class LossCheck:
             if self.peaks is not None:
                 self.aside(self.peaks.leave_check)
 
-    def _check(self, step: int) -> bool:
-        trace, now_ns, point = self.trace, self.now_ns, self.point
+    def _check(self, step: int) -> Outcome:
+        now_ns, point = self.now_ns, self.point
         t0 = now_ns()
-        eval_loss, eval_acc = evaluate(self.model, self.X, self.y, self.task, self.loss_fn)
+        eval_loss, eval_acc = self.check_set.evaluate()
         train_loss = self.losses.window_mean()
         if self.all_mean is not None and train_loss is not None:  # ranks check at the same step: average them
             train_loss = self.all_mean(train_loss)
         t1 = now_ns()
-        trace.check_ns.append(t1 - t0)
-        excluded = sum(trace.aside_ns)
-        check: dict[str, Any] = {
+        self.check_ns.append(t1 - t0)
+        excluded = sum(self.aside_ns)
+        row: dict[str, Any] = {
             "step": step,
             "epoch": step * point.batch_size / point.train_size,
             "samples_seen": step * point.batch_size,
             "wall_s": (t1 - self.start_ns - excluded) / 1e9,
-            "compute_s": (t0 - self.start_ns - excluded - sum(trace.check_ns[:-1])) / 1e9,
+            "compute_s": (t0 - self.start_ns - excluded - sum(self.check_ns[:-1])) / 1e9,
             "train_loss": train_loss,
             "eval_loss": eval_loss,
             "eval_acc": eval_acc,
             "noise_scale": None,
             "noise_scale_s": None,
         }
-        trace.checks.append(check)
         for name, value in (("check-set", eval_loss), ("training batch", train_loss)):
             if value is not None and not math.isfinite(value):
-                raise Diverged(f"{name} loss became {value} by step {step}")
+                return Outcome(row, False, f"{name} loss became {value} by step {step}")
         if self.noise is not None:
             n0 = now_ns()
-            check["noise_scale"] = b_simple(self.noise())
+            row["noise_scale"] = b_simple(self.noise())
             n1 = now_ns()
-            trace.noise_ns.append(n1 - n0)
-            trace.aside_ns.append(n1 - n0)
-            check["noise_scale_s"] = (n1 - n0) / 1e9
-        return reached(check, point.target_loss, point.target_accuracy)
+            self.noise_ns.append(n1 - n0)
+            self.aside_ns.append(n1 - n0)
+            row["noise_scale_s"] = (n1 - n0) / 1e9
+        return Outcome(row, reached(row, point.target_loss, point.target_accuracy), None)

@@ -202,25 +202,27 @@ def step_tensor_bytes(model, make_optimizer, loss_fn, X, y, batch_size: int, see
 
     try:
         clone = copy.deepcopy(model)
-        clone.train()
-        optimizer = make_optimizer(clone.parameters())
-        rows = torch.randint(X.shape[0], (batch_size,), generator=torch.Generator().manual_seed(seed))
-
-        def step() -> None:
-            xb, yb = X[rows], y[rows]
-            loss_fn(clone(xb), yb).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        with torch.random.fork_rng():
-            step()
-            state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-            resident = storage_bytes([*clone.parameters(), *clone.buffers(), *state])
-            with LiveBytes() as live:
-                step()
-        return resident + live.peak
-    except Exception:  # a model that cannot be copied, or fails on a probe batch: no number
+    except (TypeError, RuntimeError, copy.Error):  # a model that cannot be copied (it holds a lock, a generator, ...): no number
         return None
+    clone.train()
+    optimizer = make_optimizer(clone.parameters())
+    rows = torch.randint(X.shape[0], (batch_size,), generator=torch.Generator().manual_seed(seed))
+
+    def step() -> None:
+        xb, yb = X[rows], y[rows]
+        loss_fn(clone(xb), yb).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # A step that fails here (out of memory, the model's own error) would fail in training too:
+    # it is raised, and becomes the point's status with the model's own message.
+    with torch.random.fork_rng():
+        step()
+        state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+        resident = storage_bytes([*clone.parameters(), *clone.buffers(), *state])
+        with LiveBytes() as live:
+            step()
+    return resident + live.peak
 
 
 def analytic_bytes(model, optimizer) -> dict[str, int]:
@@ -234,6 +236,24 @@ def analytic_bytes(model, optimizer) -> dict[str, int]:
             if hasattr(value, "numel") and hasattr(value, "element_size"):
                 state_bytes += value.numel() * value.element_size()
     return {"param_bytes": param_bytes, "grad_bytes": grad_bytes, "optimizer_state_bytes": state_bytes}
+
+
+def activation_bytes(model, row, device, batch_size: int) -> int | None:
+    """Analytic activation bytes of a batch, from one eval-mode forward pass of one row (zeros
+    of ``row``'s shape and type) that touches neither the RNG nor batch-norm statistics; None
+    where the model does not run on a batch of one (it may need more rows, or a fixed batch
+    shape): this number is an aside, and training will say what is wrong with the model."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return activation_bytes_per_sample(model, torch.zeros_like(row, device=device)) * batch_size
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError):
+        return None
+    finally:
+        model.train(was_training)
 
 
 def activation_bytes_per_sample(model, x) -> int:

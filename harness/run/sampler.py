@@ -1,13 +1,13 @@
 """A background sampler of utilisation and memory while a point trains.
 
-A daemon thread wakes every ``--sample-interval`` and asks its probes for a reading:
-``ProcessProbe`` (process CPU % and RSS) and, per GPU, ``NvmlProbe`` (NVML through the
+A daemon thread wakes every ``--sample-interval`` and asks its sources for a reading:
+``ProcessSource`` (process CPU % and RSS) and, per GPU, ``NvmlSource`` (NVML through the
 ``pynvml`` module of ``nvidia-ml-py``: utilisation %, memory used, power, SM clock). Timestamps
 come from the clock the phases use (``perf_counter_ns``), relative to the point's origin, so a
 sample can be attributed to the phase that was running (``utilisation_by_phase``).
 
-Without an NVIDIA driver the NVML probe says so once per process and the GPU columns stay null;
-a probe that fails mid-run gives nulls for that reading, never an exception in the sweep.
+Without an NVIDIA driver the NVML source says so once per process and the GPU columns stay null;
+a source that fails mid-run gives nulls for that reading, never an exception in the sweep.
 No torch here.
 """
 
@@ -28,11 +28,11 @@ SAMPLE_COLUMNS = ("cpu_pct", "rss_bytes", "gpu_util_pct", "gpu_mem_bytes", "gpu_
 _NVML_WARNED: list[str] = []
 
 
-class Probe(Protocol):
+class Source(Protocol):
     def sample(self) -> dict[str, Any]: ...
 
 
-class ProcessProbe:
+class ProcessSource:
     """This process's CPU % since the previous reading (100% = one core) and its RSS. A
     reading less than ``MIN_INTERVAL_S`` after the last gives no CPU %: over so short a span
     the kernel's tick-granular CPU time would read as thousands of percent.
@@ -71,7 +71,7 @@ class ProcessProbe:
         return {"cpu_pct": pct, "rss_bytes": self._rss()}
 
 
-class NvmlProbe:
+class NvmlSource:
     """One GPU through NVML."""
 
     def __init__(self, handle, pynvml):
@@ -93,8 +93,8 @@ class NvmlProbe:
         return out
 
 
-def nvml_probe(cuda_index: int, pci_bus_id: str | None = None) -> NvmlProbe | None:
-    """An NVML probe for a CUDA device, or None (said once) where NVML is not available."""
+def nvml_source(cuda_index: int, pci_bus_id: str | None = None) -> NvmlSource | None:
+    """An NVML source for a CUDA device, or None (said once) where NVML is not available."""
     try:
         import pynvml
 
@@ -103,7 +103,7 @@ def nvml_probe(cuda_index: int, pci_bus_id: str | None = None) -> NvmlProbe | No
             handle = pynvml.nvmlDeviceGetHandleByPciBusId(pci_bus_id.encode() if isinstance(pci_bus_id, str) else pci_bus_id)
         else:
             handle = pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
-        return NvmlProbe(handle, pynvml)
+        return NvmlSource(handle, pynvml)
     except Exception as exc:
         if not _NVML_WARNED:
             _NVML_WARNED.append(str(exc))
@@ -111,13 +111,13 @@ def nvml_probe(cuda_index: int, pci_bus_id: str | None = None) -> NvmlProbe | No
         return None
 
 
-class Monitor:
-    """Samples its probes every ``interval_s`` in a daemon thread between ``start`` and ``stop``.
+class Sampler:
+    """Samples its sources every ``interval_s`` in a daemon thread between ``start`` and ``stop``.
     ``tick()`` takes one reading; the thread only calls it on a schedule (tests call it directly)."""
 
-    def __init__(self, interval_s: float, probes: Sequence[Probe], *, origin_ns: int, now_ns: Callable[[], int] = time.perf_counter_ns):
+    def __init__(self, interval_s: float, sources: Sequence[Source], *, origin_ns: int, now_ns: Callable[[], int] = time.perf_counter_ns):
         self.interval_s = interval_s
-        self.probes = list(probes)
+        self.sources = list(sources)
         self.origin_ns = origin_ns
         self.now_ns = now_ns
         self.rows: list[dict[str, Any]] = []
@@ -127,9 +127,9 @@ class Monitor:
     def tick(self) -> None:
         row: dict[str, Any] = dict.fromkeys(SAMPLE_COLUMNS)
         row["t_s"] = (self.now_ns() - self.origin_ns) / 1e9
-        for probe in self.probes:
+        for source in self.sources:
             try:
-                row.update(probe.sample())
+                row.update(source.sample())
             except Exception:  # keep sampling; this reading stays null
                 pass
         self.rows.append(row)
@@ -138,7 +138,7 @@ class Monitor:
         while not self._stop.wait(self.interval_s):
             self.tick()
 
-    def start(self) -> "Monitor":
+    def start(self) -> "Sampler":
         self.tick()
         self._thread = threading.Thread(target=self._run, name="batchbench-monitor", daemon=True)
         self._thread.start()

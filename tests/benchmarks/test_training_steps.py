@@ -9,7 +9,7 @@ events on a GPU), so ``pytest-benchmark compare`` can show both.
 import pytest
 
 from harness.drivers.plan import plan_flags
-from harness.run.loop import run_point
+from harness.run.engine import run_point
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])

@@ -31,11 +31,12 @@ from harness import env
 from harness.workload import datasets
 from harness.workload import models
 from harness.analysis.convergence import relative_target, to_target
-from harness.analysis.noise import b_simple
+from harness.analysis.noise_scale import b_simple
 from harness.errors import SpecError
 from harness.drivers.plan import Plan
 from harness.store.schema import PointResult
-from harness.run.loop import noise_estimator, run_point
+from harness.run.engine import run_point
+from harness.run.prepare import noise_estimator
 from harness.run.parts import make_loss
 from harness.config.points import PointSpec
 from harness.store.sqlite import Store

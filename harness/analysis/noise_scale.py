@@ -1,5 +1,5 @@
 """The gradient noise scale as arithmetic on gradient moments (McCandlish et al. 2018); the
-moments themselves are measured by ``harness.run.noise`` on the point's model."""
+moments themselves are measured by ``harness.run.gradient_moments`` on the point's model."""
 
 from __future__ import annotations
 

@@ -1,0 +1,271 @@
+"""The engine: one point, trained and measured, top to bottom.
+
+    run_point:  prepare -> check at step 0 -> run_steps(burn-in, every step timed)
+                -> choose k -> run_steps(measured, every k-th timed) -> finish
+
+It is written like a hand-written PyTorch loop on purpose, so that the harness costs what such a
+loop costs (``batchbench overhead`` holds it to that). The rules that keep it honest:
+
+- ``PhaseClock.mark()`` at each phase boundary of a timed step (``run.step``); nothing else
+  reads a clock inside a step. Throughput is the measured window's own wall clock, never marks.
+- Which steps are timed and which batch losses are read are rules on the step number
+  (``run.schedule``), the same whatever the burn-in is.
+- No hidden sync inside a timed phase: on an accelerator batch losses stay detached tensors
+  until a loss check (``checks.BatchLosses``), read there after the window's one sync.
+- Burn-in steps train the model like any other step but are left out of the statistics.
+- The loss check is its own phase, between steps, after the clock's window has closed.
+
+A run-time failure (out of memory, a diverging loss, an error in user code) becomes the point's
+status, and what was measured until then is kept. This module launches nothing: a data-parallel
+point is started by ``harness.parallel.launch``, whose ranks each call ``run_point`` with their
+``rank``; from here only the collectives are used.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from harness.config.points import PointSpec
+from harness.parallel.collectives import all_max, all_mean, exposed_comm_s
+from harness.run.batches import fetcher
+from harness.run.checks import BatchLosses, CheckSet, LossCheck, Outcome, evaluate
+from harness.run.clock import PhaseClock, sample_every, split_steps, synchronize
+from harness.run.measurement import Measurement, result
+from harness.run.memory import PeakMemory, analytic_bytes
+from harness.run.parts import matmul_precision
+from harness.run.prepare import Built, Prepared, build, prepare
+from harness.run.sampler import ProcessSource, Sampler, max_of, nvml_source
+from harness.run.schedule import LOSS_EVERY, due, fit_window, reads_loss
+from harness.run.step import derivative_of, make_step, update_of
+from harness.store.schema import PointResult
+from harness.workload.datasets import Split
+from harness.workload.models import Factory
+
+Prune = Callable[[dict], "str | None"]
+"""Asked after every loss check with its ``checks`` row: a reason to stop the point now (its
+status becomes ``pruned``), or None to go on. ``batchbench tune`` stops trials that can no
+longer win this way."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+class Pruned(Exception):
+    """The point was stopped early by its ``prune`` callback."""
+
+
+def run_point(point: PointSpec, split: Split, factory: Factory, *, now_ns: Callable[[], int] = time.perf_counter_ns,
+              rank: tuple[int, int] | None = None, prune: Prune | None = None, timed_every: int | None = None) -> PointResult:
+    """Train one point and measure it. ``rank`` = (rank, world size) when this process is one
+    rank of a data-parallel point; ``prune`` may stop it at a loss check (status ``pruned``);
+    ``timed_every`` forces k, the period of timed steps after the burn-in (``batchbench overhead
+    --attribute`` prices the marks this way); None chooses it from the marks' budget."""
+    if point.skip_reason:
+        return result(point, Measurement(split.n_features, split.n_classes), "skipped", point.skip_reason)
+    if point.world_size > 1 and rank is None:
+        raise ValueError(f"a point of {point.world_size} ranks runs through harness.parallel.launch, one run_point per rank")
+    torch.set_num_threads(point.threads)
+    origin_ns = time.perf_counter_ns()
+    peaks = PeakMemory(point.device)
+    sampler = start_sampler(point, origin_ns)
+    run = Run(point, split, now_ns, rank, peaks)
+    status, error = "ok", None
+    try:
+        train(run, factory, prune, timed_every)
+    except Diverged as exc:
+        status, error = "diverged", str(exc)
+    except Pruned as exc:
+        status, error = "pruned", str(exc)
+    except Exception as exc:  # user code (a plug-in) may raise anything: it becomes the point's status
+        status, error = ("oom" if out_of_memory(exc) else "error"), one_line(exc)
+    finally:
+        readings = sampler.stop() if sampler is not None else []
+    measurement = run.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
+    if status != "ok":
+        gc.collect()  # drop the failed point's tensors before the next point allocates
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return result(point, measurement, status, error)
+
+
+def train(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | None) -> None:
+    """The point's training, in the order it happens."""
+    with matmul_precision(run.point):
+        run.prepare(factory)
+        stopped = run.check(0)
+        burn_in = run.point.burn_in_steps
+        if not stopped:
+            stopped = run.run_steps(range(0, burn_in), 1, prune)
+        run.start_measuring(timed_every)
+        if not stopped:
+            run.run_steps(range(burn_in, run.point.steps), run.timed_every, prune)
+        run.finish()
+
+
+class Run:
+    """One point's live state. Only this module writes it; ``measurement()`` freezes what it
+    measured into a ``Measurement``, also when training failed midway."""
+
+    def __init__(self, point: PointSpec, split: Split, now_ns: Callable[[], int], rank: tuple[int, int] | None, peaks: PeakMemory):
+        self.point, self.split, self.now_ns, self.rank, self.peaks = point, split, now_ns, rank, peaks
+        self.device = torch.device(point.device)
+        self.clock = PhaseClock(point.timing_mode, self.device, now_ns)
+        self.losses = BatchLosses(self.device)
+        self.built: Built | None = None
+        self.parts: Prepared | None = None
+        self.checker: LossCheck | None = None
+        self.checks: list[dict] = []
+        self.timed: list[int] = []
+        self.timed_every = 1
+        self.steps_done = 0
+        self.loop_start_ns = self.measure_start_ns = now_ns()
+        self.paused_ns = 0
+        self.measured_ns: int | None = None
+        self.wall_ns = 0
+        self.final: tuple[float | None, float | None] = (None, None)
+        self.comm_s: float | None = None
+
+    def prepare(self, factory: Factory) -> None:
+        """Model, optimizer, data and the untimed measurements (FLOPs, compile), then the step
+        and the loss check; the clock starts from here."""
+        point, rank = self.point, self.rank
+        self.built = build(point, self.split, factory, self.device)
+        self.parts = parts = prepare(point, self.split, self.built, self.device, rank)
+        derivative = derivative_of(parts.trained, parts.loss_fn, parts.autocast, parts.scaler)
+        update = update_of(parts.optimizer, parts.scaler, point.lr_warmup_steps, point.lr)
+        self.step = make_step(fetcher(point, parts.X, parts.y, self.device, rank), derivative, update, self.clock.mark)
+        self.due = due(point, self.now_ns)
+        check_set = CheckSet(parts.model, self.split.X_check.to(self.device), self.split.y_check.to(self.device), self.split.task, parts.own_loss)
+        self.checker = LossCheck(point, check_set, self.losses, self.now_ns, noise=parts.noise, peaks=self.peaks,
+                                 all_mean=None if rank is None else (lambda value: all_mean(value, self.device)))
+
+    def check(self, done: int) -> bool:
+        """A loss check after ``done`` steps; True when the point is to stop at its target."""
+        outcome: Outcome = self.checker(done)
+        self.checks.append(outcome.row)
+        if outcome.diverged:
+            raise Diverged(outcome.diverged)
+        if done == 0:
+            self.loop_start_ns = self.now_ns()
+            self.measure_start_ns = self.checker.start_ns
+        return outcome.reached and self.point.stop_at_target
+
+    def run_steps(self, steps: range, every: int, prune: Prune | None) -> bool:
+        """Train ``steps``, timing those whose number is a multiple of ``every``, with the loss
+        checks that fall due between them; True when a check stopped the point at its target."""
+        plain, timed, mark, keep, due_after = self.step.plain, self.step.timed, self.clock.mark, self.losses.keep, self.due
+        now_ns, timed_numbers = self.now_ns, self.timed
+        for step in steps:
+            is_timed = step % every == 0
+            loss = timed(step) if is_timed else plain(step)
+            done = self.steps_done = step + 1
+            check_now = due_after(done)
+            counted = check_now or reads_loss(step)  # not every step: reading a loss costs as much as the rest of the harness
+            if is_timed or counted:
+                keep(step, loss, counted)  # on a device a detached tensor, read at the next check: no per-step sync
+            if is_timed:
+                mark()
+                timed_numbers.append(step)
+            if check_now:  # between steps: the check and all its bookkeeping are left out of the window
+                paused = now_ns()
+                self.clock.close_window()
+                stop = self.check(done)
+                reason = None if stop or prune is None else prune(self.checks[-1])
+                self.paused_ns += now_ns() - paused
+                if reason:
+                    raise Pruned(reason)
+                if stop:
+                    return True
+        return False
+
+    def start_measuring(self, timed_every: int | None) -> None:
+        """End the burn-in: close its window (the measured window starts on an idle device),
+        choose k from its steps' times, and start the measured window's clock."""
+        self.clock.close_window()
+        steps_s = self.clock.closed_steps_s()
+        every = timed_every or sample_every(self.clock.mark_cost_s(), float(np.median(steps_s)) if len(steps_s) else None, multiple_of=LOSS_EVERY)
+        if self.rank is not None:  # every rank times the same steps, so their rows line up
+            every = all_max(every, self.device)
+        self.timed_every = fit_window(every, self.point.burn_in_steps, self.point.steps)
+        self.measure_start_ns, self.paused_ns = self.now_ns(), 0
+
+    def finish(self) -> None:
+        """Close the last window; the last check, the final training loss, communication time."""
+        parts, device = self.parts, self.device
+        self.clock.close_window()
+        synchronize(device)
+        self.measured_ns = self.now_ns() - self.measure_start_ns - self.paused_ns
+        if self.checks[-1]["step"] != self.steps_done:
+            self.check(self.steps_done)
+        self.wall_ns = self.now_ns() - self.checker.start_ns - sum(self.checker.aside_ns)
+        self.peaks.enter_check()  # outside the timed loop: the final loss on the whole training set (its memory is a check's)
+        self.final = evaluate(parts.model, parts.X.to(device), parts.y.to(device), self.split.task, parts.own_loss)
+        if self.rank is not None:
+            per_rank = self.point.per_rank_batch_size
+            self.comm_s = exposed_comm_s(parts.trained, parts.X[:per_rank].to(device), parts.y[:per_rank].to(device), parts.loss_fn, device)
+
+    def measurement(self, origin_ns: int, readings: list, memory: dict) -> Measurement:
+        """What was measured, frozen: the clock's windows as per-step phase times, with the step
+        numbers they belong to (the marks of a window a failure left open are dropped)."""
+        parts, checker = self.parts, self.checker
+        phases = _phases(self.clock, (self.clock.first_mark_ns() or self.loop_start_ns) - origin_ns)
+        facts = {} if self.built is None else dict(self.built.facts)
+        if parts is not None:
+            facts.update(parts.facts, **analytic_bytes(parts.model, parts.optimizer), comm_s=self.comm_s)
+        if parts is not None and parts.tensor_peak_bytes is not None:  # the CPU's live tensor bytes, from the counted step
+            memory = {**memory, "peak_device_mem_bytes": parts.tensor_peak_bytes}
+        return Measurement(
+            n_features=self.split.n_features, n_classes=self.split.n_classes, phases=phases, timed=tuple(self.timed[: len(phases["data"])]),
+            timed_every=self.timed_every, batch_loss=self.losses.floats(), checks=tuple(self.checks),
+            check_ns=tuple(checker.check_ns) if checker else (), noise_ns=tuple(checker.noise_ns) if checker else (),
+            steps_done=self.steps_done, wall_ns=self.wall_ns, measured_ns=self.measured_ns, final_train_loss=self.final[0],
+            final_train_acc=self.final[1], facts=facts, memory=memory, readings=tuple(readings),
+        )
+
+
+def _phases(clock: PhaseClock, offset_ns: int) -> dict[str, np.ndarray]:
+    """Every closed window's steps, joined: phase seconds, ``step_wall`` and ``start`` (seconds
+    since the point began: the window's first mark placed on the host clock by ``offset_ns``)."""
+    windows = [split_steps(window) for window in clock.windows()]
+    names = ("data", "derivative", "update", "step_wall", "start")
+    joined = {name: np.concatenate([w[name] for w in windows]) if windows else np.empty(0) for name in names}
+    joined["start"] = joined["start"] + offset_ns / 1e9
+    return joined
+
+
+def start_sampler(point: PointSpec, origin_ns: int) -> Sampler | None:
+    """The background sampler of the point's process (and its GPU, through NVML), or None at
+    ``--sample-interval 0``."""
+    if point.sample_interval_s <= 0:
+        return None
+    sources: list = [ProcessSource()]
+    if point.device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(point.device).index or 0
+        bus = getattr(torch.cuda.get_device_properties(index), "pci_bus_id", None)
+        gpu = nvml_source(index, bus if isinstance(bus, str) else None)
+        if gpu is not None:
+            sources.append(gpu)
+    return Sampler(point.sample_interval_s, sources, origin_ns=origin_ns).start()
+
+
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate", "not enough memory")
+"""How allocators say it: CUDA and MPS ("out of memory"), torch's CPU allocator ("can't
+allocate memory"), the C library ("cannot allocate memory"), other backends."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a failure is an allocation failure, on any device: the point's status is ``oom``."""
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in OOM_MESSAGES)
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500]
