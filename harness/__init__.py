@@ -1,10 +1,10 @@
 """batchbench: phase-timed mini-batch gradient descent, swept over batch sizes, dataset sizes
 and devices. The import package is ``harness``; the CLI is ``batchbench`` (= ``python -m harness``)."""
 
-__version__ = "0.4.2"
+from harness.store.schema import PHASES
+from harness.version import __version__
 
-PHASES = ("data", "derivative", "update", "loss_check")
-"""The phases of a training step, in order; they never nest or overlap."""
+__all__ = ["PHASES", "__version__", "benchmark"]
 
 
 def __getattr__(name: str):

@@ -53,11 +53,14 @@ def run_tables(model: Any = None, data: Any = None, *, spec: str | Path | None =
     if world not in ("1", ""):
         raise SpecError("world_sizes", "harness.benchmark runs single-process points; use `batchbench run` with a plug-in file for data-parallel ones")
     values = {name: (list(value) if isinstance(value, (tuple, list)) else value) for name, value in options.items() if value is not None}
-    if data is not None:
-        values["dataset"] = datasets.register_arrays(*data) if isinstance(data, (tuple, list)) else str(data)
+    source = factory = None
+    if data is not None:  # arrays are handed to the plan as objects; a name or a file is resolved as the CLI resolves it
+        source = datasets.from_arrays(*data) if isinstance(data, (tuple, list)) else None
+        values["dataset"] = source.name if source is not None else str(data)
     if model is not None:
-        values["model"] = model if isinstance(model, str) else models.register(model)
-    the_plan = plan(build_spec(load_toml(spec) if spec is not None else {}, cli_values=values))
+        name, factory = (model, None) if isinstance(model, str) else models.from_object(model)
+        values["model"] = name
+    the_plan = plan(build_spec(load_toml(spec) if spec is not None else {}, cli_values=values), factory=factory, source=source)
     if store is not None:
         return _run(the_plan, Path(store), progress, tables)
     with tempfile.TemporaryDirectory(prefix="batchbench-") as folder:

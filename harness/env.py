@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-import harness
+from harness.version import __version__
 
 
 def available_devices() -> list[str]:
@@ -51,7 +51,7 @@ def git_commit(path: str = ".") -> str | None:
 
 def environment(devices: list[str], threads: int) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "batchbench_version": harness.__version__,
+        "batchbench_version": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": platform.node(),

@@ -45,3 +45,21 @@ def test_a_0_4_2_store_reads_and_resumes_into_the_same_run(tmp_path, cli):
         points, runs = store.load("points"), store.load("runs")
     assert list(runs["run_id"]) == [run_id] and runs["finished_at"].notna().all()
     assert sorted(points["batch_size"]) == [4, 8, 16] and set(points["status"]) == {"ok"}
+
+
+def test_a_store_of_a_newer_format_is_refused_in_one_line(tmp_path, cli):
+    path = _store_0_4_2(tmp_path / "new.sqlite")
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    code, _, err = cli("runs", "--store", path)
+    assert code == 2 and err.count("\n") == 1 and "written by a newer batchbench (store format 99" in err
+
+
+def test_opening_a_0_4_2_store_to_write_records_its_format(tmp_path):
+    from harness.config.compat import STORE_FORMAT
+
+    path = _store_0_4_2(tmp_path / "old.sqlite")
+    with Store(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_FORMAT

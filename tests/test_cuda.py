@@ -35,7 +35,7 @@ def test_a_first_cuda_use_in_a_fresh_process_is_a_harness_point():
     import subprocess
     import sys
 
-    code = "from harness.drivers.overhead import compare; r = compare(32, rounds=1, steps=60, device='cuda'); print(r.ratio > 0)"
+    code = "from harness.drivers.overhead import against_plain; r = against_plain(32, rounds=1, steps=60, device='cuda'); print(r.ratio > 0)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
 

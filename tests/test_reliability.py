@@ -204,7 +204,7 @@ def test_a_second_resume_of_the_same_sweep_is_refused_while_the_first_runs(tmp_p
             time.sleep(0.05)
         assert first.poll() is None, "the first sweep ended before the second could start"
         second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert second.returncode == 2 and one_line(second.stderr, "--resume", "already"), second.stderr
+        assert second.returncode == 3 and one_line(second.stderr, "--resume", "already"), second.stderr  # a store condition (exit 3), not bad input
     finally:
         first.wait(timeout=120)
     assert first.returncode == 0
@@ -267,10 +267,10 @@ def test_a_damaged_store_is_one_line(cli, tmp_path, store):
         data[page * size + 8 : page * size + 200] = os.urandom(192)
     store.write_bytes(bytes(data))
     code, _, err = cli("export", "--table", "steps", "--store", store)  # the steps pages are damaged
-    assert code == 2 and one_line(err, "--store", "damaged"), err
+    assert code == 3 and one_line(err, "--store", "damaged"), err  # a store that cannot be read: exit 3
     for command in (["report", "-o", tmp_path / "r.html"], ["analyze"], ["export", "--table", "samples"]):
         code, _, err = cli(*command, "--store", store)  # these may or may not touch a damaged page
-        assert "Traceback" not in err and (code == 0 or (code == 2 and one_line(err, "--store"))), (command, err)
+        assert "Traceback" not in err and (code == 0 or (code == 3 and one_line(err, "--store"))), (command, err)
 
 
 def test_rows_with_nulls_added_by_hand(cli, tmp_path, store):
@@ -417,5 +417,5 @@ def test_a_store_on_a_read_only_file_system_is_read(store, tmp_path):
         os.chmod(folder, 0o555)
     proc = subprocess.run(run_line, cwd=ROOT, capture_output=True, text=True, timeout=120)
     os.chmod(folder, 0o755)
-    assert proc.returncode == 2 and one_line(proc.stderr, "--store"), proc.stderr
+    assert proc.returncode == 3 and one_line(proc.stderr, "--store"), proc.stderr  # a store that cannot be written: exit 3
     assert copy.read_bytes() == before

@@ -109,7 +109,7 @@ def test_compare_two_runs(tmp_path, cli):
 
 
 def test_reporting_never_imports_torch():
-    code = "import harness.report, harness.store.sqlite, harness.analysis.convergence, harness.analysis.memory, harness.console, sys; print('torch' in sys.modules)"
+    code = "import harness.report, harness.store.sqlite, harness.analysis.convergence, harness.analysis.memory, harness.cli, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 

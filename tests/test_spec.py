@@ -98,8 +98,8 @@ def test_unavailable_devices_are_errors():
 
 
 def test_every_spec_field_is_a_run_flag():
-    from harness.cli import _parser
+    from harness.cli import parser
     from harness.config.axes import FIELDS
 
-    args = _parser().parse_args(["run"])
+    args = parser().parse_args(["run"])
     assert all(hasattr(args, name) for name in FIELDS)

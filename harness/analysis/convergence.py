@@ -208,6 +208,12 @@ class GroupAnalysis:
     def coarse_checks(self) -> bool:
         return self.check_resolution is not None and self.check_resolution > COARSE_CHECKS
 
+    def coarse_note(self) -> str:
+        """Why steps-to-target of this group mean little, and what to do."""
+        return (f"the loss checks are coarse against steps-to-target: the check before the target came a median "
+                f"{100 * self.check_resolution:.0f}% of the steps earlier, so steps-to-target (and B_crit) mostly measure the check "
+                f"schedule; run with --check-every log:40 (checks a constant ratio apart) or a smaller interval")
+
 
 def analyze(points, checks) -> list[GroupAnalysis]:
     """Per group of points (data set, size, device, model, optimizer, sampling, policy):

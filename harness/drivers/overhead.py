@@ -60,14 +60,16 @@ def _quartiles(values: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(values, 25)), float(np.percentile(values, 75))
 
 
-def overhead_plan(batch_size: int, *, steps: int | None = None, dataset: str = "blobs", dataset_size: int = 10_000, model: str = "mlp", hidden: str = "32",
-                  threads: int = 1, noise_samples: int = 0, sample_interval: float | None = None, check_every: str = "auto", device: str = "cpu") -> Plan:
-    """The point both sides of a comparison train: a small MLP on blobs, its training set on
-    the device, one thread, the default loss-check schedule, ``default_steps`` unless given."""
-    steps = steps or default_steps(device)
-    return plan_flags(dataset=dataset, dataset_sizes=dataset_size, batch_sizes=batch_size, steps=steps, model=model, hidden=hidden,
-                      threads=threads, devices=device, noise_samples=noise_samples, sample_interval=sample_interval, check_every=check_every,
-                      data_placement="device")
+OVERHEAD_POINT = {"dataset": "blobs", "dataset_sizes": 10_000, "model": "mlp", "hidden": "32", "threads": 1, "noise_samples": 0,
+                  "check_every": "auto", "data_placement": "device"}
+"""The point both sides of a comparison train: a small MLP on blobs, its training set on the
+device, one thread, the default loss-check schedule."""
+
+
+def overhead_plan(batch_size: int, *, steps: int | None = None, device: str = "cpu", **flags) -> Plan:
+    """The plan of the overhead point at ``batch_size`` (``OVERHEAD_POINT``, ``flags`` as
+    ``batchbench run`` flags overriding it), ``default_steps`` unless given."""
+    return plan_flags(**{**OVERHEAD_POINT, **flags, "batch_sizes": batch_size, "steps": steps or default_steps(device), "devices": device})
 
 
 CPU_STEPS, ACCELERATOR_STEPS = 600, 2000
@@ -162,7 +164,7 @@ def _harness(run: PointSpec, split, factory, points: list[dict] | None = None, *
     return one
 
 
-def compare(batch_size: int, *, rounds: int = 21, progress: Callable[[int], None] | None = None, **plan_kwargs) -> OverheadResult:
+def against_plain(batch_size: int, *, rounds: int = 21, progress: Callable[[int], None] | None = None, **plan_kwargs) -> OverheadResult:
     """The harness beside the plain loop, interleaved for ``rounds`` rounds (``interleave``)."""
     the_plan = overhead_plan(batch_size, **plan_kwargs)
     (run,) = the_plan.points
@@ -171,9 +173,9 @@ def compare(batch_size: int, *, rounds: int = 21, progress: Callable[[int], None
     return OverheadResult(batch_size, rates["harness"], rates["plain"])
 
 
-def compare_sampler(batch_size: int, *, interval_s: float = 0.1, rounds: int = 21, **plan_kwargs) -> OverheadResult:
+def sampler_cost(batch_size: int, *, interval_s: float = 0.1, rounds: int = 21, **plan_kwargs) -> OverheadResult:
     """The monitor's cost: harness points with the sampler at ``interval_s`` against the same
-    points without it, interleaved like ``compare`` (``plain_samples_per_s`` holds the latter)."""
+    points without it, interleaved like ``against_plain`` (``plain_samples_per_s`` holds the latter)."""
     with_sampler = overhead_plan(batch_size, sample_interval=interval_s, **plan_kwargs)
     (on,), (off,) = with_sampler.points, overhead_plan(batch_size, sample_interval=0, **plan_kwargs).points
     split = with_sampler.split(on)

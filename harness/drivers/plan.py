@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from harness.config.axes import AXES
 from harness.config.points import PointSpec, expand, shard_of
 from harness.config.policies import AUTO_DEVICE_SHARE
 from harness.config.spec import SweepSpec, as_text, build_spec
+from harness.drivers.preflight import check_output
 
 
 @dataclass(frozen=True)
@@ -53,31 +53,31 @@ class Plan:
         return (compat.spec_hash_0_1(as_text(self.spec), AXES),)
 
 
-def plan(spec: SweepSpec) -> Plan:
-    """Validate ``spec`` against this machine and its data; raise ``SpecError`` on any problem."""
+def plan(spec: SweepSpec, *, factory: models.Factory | None = None, source: datasets.Dataset | None = None) -> Plan:
+    """Validate ``spec`` against this machine and its data; raise ``SpecError`` on any problem.
+    ``factory`` and ``source``: a model and a data set handed over as objects (the Python API),
+    in place of resolving ``spec.model`` and ``spec.dataset`` by name."""
     if spec.target_column is not None and not datasets.is_file(spec.dataset):
         raise SpecError("--target-column", f"applies to .csv and .parquet files, not the built-in {spec.dataset!r}")
-    info = datasets.info(spec.dataset, spec.target_column)
+    info = datasets.info(spec.dataset, spec.target_column, source)
     available = env.available_devices()
     points = shard_of(expand(spec, info, available), spec.shard)
     _check_ranks(points, available)
     _check_precision(points)
     if not points:
-        raise SpecError("--shard", f"shard {spec.shard} of this sweep holds no point; use fewer shards")
+        raise SpecError("--shard", f"shard {spec.shard.text()} of this sweep holds no point; use fewer shards")
     _check_memory(spec, sorted({p.dataset_size for p in points}))
-    factory = models.resolve(spec.model)
+    factory = factory or models.resolve(spec.model)
     splits = {
         size: datasets.load_split(spec.dataset, size, data_seed=spec.data_seed, target_column=spec.target_column,
-                                  check_set=spec.check_set, holdout_fraction=spec.holdout_fraction)
+                                  check_set=spec.check_set, holdout_fraction=spec.holdout_fraction, source=source)
         for size in sorted({p.dataset_size for p in points})
     }
     points = [_resolve_placement(p, splits[p.dataset_size]) for p in points]
     first = next(iter(splits.values()))
     if spec.target_accuracy is not None and first.task != "classification":
         raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
-    model, own_loss = models.build_with_loss(spec.model, factory, n_features=first.n_features, n_outputs=first.n_outputs,
-                                             hidden=spec.hidden, input_shape=first.input_shape)
-    _check_output(spec, model, own_loss, first)
+    check_output(spec, factory, first, devices=sorted({p.device for p in points}))
     devices = tuple(dict.fromkeys(p.device for p in points))
     return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices)
 
@@ -132,51 +132,7 @@ def _check_memory(spec: SweepSpec, sizes: list[int]) -> None:
                                                f"this machine has {available / 2**30:,.1f} GiB free: use a smaller size")
 
 
-def _check_output(spec: SweepSpec, model, own_loss, split: Split) -> None:
-    """The model's output on two training rows is what the loss needs: K logits per target for
-    K classes (``(B, K)``, or ``(B, T, K)`` for per-token targets), one value per target for
-    regression, or a scalar from the plug-in's own loss. (A model that fails on the CPU here is
-    left to the run, where its error becomes the point's status.)"""
-    import torch
-
-    shape = "x".join(map(str, split.input_shape))
-    tokens = not split.X_train.is_floating_point()
-    if spec.model in models.BUILTINS and tokens != (spec.model in models.TOKEN_MODELS):
-        if tokens:
-            raise SpecError("--model", f"{spec.model} takes float features, but {spec.dataset} holds integer token ids ({shape} a sample); "
-                                       "use gpt or a plug-in model with an embedding")
-        raise SpecError("--model", f"{spec.model} takes integer token ids, but {spec.dataset} holds float features; use --dataset text or a .npz of token ids")
-    try:
-        with torch.no_grad():
-            model.eval()
-            out = model(split.X_train[:2])
-            value = own_loss(out, split.y_train[:2]) if own_loss is not None else None
-    except Exception:
-        return
-    if own_loss is not None:
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            raise SpecError("--model", f"the loss {spec.model} returns gives {type(value).__name__} "
-                                       f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, not a scalar tensor")
-        return
-    if not isinstance(out, torch.Tensor) or out.ndim == 0:
-        raise SpecError("--model", f"{spec.model} returns {type(out).__name__}, not a (batch, outputs) tensor")
-    targets = tuple(split.y_train.shape[1:])
-    if split.task == "classification":
-        want = (2, *targets, split.n_classes)
-        if tuple(out.shape) != want:
-            width = int(out.numel() // max(1, out.shape[0]))
-            per = f"{width} outputs per sample" if not targets else f"output {tuple(out.shape[1:])} per sample"
-            need = f"(B, {split.n_classes})" if not targets else f"(B, {', '.join(map(str, targets))}, {split.n_classes})"
-            raise SpecError("--model", f"{spec.model} gives {per}, but {spec.dataset} has {split.n_classes} classes; "
-                                       f"make it map (B, {shape.replace('x', ', ')}) to {need}")
-    elif out.numel() != split.y_train[:2].numel():
-        width = int(out.numel() // max(1, out.shape[0]))
-        need = max(1, int(split.y_train[:1].numel()))
-        raise SpecError("--model", f"{spec.model} gives {width} outputs per sample, but {spec.dataset} is a regression with {need} target(s); "
-                                   f"make it map (B, {shape.replace('x', ', ')}) to (B, {need})")
-
-
 def plan_flags(**flags: Any) -> Plan:
     """``plan_flags(batch_sizes=8, steps=40, devices="cpu")`` = the plan of ``batchbench run
-    --batch-sizes 8 --steps 40 --devices cpu``: values are written as on the command line."""
-    return plan(build_spec(cli_values={name: str(value) for name, value in flags.items() if value is not None}))
+    --batch-sizes 8 --steps 40 --devices cpu``: each value parsed as its flag's would be."""
+    return plan(build_spec(cli_values=flags))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 from harness.analysis.keys import NAMED_BY, configuration_fields
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness import PHASES
+from harness.store.schema import PHASES
 from harness.analysis import convergence
 from harness.analysis.memory import fit_memory
 from harness.analysis.recommend import recommend, step_s
@@ -20,7 +20,7 @@ def throughput_figure(ok: pd.DataFrame) -> Figure | None:
     plt, sns = pyplot()
     data = ok.assign(series=series_label(ok))
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    lines(ax, data, "batch_size", "samples_per_s", "series", palette(data["series"].unique(), "deep"), marker="o")
+    lines(ax, data, ("batch_size", "samples_per_s"), "series", palette(data["series"].unique(), "deep"), marker="o")
     log2_axis(ax, data["batch_size"])
     ax.set_yscale("log")
     ax.set(xlabel="batch size (log₂)", ylabel="samples / s (log)")
@@ -46,7 +46,7 @@ def flops_figure(ok: pd.DataFrame) -> Figure | None:
     if use_mfu:
         data = data.assign(mfu=100 * data["mfu"])
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
-    lines(ax, data, "batch_size", column, "series", palette(data["series"].unique(), "deep"), marker="o")
+    lines(ax, data, ("batch_size", column), "series", palette(data["series"].unique(), "deep"), marker="o")
     log2_axis(ax, data["batch_size"])
     log_y(ax)
     ax.set(xlabel="batch size (log₂)", ylabel="MFU, % of the dense peak (log)" if use_mfu else "achieved TFLOPS (log)")
@@ -148,7 +148,7 @@ def convergence_figures(ok: pd.DataFrame, checks: pd.DataFrame) -> list[Figure]:
         fig, axes = plt.subplots(1, len(sizes), figsize=(min(4.6 * len(sizes), 11), 3.8), squeeze=False, sharey=True)
         for ax, size in zip(axes[0], sizes):
             d = data[data["dataset_size"] == size]
-            lines(ax, d, x, "eval_loss", "batch_size", colors, band=x != "wall_s", lw=1.1)
+            lines(ax, d, (x, "eval_loss"), "batch_size", colors, band=x != "wall_s", lw=1.1)
             ax.set(title=f"N={size}", xlabel=xlabel, ylabel="check-set loss")
             if x != "wall_s" and d[x].max() > 50 * max(d[x][d[x] > 0].min(), 1):
                 ax.set_xscale("symlog", linthresh=max(1, d[x][d[x] > 0].min()))
@@ -281,7 +281,7 @@ def target_figures(ok: pd.DataFrame, checks: pd.DataFrame, groups) -> tuple[list
         data = noise.merge(ok[["point_id", "batch_size"]], on="point_id")
         batches = sorted(data["batch_size"].unique())
         fig, ax = plt.subplots(figsize=(7.5, 3.8))
-        lines(ax, data, "step", "noise_scale", "batch_size", palette(batches), band=False, lw=1.0)
+        lines(ax, data, ("step", "noise_scale"), "batch_size", palette(batches), band=False, lw=1.0)
         ax.set_yscale("log")
         ax.set(xlabel="step", ylabel="B_simple (log)")
         ax.legend(title="batch size", fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -317,7 +317,7 @@ def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[
         ax.legend(fontsize=7)
         limits = ", ".join(f"{d}: {device_limit(env, d) / 2**30:.1f} GiB" for d in mem["device"].unique() if device_limit(env, d))
         figs.append(Figure("Peak memory against batch size",
-                           f"Peak memory of a training step per point (live tensor bytes: the CUDA allocator's peak, or on the CPU an exactly counted probe step; loss checks excluded) with the fitted line peak = fixed + per-sample × B (its slope is what each extra sample costs); dashed lines mark the device limit when it is near the data ({limits or 'limit unknown'}). For the largest batch that fits, run batchbench fit, which probes.",
+                           f"Peak memory of a training step per point (live tensor bytes: the CUDA allocator's peak, or on the CPU an exactly counted step; loss checks excluded) with the fitted line peak = fixed + per-sample × B (its slope is what each extra sample costs); dashed lines mark the device limit when it is near the data ({limits or 'limit unknown'}). For the largest batch that fits, run batchbench fit, which probes.",
                            "Scatter of peak memory in MiB against batch size with a fitted straight line per device.", png(fig)))
     if samples.empty or samples[["cpu_pct", "gpu_util_pct"]].notna().sum().sum() == 0:
         notes.append("No utilisation was sampled (--sample-interval 0).")

@@ -147,7 +147,6 @@ def target_notes(groups) -> list[str]:
     """Per group: the target it was measured against, and a warning where the loss checks were
     too coarse for steps-to-target to mean much (the same words as ``batchbench analyze``)."""
     from harness.analysis.keys import group_label
-    from harness.console import coarse_text
 
     notes = []
     targets = {g.target for g in groups if g.target}
@@ -157,7 +156,7 @@ def target_notes(groups) -> list[str]:
         if len(targets) > 1 and g.target:
             notes.append(f"Target of {group_label(g.key)}: {g.target}.")
         if g.coarse_checks:
-            notes.append(f"Warning for {group_label(g.key)}: {coarse_text(g)}.")
+            notes.append(f"Warning for {group_label(g.key)}: {g.coarse_note()}.")
     return [html.escape(n) for n in notes]
 
 

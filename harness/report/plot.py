@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness import PHASES
+from harness.store.schema import PHASES
 from harness.analysis.keys import GROUP_KEYS, say
 
 PHASE_COLORS = dict(zip(PHASES, ("#4C72B0", "#DD8452", "#55A868", "#8172B3")))
@@ -111,9 +111,11 @@ def series_label(points: pd.DataFrame) -> pd.Series:
     return label
 
 
-def lines(ax, data: pd.DataFrame, x: str, y: str, hue: str, colors: dict, *, band: bool = True, marker: str | None = None, lw: float = 1.3) -> None:
-    """One line per ``hue`` value: the median over repeats at each x, with a band from the
-    minimum to the maximum (plain pandas + matplotlib: seaborn's bootstrap is too slow here)."""
+def lines(ax, data: pd.DataFrame, xy: tuple[str, str], hue: str, colors: dict, *, band: bool = True, marker: str | None = None, lw: float = 1.3) -> None:
+    """One line per ``hue`` value of the columns ``xy``: the median over repeats at each x, with
+    a band from the minimum to the maximum (plain pandas + matplotlib: seaborn's bootstrap is
+    too slow here)."""
+    x, y = xy
     for key, group in data.groupby(hue, sort=True):
         stats = group.groupby(x)[y].agg(["median", "min", "max"]).dropna()
         if stats.empty:

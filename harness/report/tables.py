@@ -1,5 +1,5 @@
 """The report's HTML tables: the Summary (environment, swept axes, recommendations) and the
-sortable table of points. Values are formatted by ``records.display``, as in the terminal."""
+sortable table of points. Values are formatted by ``store.schema.display``, as in the terminal."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ TABLE_COLUMNS = [
 
 
 def fmt(column: str, value) -> str:
-    """A cell: the value as ``records.display`` writes it, escaped for HTML."""
+    """A cell: the value as ``store.schema.display`` writes it, escaped for HTML."""
     return html.escape(display(column, value))
 
 

@@ -50,6 +50,23 @@ def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle",
             yield torch.cat((head, perm[:pos]))
 
 
+def _loader_fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device, batches: Iterator[torch.Tensor]) -> Fetch:
+    """``--loader dataloader``: a DataLoader collating sample by sample, over the same indices."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    sampler = (next(batches).tolist() for _ in range(point.steps))
+    loader = iter(DataLoader(TensorDataset(X, y), batch_sampler=sampler, pin_memory=point.data_placement == "pinned",
+                             num_workers=point.workers, prefetch_factor=2 if point.workers else None))
+    if device.type == "cpu":
+        return loader.__next__
+
+    def fetch_loader() -> tuple[torch.Tensor, torch.Tensor]:
+        xb, yb = next(loader)
+        return xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+    return fetch_loader
+
+
 def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device, rank: tuple[int, int] | None = None) -> Fetch:
     """``fetch()`` -> the next (inputs, targets) on the device: tensor indexing by default, or
     a DataLoader with per-sample collation (``--loader dataloader``) over the same indices.
@@ -66,22 +83,9 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
         per_rank = point.batch_size // rank[1]
         low = rank[0] * per_rank
         batches = (b[low : low + per_rank] for b in batches)
-    on_cpu = device.type == "cpu"
     if point.loader == "dataloader":
-        from torch.utils.data import DataLoader, TensorDataset
-
-        sampler = (next(batches).tolist() for _ in range(point.steps))
-        loader = iter(DataLoader(TensorDataset(X, y), batch_sampler=sampler, pin_memory=point.data_placement == "pinned",
-                                 num_workers=point.workers, prefetch_factor=2 if point.workers else None))
-        if on_cpu:
-            return loader.__next__
-
-        def fetch_loader() -> tuple[torch.Tensor, torch.Tensor]:
-            xb, yb = next(loader)
-            return xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-
-        return fetch_loader
-    if on_cpu:
+        return _loader_fetcher(point, X, y, device, batches)
+    if device.type == "cpu":
 
         def fetch_cpu() -> tuple[torch.Tensor, torch.Tensor]:
             idx = next(batches)

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from harness import PHASES
+from harness.store.schema import PHASES
 
 MARKS_PER_STEP = 5
 """Step start, end of ``data``, end of ``derivative``, end of ``update``, step end."""

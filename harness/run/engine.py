@@ -40,8 +40,8 @@ from harness.run.memory import PeakMemory, analytic_bytes
 from harness.run.parts import matmul_precision
 from harness.run.prepare import Built, Prepared, build, prepare
 from harness.run.sampler import ProcessSource, Sampler, max_of, nvml_source
-from harness.run.schedule import LOSS_EVERY, due, fit_window, reads_loss
-from harness.run.step import derivative_of, make_step, update_of
+from harness.run.schedule import LOSS_EVERY, due, fit_window
+from harness.run.step import Step, derivative_of, update_of
 from harness.store.schema import PointResult
 from harness.workload.datasets import Split
 from harness.workload.models import Factory
@@ -139,7 +139,7 @@ class Run:
         self.parts = parts = prepare(point, self.split, self.built, self.device, rank)
         derivative = derivative_of(parts.trained, parts.loss_fn, parts.autocast, parts.scaler)
         update = update_of(parts.optimizer, parts.scaler, point.lr_warmup_steps, point.lr)
-        self.step = make_step(fetcher(point, parts.X, parts.y, self.device, rank), derivative, update, self.clock.mark)
+        self.step = Step(fetcher(point, parts.X, parts.y, self.device, rank), derivative, update)
         self.due = due(point, self.now_ns)
         check_set = CheckSet(parts.model, self.split.X_check.to(self.device), self.split.y_check.to(self.device), self.split.task, parts.own_loss)
         self.checker = LossCheck(point, check_set, self.losses, self.now_ns, noise=parts.noise, peaks=self.peaks,
@@ -159,30 +159,50 @@ class Run:
     def run_steps(self, steps: range, every: int, prune: Prune | None) -> bool:
         """Train ``steps``, timing those whose number is a multiple of ``every``, with the loss
         checks that fall due between them; True when a check stopped the point at its target."""
-        plain, timed, mark, keep, due_after = self.step.plain, self.step.timed, self.clock.mark, self.losses.keep, self.due
-        now_ns, timed_numbers = self.now_ns, self.timed
-        for step in steps:
-            is_timed = step % every == 0
-            loss = timed(step) if is_timed else plain(step)
-            done = self.steps_done = step + 1
-            check_now = due_after(done)
-            counted = check_now or reads_loss(step)  # not every step: reading a loss costs as much as the rest of the harness
-            if is_timed or counted:
-                keep(step, loss, counted)  # on a device a detached tensor, read at the next check: no per-step sync
-            if is_timed:
-                mark()
-                timed_numbers.append(step)
-            if check_now:  # between steps: the check and all its bookkeeping are left out of the window
-                paused = now_ns()
-                self.clock.close_window()
-                stop = self.check(done)
-                reason = None if stop or prune is None else prune(self.checks[-1])
-                self.paused_ns += now_ns() - paused
-                if reason:
-                    raise Pruned(reason)
-                if stop:
+        fetch, derivative, update = self.step.fetch, self.step.derivative, self.step.update
+        mark, keep, due_after, timed_numbers = self.clock.mark, self.losses.keep, self.due, self.timed
+        done = self.steps_done
+        try:
+            for step in steps:
+                is_timed = step % every == 0
+                if is_timed:  # a mark at each phase boundary: step start, after data, derivative and update
+                    mark()
+                    xb, yb = fetch()
+                    mark()
+                    loss = derivative(xb, yb)
+                    mark()
+                    update(step)
+                    mark()
+                else:
+                    xb, yb = fetch()
+                    loss = derivative(xb, yb)
+                    update(step)
+                done = step + 1
+                check_now = due_after(done)
+                counted = check_now or step % LOSS_EVERY == 0  # not every step: reading a loss costs as much as the rest of the harness
+                if is_timed or counted:
+                    keep(step, loss, counted)  # on a device a detached tensor, read at the next check: no per-step sync
+                if is_timed:  # the step's end, after its loss read
+                    mark()
+                    timed_numbers.append(step)
+                if check_now and self.pause_for_check(done, prune):
                     return True
-        return False
+            return False
+        finally:
+            self.steps_done = done
+
+    def pause_for_check(self, done: int, prune: Prune | None) -> bool:
+        """A loss check between steps, it and all its bookkeeping left out of the window; True
+        when the point stops at its target (``Pruned`` when ``prune`` stops it)."""
+        paused = self.now_ns()
+        self.clock.close_window()
+        self.steps_done = done
+        stop = self.check(done)
+        reason = None if stop or prune is None else prune(self.checks[-1])
+        self.paused_ns += self.now_ns() - paused
+        if reason:
+            raise Pruned(reason)
+        return stop
 
     def start_measuring(self, timed_every: int | None) -> None:
         """End the burn-in: close its window (the measured window starts on an idle device),

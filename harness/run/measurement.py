@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import PHASES
+from harness.store.schema import PHASES
 from harness.analysis import stats
 from harness.analysis.convergence import to_target
 from harness.config.points import recorded

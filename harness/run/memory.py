@@ -1,4 +1,4 @@
-"""Memory probes of a running point: per-point peaks and the analytic parts of the peak.
+"""Memory of a running point: per-point peaks, the live tensor bytes of a counted step, and the analytic parts of the peak.
 
 Peaks reset at the start of every point, so a value never just grows across a sweep:
 
@@ -161,13 +161,9 @@ def storage_bytes(tensors) -> int:
     return sum(seen.values())
 
 
-def step_tensor_bytes(model, make_optimizer, loss_fn, X, y, batch_size: int, seed: int = 0) -> int | None:
-    """Peak live tensor bytes of one training step, counted exactly: parameters, buffers and
-    optimizer state, plus every tensor the step creates (the batch, activations, gradients,
-    temporaries) for as long as it lives. Runs on a copy of the model with its own optimizer
-    and RNG, two steps (the first creates the optimizer's state, the second is counted), so
-    the point's own training is untouched. None where the model cannot be copied or run."""
-    import copy
+def _live_bytes():
+    """A torch dispatch mode that counts the bytes of the storages ops create for as long as
+    they live, and keeps their peak (``peak``); built on first use (torch loads lazily)."""
     import weakref
 
     import torch
@@ -200,6 +196,19 @@ def step_tensor_bytes(model, make_optimizer, loss_fn, X, y, batch_size: int, see
             tree_map_only(torch.Tensor, self._add, out)
             return out
 
+    return LiveBytes()
+
+
+def step_tensor_bytes(model, make_optimizer, loss_fn, X, y, batch_size: int, seed: int = 0) -> int | None:
+    """Peak live tensor bytes of one training step, counted exactly: parameters, buffers and
+    optimizer state, plus every tensor the step creates (the batch, activations, gradients,
+    temporaries) for as long as it lives. Runs on a copy of the model with its own optimizer
+    and RNG, two steps (the first creates the optimizer's state, the second is counted), so
+    the point's own training is untouched. None where the model cannot be copied or run."""
+    import copy
+
+    import torch
+
     try:
         clone = copy.deepcopy(model)
     except (TypeError, RuntimeError, copy.Error):  # a model that cannot be copied (it holds a lock, a generator, ...): no number
@@ -220,7 +229,7 @@ def step_tensor_bytes(model, make_optimizer, loss_fn, X, y, batch_size: int, see
         step()
         state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
         resident = storage_bytes([*clone.parameters(), *clone.buffers(), *state])
-        with LiveBytes() as live:
+        with _live_bytes() as live:
             step()
     return resident + live.peak
 

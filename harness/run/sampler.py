@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from harness import PHASES
+from harness.store.schema import PHASES
 from harness.run.memory import proc_fd
 
 SAMPLE_COLUMNS = ("cpu_pct", "rss_bytes", "gpu_util_pct", "gpu_mem_bytes", "gpu_power_w", "gpu_sm_clock_mhz")

@@ -25,10 +25,6 @@ or even ``.detach()`` to read later) cost 1.5-2% of a small CPU step here, as mu
 rest of the harness."""
 
 
-def reads_loss(step: int) -> bool:
-    return step % LOSS_EVERY == 0
-
-
 def first_timed(burn_in: int, every: int) -> int:
     """The first step after the burn-in that a period of ``every`` times."""
     return -(-burn_in // every) * every

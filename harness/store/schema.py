@@ -17,6 +17,10 @@ from typing import Any, Sequence
 
 from harness.config.axes import AXES, Axis
 
+PHASES = ("data", "derivative", "update", "loss_check")
+"""The phases of a training step, in order; they never nest or overlap. Each names its columns
+(``data_s``, ``data_total_s``, ...)."""
+
 RUNS = {
     "run_id": "TEXT PRIMARY KEY",
     "started_at": "TEXT",

@@ -26,8 +26,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from harness.errors import SpecError
-from harness.config.compat import RENAMED
+from harness.errors import SpecError, StoreError
+from harness.config.compat import RENAMED, STORE_FORMAT
 from harness.store.schema import TABLES, PointResult
 
 DEFAULT_STORE = "results/batchbench.sqlite"
@@ -61,7 +61,7 @@ class Store:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self._create()
             except (sqlite3.Error, OSError) as exc:
-                raise SpecError(field, f"cannot write a store at {self.path}: {exc}") from None
+                raise StoreError(field, f"cannot write a store at {self.path}: {exc}") from None
             self.columns = self._columns()
 
     @classmethod
@@ -77,6 +77,11 @@ class Store:
             what = "an empty file" if not have else f"tables: {', '.join(sorted(have))}"
             self.conn.close()
             raise SpecError(self.field, f"{self.path} is not a batchbench store ({what}); give a store written by `batchbench run`")
+        layout = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if layout > STORE_FORMAT:
+            self.conn.close()
+            raise SpecError(self.field, f"{self.path} was written by a newer batchbench (store format {layout}, this one reads up to "
+                                        f"{STORE_FORMAT}); upgrade batchbench to read it")
         return have
 
     def _create(self) -> None:
@@ -95,6 +100,7 @@ class Store:
                     self.conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {columns[name].replace(" PRIMARY KEY", "")}')
                 if added and len(added) < len(columns):
                     self.migrated.append(f"{table} +{len(added)} columns")
+            self.conn.execute(f"PRAGMA user_version = {STORE_FORMAT}")
             self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS points_once ON points (run_id, point_id)")
             for table in ("checks", "steps", "samples"):
                 self.conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_point ON {table} (run_id, point_id)")
@@ -142,7 +148,7 @@ class Store:
             try:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             except OSError:
-                raise SpecError("--resume", f"another batchbench process is already running this sweep into {self.path}; "
+                raise StoreError("--resume", f"another batchbench process is already running this sweep into {self.path}; "
                                             "wait for it to finish (then --resume finds what it stored)") from None
             yield
         finally:
@@ -230,9 +236,7 @@ class Store:
         try:
             return pd.read_sql_query(sql + " ORDER BY rowid", self.conn, params=params)
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
-            detail = " ".join(str(exc).split(": ")[-1].split())
-            raise SpecError(self.field, f"cannot read the {table} table of {self.path}: {detail} "
-                                        "(damaged? `sqlite3 FILE .recover` may save what is left)") from None
+            raise StoreError(self.field, f"cannot read the {table} table of {trouble(self.path, exc)}") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -242,6 +246,21 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def trouble(path: Path | str, exc: Exception) -> str:
+    """``PATH: what SQLite said (what to do)``: a locked or full store is not a damaged one."""
+    detail = " ".join(str(exc).split(": ")[-1].split())
+    text = detail.lower()
+    if "locked" in text or "busy" in text:
+        advice = "another process is writing it; try again when it is done"
+    elif "full" in text:
+        advice = "free some space; what was committed is kept, and --resume continues"
+    elif "readonly" in text or "permission" in text:
+        advice = "this process may not write it"
+    else:
+        advice = "damaged? `sqlite3 FILE .recover` may save what is left"
+    return f"{path}: {detail} ({advice})"
 
 
 def _connect_readonly(path: Path, field: str) -> sqlite3.Connection:

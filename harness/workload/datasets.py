@@ -54,8 +54,31 @@ FILE_SUFFIXES = (".npz", ".csv", ".parquet")
 LINREG_FEATURES = 16
 
 
+class _Samples:
+    """What a data set and its split say of one sample: its shape, its size, the model's outputs."""
+
+    task: str
+    n_classes: int | None
+
+    def _rows(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._rows().shape[1:])
+
+    @property
+    def n_features(self) -> int:
+        """The size of one sample (the product of ``input_shape``)."""
+        return int(np.prod(self.input_shape))
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "classification" else 1
+
+
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(_Samples):
     """Features (float32, one row a sample) and targets: int64 class ids or float32 values."""
 
     name: str
@@ -68,22 +91,12 @@ class Dataset:
     def n_samples(self) -> int:
         return int(self.X.shape[0])
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.X.shape[1:])
-
-    @property
-    def n_features(self) -> int:
-        """The size of one sample (the product of ``input_shape``)."""
-        return int(np.prod(self.input_shape))
-
-    @property
-    def n_outputs(self) -> int:
-        return self.n_classes if self.task == "classification" else 1
+    def _rows(self) -> torch.Tensor:
+        return self.X
 
 
 @dataclass(frozen=True)
-class Split:
+class Split(_Samples):
     """The training set and the check set (the holdout, or the training set itself)."""
 
     X_train: torch.Tensor
@@ -93,28 +106,14 @@ class Split:
     task: str
     n_classes: int | None
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.X_train.shape[1:])
-
-    @property
-    def n_features(self) -> int:
-        """The size of one sample (the product of ``input_shape``)."""
-        return int(np.prod(self.input_shape))
-
-    @property
-    def n_outputs(self) -> int:
-        return self.n_classes if self.task == "classification" else 1
+    def _rows(self) -> torch.Tensor:
+        return self.X_train
 
 
-_ARRAYS: dict[str, Dataset] = {}
-"""Data sets handed over in memory (``harness.benchmark(data=(X, y))``), by name."""
-
-
-def register_arrays(X, y) -> str:
-    """Make in-memory arrays (numpy or torch) a data set of this process, as a ``.npz`` with
-    them would be (shapes kept, the same checks); returns its name, ``arrays:<digest>`` of
-    their contents, so the same arrays give the same point ids."""
+def from_arrays(X, y) -> Dataset:
+    """In-memory arrays (numpy or torch) as a data set, as a ``.npz`` with them would be
+    (shapes kept, the same checks), named ``arrays:<digest>`` of their contents so the same
+    arrays give the same point ids. Passed to the plan as an object (``source``)."""
     import hashlib
 
     X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
@@ -123,24 +122,24 @@ def register_arrays(X, y) -> str:
     for array in (X, y):
         digest.update(str((array.shape, array.dtype.str)).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
-    name = f"arrays:{digest.hexdigest()[:12]}"
-    if name not in _ARRAYS:
-        _ARRAYS[name] = _dataset(name, X, y, shaped=True)
-    return name
+    return _dataset(f"arrays:{digest.hexdigest()[:12]}", X, y, shaped=True)
 
 
 def is_file(name: str) -> bool:
     return Path(name).suffix.lower() in FILE_SUFFIXES
 
 
-def info(name: str, target_column: str | None = None) -> DataInfo:
-    """Natural and maximum size of a data set; reads a file once to count its rows."""
+def info(name: str, target_column: str | None = None, source: Dataset | None = None) -> DataInfo:
+    """Natural and maximum size of a data set (``source``: the data set itself, handed over in
+    memory); reads a file once to count its rows."""
+    if source is not None:
+        return DataInfo(natural_size=source.n_samples, max_size=source.n_samples)
     if name in ("blobs", "linreg", "mnist-like", "cifar-like", "text"):
         return DataInfo(natural_size=BUILTIN_SIZES[name], max_size=None)
     if name == "digits":
         return DataInfo(natural_size=BUILTIN_SIZES[name], max_size=BUILTIN_SIZES[name])
-    if is_file(name) or name in _ARRAYS:
-        rows = _source(name, target_column).n_samples
+    if is_file(name):
+        rows = _read_file(name, target_column).n_samples
         return DataInfo(natural_size=rows, max_size=rows)
     allowed = ", ".join(BUILTIN_SIZES)
     if Path(name).suffix:
@@ -155,9 +154,12 @@ def generation_bytes(name: str, size: int) -> int | None:
     return None if features is None else size * (features + 1) * (8 * 2 + 4)
 
 
-def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None = None) -> Dataset:
-    """The data set at ``size`` samples (generated, or a seeded subsample)."""
+def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None = None, source: Dataset | None = None) -> Dataset:
+    """The data set at ``size`` samples (generated, or a seeded subsample of a file, of
+    scikit-learn's digits or of ``source``, a data set handed over in memory)."""
     rng = np.random.default_rng(data_seed)
+    if source is not None:
+        return _subsample(source, size, rng)
     if name == "blobs":
         from sklearn.datasets import make_blobs
 
@@ -178,9 +180,13 @@ def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None 
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        full = _dataset(name, bunch.data / 16.0, bunch.target)
-    else:
-        full = _source(name, target_column)
+        return _subsample(_dataset(name, bunch.data / 16.0, bunch.target), size, rng)
+    return _subsample(_read_file(name, target_column), size, rng)
+
+
+def _subsample(full: Dataset, size: int, rng: np.random.Generator) -> Dataset:
+    """``size`` rows of ``full``, seeded, without replacement, in their order; all of it at its size."""
+    name = full.name
     if size > full.n_samples:
         raise SpecError("--dataset-sizes", f"{size} is larger than {name} ({full.n_samples} samples)")
     if size == full.n_samples:
@@ -190,7 +196,7 @@ def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None 
 
 
 def split(data: Dataset, check_set: str, holdout_fraction: float, *, data_seed: int = 0) -> Split:
-    """Seeded train/holdout split, sized by ``spec.expand.split_sizes`` (the sizes every point
+    """Seeded train/holdout split, sized by ``config.policies.split_sizes`` (the sizes every point
     records); ``check_set='train'`` checks the loss on the training set itself."""
     if check_set == "train":
         return Split(data.X, data.y, data.X, data.y, data.task, data.n_classes)
@@ -200,9 +206,10 @@ def split(data: Dataset, check_set: str, holdout_fraction: float, *, data_seed: 
     return Split(data.X[train], data.y[train], data.X[check], data.y[check], data.task, data.n_classes)
 
 
-def load_split(name: str, size: int, *, data_seed: int, target_column: str | None, check_set: str, holdout_fraction: float) -> Split:
+def load_split(name: str, size: int, *, data_seed: int, target_column: str | None, check_set: str, holdout_fraction: float,
+               source: Dataset | None = None) -> Split:
     """The training and check sets of one dataset size, as every point of that size sees them."""
-    data = load(name, size, data_seed=data_seed, target_column=target_column)
+    data = load(name, size, data_seed=data_seed, target_column=target_column, source=source)
     return split(data, check_set, holdout_fraction, data_seed=data_seed)
 
 
@@ -277,17 +284,25 @@ def _dataset(name: str, X: np.ndarray, y: np.ndarray, *, shaped: bool = False) -
         y = y[:, 0]
     if y.ndim == 0 or y.shape[0] != X.shape[0] or (y.ndim > 1 and not shaped):
         raise SpecError("--dataset", f"{name}: y must be one target (or one array of targets, in a .npz) per row of X ({X.shape[0]}), got shape {y.shape}")
+    return _with_targets(name, _features(name, X, shaped), y)
+
+
+def _features(name: str, X: np.ndarray, shaped: bool) -> torch.Tensor:
+    """Integer token ids (a ``.npz`` of int32/int64) as int64, anything else as float32."""
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise SpecError("--dataset", f"{name}: features must be numeric, got {X.dtype}")
     if shaped and X.dtype in (np.int32, np.int64):
         if X.min() < 0:
             raise SpecError("--dataset", f"{name}: integer X are token ids and must be >= 0, found {X.min()}")
-        features = torch.from_numpy(X.astype(np.int64))
-    else:
-        X = X.astype(np.float32)
-        if not np.isfinite(X).all():
-            raise SpecError("--dataset", f"{name}: features contain NaN or infinite values")
-        features = torch.from_numpy(X)
+        return torch.from_numpy(X.astype(np.int64))
+    X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        raise SpecError("--dataset", f"{name}: features contain NaN or infinite values")
+    return torch.from_numpy(X)
+
+
+def _with_targets(name: str, features: torch.Tensor, y: np.ndarray) -> Dataset:
+    """The task from the targets' type: float targets are a regression, the rest class ids."""
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all():
             raise SpecError("--dataset", f"{name}: targets contain NaN or infinite values")
@@ -303,11 +318,6 @@ def _dataset(name: str, X: np.ndarray, y: np.ndarray, *, shaped: bool = False) -
     if len(classes) < 2:
         raise SpecError("--dataset", f"{name}: classification targets need at least 2 classes, found {len(classes)}")
     return Dataset(name, features, torch.from_numpy(ids.astype(np.int64)), "classification", len(classes))
-
-
-def _source(name: str, target_column: str | None) -> Dataset:
-    """A whole file or in-memory data set."""
-    return _ARRAYS[name] if name in _ARRAYS else _read_file(name, target_column)
 
 
 @functools.lru_cache(maxsize=8)

@@ -75,27 +75,22 @@ def _mlp(n_features: int, n_outputs: int, hidden: tuple[int, ...], flatten: bool
     return nn.Sequential(*layers)
 
 
-_OBJECTS: dict[str, Factory] = {}
-"""Models handed over in memory (``harness.benchmark(model=...)``), by name."""
-
-
-def register(model) -> str:
-    """Make a factory or an ``nn.Module`` a model of this process; returns its name. A module
-    is copied for every point (each starts from the same weights); its name carries a digest
-    of its parameter shapes, a factory's its qualified name, so reruns get the same point ids."""
+def from_object(model) -> tuple[str, Factory]:
+    """A factory or an ``nn.Module`` handed over in memory, as (name, factory); the plan takes
+    the factory as an object. A module is copied for every point (each starts from the same
+    weights); its name carries a digest of its parameter shapes, a factory's its qualified name,
+    so reruns get the same point ids."""
     if isinstance(model, nn.Module):
         import copy
 
         shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
         name = f"python:{type(model).__name__}#{hashlib.sha1(shapes.encode()).hexdigest()[:8]}"
         template = copy.deepcopy(model).cpu()
-        _OBJECTS[name] = lambda **_: copy.deepcopy(template)
-        return name
+        return name, lambda **_: copy.deepcopy(template)
     if not callable(model):
         raise SpecError("model", f"expected an nn.Module or a factory, got {type(model).__name__}")
     name = f"python:{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', type(model).__name__)}"
-    _OBJECTS[name] = model
-    return name
+    return name, model
 
 
 def resolve(name: str) -> Factory:
@@ -103,8 +98,6 @@ def resolve(name: str) -> Factory:
     before the sweep starts."""
     if name in BUILTINS:
         return lambda **kw: build_builtin(name, **kw)
-    if name in _OBJECTS:
-        return _OBJECTS[name]
     if ":" not in name:
         raise SpecError("--model", f"unknown model {name!r}; use {', '.join(BUILTINS)}, module:callable or path/to/file.py:callable")
     target, _, attr = name.rpartition(":")

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from harness.drivers.overhead import TARGET_RATIO, compare
+from harness.drivers.overhead import TARGET_RATIO, against_plain
 
 ROUNDS = int(os.environ.get("BATCHBENCH_BENCH_ROUNDS", "51"))
 """Interleaved rounds per comparison; CI's reporting step runs fewer (the median moves less
@@ -24,7 +24,7 @@ CUDA_BATCHES = (32, 512)
 @pytest.mark.parametrize("batch_size", BATCHES)
 def test_harness_throughput_matches_a_plain_loop(benchmark, batch_size):
     rounds = 1 if benchmark.disabled else ROUNDS  # this VM varies +-20% per round: many rounds, median ratio
-    result = benchmark.pedantic(compare, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
+    result = benchmark.pedantic(against_plain, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
     benchmark.extra_info.update(
         {
             "batch_size": batch_size,
@@ -45,7 +45,7 @@ def test_harness_throughput_matches_a_plain_loop(benchmark, batch_size):
 def test_harness_throughput_matches_a_plain_loop_on_cuda(benchmark, batch_size):
     """The same comparison on a GPU, a small MLP (launch-bound: where instrumentation shows)."""
     rounds = 1 if benchmark.disabled else ROUNDS
-    result = benchmark.pedantic(compare, args=(batch_size,), kwargs={"rounds": rounds, "device": "cuda", "dataset": "blobs", "hidden": "32"},
+    result = benchmark.pedantic(against_plain, args=(batch_size,), kwargs={"rounds": rounds, "device": "cuda", "dataset": "blobs", "hidden": "32"},
                                 rounds=1, iterations=1)
     benchmark.extra_info.update({"batch_size": batch_size, "device": "cuda", "ratio": result.ratio})
     print(f"\nB={batch_size} cuda: harness/plain samples/s median ratio {result.ratio:.4f} over {len(result.ratios)} rounds")
@@ -56,10 +56,10 @@ def test_harness_throughput_matches_a_plain_loop_on_cuda(benchmark, batch_size):
 @pytest.mark.parametrize("batch_size", [1, 256])
 def test_sampler_costs_under_one_percent(benchmark, batch_size):
     """The monitor thread (psutil every 100 ms) against no monitor, same harness points."""
-    from harness.drivers.overhead import compare_sampler
+    from harness.drivers.overhead import sampler_cost
 
     rounds = 1 if benchmark.disabled else max(11, ROUNDS * 3 // 5)
-    result = benchmark.pedantic(compare_sampler, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
+    result = benchmark.pedantic(sampler_cost, args=(batch_size,), kwargs={"rounds": rounds}, rounds=1, iterations=1)
     benchmark.extra_info.update({"batch_size": batch_size, "device": "cpu", "threads": 1, "interval_s": 0.1, "ratio": result.ratio})
     print(f"\nB={batch_size}: with/without sampler samples/s median ratio {result.ratio:.4f} over {len(result.ratios)} rounds")
     if not benchmark.disabled:

@@ -129,28 +129,7 @@ def search(batch_sizes: Sequence[int], lrs: Sequence[float], run_trial: RunTrial
         return done[key]
 
     def at_batch(b: int, hint: int) -> tuple[Trial, int]:
-        """The best learning rate at one batch size: from the hint, in strides that double
-        while they help (1, 2, 4 grid steps), back to single steps once one overshoots."""
-        found, at = trial(b, hint), hint
-        for direction in (+1, -1):
-            stride, moved = 1, False
-            while True:
-                i = at + direction * stride
-                if not 0 <= i < len(rates):
-                    if stride == 1:
-                        break
-                    stride = 1
-                    continue
-                current = trial(b, i)
-                if _score(current) < _score(found):
-                    found, at, moved, stride = current, i, True, stride * 2
-                elif stride == 1:
-                    break
-                else:
-                    stride = 1
-            if moved:  # it helped in this direction: the other side is worse (unimodal)
-                break
-        return found, at
+        return best_rate(lambda i: trial(b, i), len(rates), hint)
 
     index = {b: n for n, b in enumerate(batches)}
     first = batches[nearest(batches, max(start_batch, batches[0]))]
@@ -173,6 +152,32 @@ def search(batch_sizes: Sequence[int], lrs: Sequence[float], run_trial: RunTrial
             position += step
     ranked = sorted((t for t in order if t.reached), key=lambda t: t.time_s)
     return Choice(best=ranked[0] if ranked else None, trials=tuple(order))
+
+
+def best_rate(trial: Callable[[int], Trial], count: int, hint: int) -> tuple[Trial, int]:
+    """The best learning rate at one batch size (``trial(i)`` runs the i-th of ``count`` rates):
+    from the hint, in strides that double while they help (1, 2, 4 grid steps), back to single
+    steps once one overshoots. Returns the best trial and its index."""
+    found, at = trial(hint), hint
+    for direction in (+1, -1):
+        stride, moved = 1, False
+        while True:
+            i = at + direction * stride
+            if not 0 <= i < count:
+                if stride == 1:
+                    break
+                stride = 1
+                continue
+            current = trial(i)
+            if _score(current) < _score(found):
+                found, at, moved, stride = current, i, True, stride * 2
+            elif stride == 1:
+                break
+            else:
+                stride = 1
+        if moved:  # it helped in this direction: the other side is worse (unimodal)
+            break
+    return found, at
 
 
 def _rising(smaller_side: Trial, larger_side: Trial) -> bool:

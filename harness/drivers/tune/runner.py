@@ -39,6 +39,7 @@ from harness.run.engine import run_point
 from harness.run.prepare import noise_estimator
 from harness.run.parts import make_loss
 from harness.config.points import PointSpec
+from harness.config.spec import SweepSpec
 from harness.store.sqlite import Store
 from harness.drivers.tune.policy import Choice, Trial, nearest, search
 

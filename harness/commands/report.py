@@ -1,0 +1,56 @@
+"""``batchbench report``: the self-contained HTML report of stored runs, or (``--compare A B``)
+the before/after page of two runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.commands.flags import runs_flag, store_flag
+from harness.errors import SpecError
+from harness.outputs import output_path, write_output
+
+NAME = "report"
+HELP = "write the self-contained HTML report of stored runs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    store_flag(parser)
+    runs_flag(parser)
+    parser.add_argument("--output", "-o", help="HTML file [reports/<run id>.html]")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="before/after: two run ids of --store, or store.sqlite[:RUN] paths")
+    parser.add_argument("--title", default=None, help="page title")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness import report
+    from harness.store.sqlite import Store, load_ref
+
+    if args.output:
+        output_path(args.output, "-o")
+    if args.compare:
+        from harness.analysis.compare import compare
+
+        (a, label_a), (b, label_b) = (load_ref(args.store, ref, "--compare", ("points", "steps")) for ref in args.compare)
+        html_text = report.render_compare(compare(a["points"], a["steps"], b["points"], b["steps"]), label_a, label_b)
+        name = args.output or "reports/compare.html"
+    else:
+        with Store.open_existing(args.store) as store:
+            data = report.load(store, args.runs)
+        if data.runs.empty:
+            raise SpecError("--store", f"{args.store} holds no run yet")
+        html_text = report.render(data, args.title or "batchbench report")
+        name = args.output or f"reports/{data.runs['run_id'].iloc[-1]}.html"
+    print(f"report: {write_output(name, html_text, '-o')}")
+    return 0
+
+
+def write_run_report(store_path: str | Path, run_id: str, path: str | None, title: str = "batchbench report") -> Path:
+    """The report of one run just stored (``run``, ``tune``): where ``--report`` says, or
+    ``reports/<run id>.html``."""
+    from harness import report
+    from harness.store.sqlite import Store
+
+    with Store.open_existing(store_path) as reader:
+        html_text = report.render(report.load(reader, [run_id]), title=title)
+    return write_output(path or f"reports/{run_id}.html", html_text, "--report")

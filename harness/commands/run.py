@@ -1,0 +1,147 @@
+"""``batchbench run``: a sweep, every point phase-timed and stored on its own; then the table of
+points, the recommendation and the HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from harness.analysis.keys import short_labels, shown_columns
+from harness.commands.flags import DEFAULT_STORE, sweep_flags, sweep_spec
+from harness.commands.report import write_run_report
+from harness.commands.text import layout
+from harness.config.axes import FIELDS
+from harness.errors import SpecError
+from harness.outputs import output_path
+from harness.store.schema import display
+
+NAME = "run"
+HELP = "run a sweep and store its points"
+DESCRIPTION = "Run a sweep: every dataset size x batch size x device x repeat, phase-timed, stored point by point."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    groups = sweep_flags(parser)
+    groups["axes"].add_argument("--nproc", help="shorthand for --world-sizes N")
+    groups["output"].add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
+    groups["output"].add_argument("--quiet", action="store_true", help="no progress bar, no table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.config.spec import load_toml
+    from harness.drivers.plan import plan
+    from harness.parallel.collectives import external_world
+
+    file_values = load_toml(args.spec_file) if args.spec_file else {}
+    if args.nproc is not None:
+        if args.world_sizes is not None:
+            raise SpecError("--nproc", "give --nproc or --world-sizes, not both")
+        args.world_sizes = args.nproc
+    launched = external_world()
+    if launched is not None:  # started by torchrun: this process is one rank of every point
+        given = args.world_sizes or file_values.get("world_sizes")
+        if given is not None and str(given).strip() not in (str(launched[1]), f"[{launched[1]}]"):
+            raise SpecError("--world-sizes", f"the launcher started {launched[1]} ranks; leave --world-sizes out or give {launched[1]}")
+        args.world_sizes = str(launched[1])
+        file_values.pop("world_sizes", None)
+    if args.report and not args.no_report:
+        output_path(args.report, "--report")
+    the_plan = plan(sweep_spec(args, FIELDS, file_values))  # every input check happens here, before the store is touched
+    store_path = args.store or DEFAULT_STORE
+    if launched is not None:
+        return _run_as_rank(the_plan, store_path, args)
+    return _run_here(the_plan, store_path, args)
+
+
+def _run_here(the_plan, store_path: str, args: argparse.Namespace) -> int:
+    from harness.drivers.sweep import run_sweep
+    from harness.store.sqlite import Store
+
+    say = lambda line: print(f"batchbench: {line}", file=sys.stderr)  # noqa: E731
+    with Store(store_path) as store:
+        if store.migrated:
+            say(f"migrated {store.path} from an older batchbench ({'; '.join(store.migrated)})")
+        run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False, say=say)
+        points, checks = store.load("points", [run_id]), store.load("checks", [run_id])
+    if not args.quiet:
+        print(points_table(points))
+        if points[["target_loss", "target_accuracy"]].notna().any().any():
+            print("\n" + recommendations_text(points, checks))
+    failed = int((points["status"] != "ok").sum())
+    note = f", {failed} not ok (see the status column)" if failed else ""
+    print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
+    if not args.no_report:
+        print(f"report: {write_run_report(store.path, run_id, args.report)}")
+    if len(points) and not (points["status"] == "ok").any():
+        say(f"every point failed ({', '.join(sorted(set(points['status'])))}); the errors are in the status and error columns")
+        return 1
+    return 0
+
+
+def _run_as_rank(the_plan, store_path: str, args: argparse.Namespace) -> int:
+    """Under an external launcher: the same sweep on every rank; rank 0 writes the store."""
+    from harness.drivers.sweep import run_sweep
+    from harness.parallel.launch import ExternalRanks
+    from harness.store.sqlite import Store
+
+    ranks = ExternalRanks(the_plan.points[0].device)
+    store = Store(store_path) if ranks.writes else None
+    try:
+        run_id = run_sweep(the_plan, store, resume=args.resume, progress=not args.quiet, ranks=ranks)
+    finally:
+        if store is not None:
+            store.close()
+        ranks.close()
+    if ranks.writes:
+        print(f"run {run_id}: stored in {store_path} by rank 0", file=sys.stderr)
+    return 0
+
+
+def recommendations_text(points, checks) -> str:
+    """Per group (device x dataset size x ...), the batch size that reaches the target soonest,
+    or why there is none."""
+    from harness.analysis.convergence import analyze
+    from harness.analysis.recommend import recommend
+
+    groups = analyze(points, checks)
+    lines = []
+    for group, label in zip(groups, short_labels(groups)):
+        advice = recommend(group)
+        lines.append(f"{label}: " + (advice.sentence() if advice is not None else "no batch size reached the target; see `batchbench analyze`"))
+    return "\n".join(lines)
+
+
+LEADING_COLUMNS = (("dataset_size", "size"), ("batch_size", "batch"), ("device", "device"))
+MEASURED_COLUMNS = (("samples_per_s", "samples/s"), ("data_s", "data ms"), ("derivative_s", "deriv ms"), ("update_s", "update ms"),
+                    ("loss_check_s", "check ms"), ("final_eval_loss", "eval loss"), ("status", "status"), ("flags", "flags"))
+
+
+def varying_columns(points: pd.DataFrame) -> list[tuple[str, str]]:
+    """The configuration columns (``analysis.keys.shown_columns``) in which these points differ."""
+    leading = {c for c, _ in LEADING_COLUMNS}
+    return [(c, t) for c, t in shown_columns() if c not in leading and c in points and points[c].astype(str).nunique() > 1]
+
+
+def points_table(points: pd.DataFrame) -> str:
+    """Per point: dataset size, batch size, device and every configuration column that varies,
+    samples/s, per-step ms of each phase (loss check: ms per check), final eval loss, status and
+    trust flags."""
+    if len(points) == 0:
+        return "(no points)"
+    config = varying_columns(points)
+    shown = [*LEADING_COLUMNS, *config, *MEASURED_COLUMNS]
+    inner = ("batch_size", "world_size", "repeat")
+    order = ["dataset_size", "device", *(c for c, _ in config if c not in inner), *(c for c in inner if c in points)]
+    measured = dict(MEASURED_COLUMNS)
+
+    def cell(value, column: str) -> str:
+        if isinstance(value, float) and value.is_integer() and column not in measured:
+            value = int(value)
+        return display(column, value) or "-"
+
+    rows = [[title for _, title in shown]]
+    rows += [[cell(record.get(c), c) for c, _ in shown] for record in points.sort_values(order, kind="stable").to_dict("records")]
+    numeric = {i for i, (c, _) in enumerate(shown) if c in points and pd.api.types.is_numeric_dtype(points[c])}
+    return layout(rows, numeric)

@@ -1,0 +1,65 @@
+"""``batchbench runs``: the runs of a store, oldest first: kind, start, points and what they swept."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from harness.commands.flags import store_flag
+from harness.commands.text import layout
+
+NAME = "runs"
+HELP = "list the runs in a store: when, what, how many points"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    store_flag(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.store.sqlite import Store
+
+    with Store.open_existing(args.store) as store:
+        summary = runs_summary(store.load("runs"), store.load("points"))
+    print(json.dumps(summary, indent=1) if args.json else runs_table(summary))
+    return 0
+
+
+def runs_summary(runs, points) -> list[dict]:
+    """Per stored run: id, kind (sweep or tune), start and end, points (ok of all) and what it swept."""
+    out = []
+    for run_row in runs.to_dict("records"):
+        mine = points[points["run_id"] == run_row["run_id"]] if len(points) else points
+        spec = json.loads(run_row.get("spec_json") or "{}")
+
+        def values(column: str) -> list:
+            return sorted(set(mine[column].dropna().tolist())) if len(mine) and column in mine else []
+
+        out.append({
+            "run_id": run_row["run_id"],
+            "kind": "tune" if str(run_row.get("spec_hash") or "").startswith("tune:") else "sweep",
+            "started_at": run_row["started_at"],
+            "finished_at": run_row["finished_at"],
+            "points": int(len(mine)),
+            "ok": int((mine["status"] == "ok").sum()) if len(mine) else 0,
+            "dataset": spec.get("dataset"),
+            "model": spec.get("model"),
+            "devices": values("device"),
+            "batch_sizes": [int(b) for b in values("batch_size")],
+            "dataset_sizes": [int(n) for n in values("dataset_size")],
+        })
+    return out
+
+
+def runs_table(summary: list[dict]) -> str:
+    if not summary:
+        return "(no runs)"
+    rows = [["run", "kind", "started", "points", "data set", "model", "devices", "batch sizes", "dataset sizes"]]
+    for r in summary:
+        batches = r["batch_sizes"]
+        span = "-" if not batches else (f"{batches[0]}..{batches[-1]} ({len(batches)})" if len(batches) > 2 else ",".join(map(str, batches)))
+        rows.append([r["run_id"], r["kind"] + ("" if r["finished_at"] else " (unfinished)"), str(r["started_at"])[:19].replace("T", " "),
+                     f"{r['ok']}/{r['points']} ok", str(r["dataset"]), str(r["model"]), ",".join(r["devices"]) or "-", span,
+                     ",".join(map(str, r["dataset_sizes"])) or "-"])
+    return layout(rows)

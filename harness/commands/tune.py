@@ -1,0 +1,55 @@
+"""``batchbench tune``: the batch size (and its learning rate from ``--lr-grid``) that reaches the
+target soonest on this machine, by an adaptive search whose every trial is a stored point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from harness.commands.flags import DEFAULT_STORE, sweep_flags, sweep_spec
+from harness.commands.report import write_run_report
+from harness.config.axes import FIELDS
+from harness.errors import SpecError
+from harness.outputs import output_path
+
+NAME = "tune"
+HELP = "search the batch size and learning rate with the least time to target"
+DESCRIPTION = ("Adaptive search for the batch size (and its learning rate from --lr-grid) that reaches the target soonest "
+               "on this machine: starts near the gradient noise scale, stops each trial at the target or once it cannot win. "
+               "Every trial is a stored point (status pruned when stopped early).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    output = sweep_flags(parser)["output"]
+    output.add_argument("--json", action="store_true",
+                        help="print the answer as JSON (batch_size, lr, time_to_target_s, steps_to_target, trials, samples_processed, ...)")
+    output.add_argument("--quiet", action="store_true", help="no line per trial")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.analysis.keys import group_label
+    from harness.drivers.plan import plan
+    from harness.drivers.tune.runner import tune, tune_spec
+    from harness.store.sqlite import Store
+
+    if args.report and not args.no_report:
+        output_path(args.report, "--report")
+    if args.world_sizes is not None and args.world_sizes.strip() != "1":
+        raise SpecError("--world-sizes", "tune runs single-process trials; give 1 or leave it out")
+    the_plan = plan(tune_spec(sweep_spec(args, FIELDS)))
+    say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
+    with Store(args.store or DEFAULT_STORE) as store:
+        run_id, results = tune(the_plan, store, say=say)
+    if args.json:
+        groups = [r.as_dict() for r in results]
+        print(json.dumps({"run_id": run_id, "store": str(store.path), **groups[0], "groups": groups}, indent=1))
+    else:
+        for r in results:
+            label = group_label({"dataset": the_plan.spec.dataset, "dataset_size": r.key["dataset_size"], "device": r.key["device"]})
+            print(f"{label}: {r.sentence()}")
+        print(f"run {run_id} in {store.path}: `batchbench analyze --run {run_id}` shows every trial", file=sys.stderr)
+    if not args.no_report:
+        path = write_run_report(store.path, run_id, args.report, title="batchbench tune")
+        print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0 if all(r.choice.best is not None for r in results) else 1
