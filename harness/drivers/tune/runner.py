@@ -32,7 +32,7 @@ from harness.workload import datasets
 from harness.workload import models
 from harness.analysis.convergence import relative_target, to_target
 from harness.analysis.noise_scale import b_simple
-from harness.errors import SpecError
+from harness.errors import RunError, SpecError
 from harness.drivers.plan import Plan
 from harness.store.schema import PointResult
 from harness.run.engine import run_point
@@ -137,7 +137,7 @@ def _tune_group(plan: Plan, store: Store, run_id: str, key: dict, grid: dict[tup
         losses = [c["eval_loss"] for c in result.checks if c["eval_loss"] is not None and math.isfinite(c["eval_loss"])]
         if not losses:
             store.add_point(run_id, result)
-            raise SpecError("--target", f"the pilot trial (B={start}, lr {start_lr:g}) ended {result.status} before a loss check; "
+            raise RunError("--target", f"the pilot trial (B={start}, lr {start_lr:g}) ended {result.status} before a loss check; "
                                         f"give --target-loss instead ({result.point.get('error') or 'no check'})")
         goal["target_loss"] = relative_target(losses[0], min(losses), spec.target.fraction)
         result.point.update(target_loss=goal["target_loss"], **to_target(result.checks, start, target_loss=goal["target_loss"]))
