@@ -100,7 +100,8 @@ class Store:
                     self.conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {columns[name].replace(" PRIMARY KEY", "")}')
                 if added and len(added) < len(columns):
                     self.migrated.append(f"{table} +{len(added)} columns")
-            self.conn.execute(f"PRAGMA user_version = {STORE_FORMAT}")
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] != STORE_FORMAT:  # written only when it changes: a store left as it was stays byte for byte
+                self.conn.execute(f"PRAGMA user_version = {STORE_FORMAT}")
             self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS points_once ON points (run_id, point_id)")
             for table in ("checks", "steps", "samples"):
                 self.conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_point ON {table} (run_id, point_id)")
