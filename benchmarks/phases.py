@@ -24,7 +24,7 @@ class TrainingStep:
             if device == "cuda" and not torch.cuda.is_available():
                 continue
             points[(batch, size, device)] = run_point(
-                dataset="mnist-like", dataset_sizes=size, batch_sizes=batch, devices=device, model="mlp", hidden="128", steps=300
+                dataset="mnist-like", dataset_sizes=size, batch_sizes=batch, devices=device, model="mlp", hidden="128", steps=300, lr=0.01
             )
         return points
 

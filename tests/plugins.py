@@ -37,6 +37,23 @@ def known_cost(n_features, n_outputs):
     return KnownCostForward(n_features, n_outputs)
 
 
+class CostlyCheck(nn.Module):
+    """A linear model whose evaluation (eval mode) costs 5 ms a call and training forward 1 ms:
+    a check is worth five steps."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        busy_wait(0.001 if self.training else 0.005)
+        return self.linear(x)
+
+
+def costly_check(n_features, n_outputs):
+    return CostlyCheck(n_features, n_outputs)
+
+
 class Exploding(nn.Module):
     """Outputs that overflow after a few steps: the loss turns inf/NaN."""
 
@@ -314,3 +331,56 @@ def token_model(n_outputs):
         return torch.nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
     return TokenMixer(n_outputs), loss_fn
+
+
+class WideHeadConv(nn.Module):
+    """A conv layer on (3, 32, 32) images and a wide fully connected head: 8.4 M parameters
+    (their gradients besides) against about 0.2 MiB of activations a sample, so small batches'
+    peaks are nearly all fixed memory, as with a ResNet-18."""
+
+    def __init__(self, input_shape, n_outputs):
+        super().__init__()
+        channels, height, width = input_shape
+        self.conv = nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16 * height * width, 512), nn.ReLU(), nn.Linear(512, n_outputs))
+
+    def forward(self, x):
+        return self.head(self.conv(x))
+
+
+def wide_head_conv(input_shape, n_outputs):
+    return WideHeadConv(input_shape, n_outputs)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, inputs, outputs, stride):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU(),
+                                  nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False), nn.BatchNorm2d(outputs))
+        self.shortcut = nn.Identity() if stride == 1 and inputs == outputs else nn.Sequential(
+            nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18's layout (two basic blocks a stage, four stages) at a quarter of its widths: its
+    peak memory is flat at small batches (the gradients' moment) and grows per sample after."""
+
+    def __init__(self, input_shape, n_outputs, widths=(16, 32, 64, 128)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        blocks, width = [], widths[0]
+        for n, out in enumerate(widths):
+            blocks += [ResidualBlock(width, out, 1 if n == 0 else 2), ResidualBlock(out, out, 1)]
+            width = out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(width, n_outputs)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+def resnet18_quarter(input_shape, n_outputs):
+    return ResNet18(input_shape, n_outputs)

@@ -64,7 +64,7 @@ def test_tensor_bytes_per_sample_match_the_kernels_count(cli, wide_data):
     truth = json.loads(subprocess.run([sys.executable, "-c", GROUND_TRUTH], capture_output=True, text=True, cwd=ROOT, timeout=300,
                                       check=True).stdout)
     code, out, err = cli("fit", "--dataset", wide_data, "--model", "mlp", "--hidden", "4096,4096", "--batch-sizes", "64,512,2048",
-                         "--memory-limit", "2GiB", "--json")
+                         "--memory-limit", "300MiB", "--json")  # a limit the line puts past 4096: the probes stay at these
     assert code == 0, err
     result = json.loads(out)
     assert result["method"].startswith("linear fit of peak_device_mem_bytes")
@@ -73,7 +73,7 @@ def test_tensor_bytes_per_sample_match_the_kernels_count(cli, wide_data):
                           for b in (64, 2048))
     slope = (large.point["peak_device_mem_bytes"] - small.point["peak_device_mem_bytes"]) / (2048 - 64)
     assert slope == pytest.approx(truth, rel=0.25)
-    limit = 2 * 2**30
+    limit = 300 * 2**20
     predicted = result["fixed_bytes"] + result["per_sample_bytes"] * result["max_batch_size"]
     assert result["limit_bytes"] == limit and predicted <= 0.9 * limit < predicted + result["per_sample_bytes"]
 
@@ -113,6 +113,22 @@ def test_oom_probing_finds_the_limit_and_the_sweep_goes_on():
     statuses = {b: s for b, s, _ in result.probes}
     assert statuses[64] == "ok" and min(b for b, s in statuses.items() if s == "oom") <= 65  # bisected to the edge
     assert result.prediction_error is not None  # the line's prediction, against what ran
+
+
+def test_probes_move_to_where_the_per_sample_term_dominates():
+    """A ResNet-18 (at a quarter of its widths) probed at 1, 2 and 4, where its peak is flat: the
+    line through those predicts 2-3x too large a batch; the probes move up until the per-sample
+    term dominates and the line stops bending, and the prediction lands within 25% of the batch
+    that probing finds. The probed batch is the answer."""
+    from harness.analysis.memory import fit_memory
+
+    the_plan = plan_flags(dataset="cifar-like", dataset_sizes=200, model=plugin("resnet18_quarter"), batch_sizes=1, steps=2, devices="cpu")
+    result = fit_capacity(the_plan, [1, 2, 4], limit_bytes=128 * 2**20, verify=True)
+    given = [(b, p) for b, _, p in result.probes[:3]]
+    naive = fit_memory([b for b, _ in given], [p for _, p in given]).max_batch_size(128 * 2**20, 0.0)
+    assert naive > 1.5 * result.probed_max_batch_size  # the line through the small probes is far off
+    assert abs(result.prediction_error) <= 0.25, result.as_json()
+    assert max(b for b, _, _ in result.probes[:len(result.probes) - 1]) > 4 and result.max_batch_size == result.probed_max_batch_size
 
 
 def test_memory_fit_arithmetic_and_sizes():

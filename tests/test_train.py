@@ -216,6 +216,25 @@ def test_a_short_point_still_times_a_measured_step():
     assert fit_window(4, 3, 4) == 1 and fit_window(2**62, 5, 600) == 592 and fit_window(2**62, 5, 100) == 96
 
 
+def test_auto_checks_stay_within_their_share_of_a_point():
+    """A check worth five steps: ``auto`` spaces 200 steps' checks out from 40 to 10, so the checks
+    take about a fifth of the point, not half; a schedule the user gave is kept as given."""
+    from harness.run.schedule import CHECK_SHARE
+
+    (auto,) = _run(model=plugin("costly_check"), steps=200, sample_interval=0, noise_samples=0)
+    assert auto.point["check_every"] == "log:10" and len(auto.checks) == 11  # step 0 and 10 scheduled
+    share = auto.point["loss_check_total_s"] / auto.point["wall_s"]
+    assert share <= CHECK_SHARE + 0.05, share
+    (given,) = _run(model=plugin("costly_check"), steps=60, check_every="log:40", sample_interval=0)
+    assert given.point["check_every"] == "log:40" and len(given.checks) == 41
+
+
+def test_a_loss_that_grows_tenfold_is_diverged_and_stops():
+    (result,) = _run(lr=200, steps=200, check_every=10, dataset="digits", dataset_sizes=400)
+    assert result.status == "diverged" and "more than 10x" in result.point["error"], result.point["error"]
+    assert result.point["steps"] < 200 and result.point["samples_per_s"] is None
+
+
 def test_epoch_check_schedule():
     (result,) = _run(check_every="epoch", steps=55, batch_sizes=32)  # 160 train samples: 5 steps an epoch
     assert [c["step"] for c in result.checks] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]

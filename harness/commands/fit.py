@@ -69,10 +69,11 @@ def capacity_text(result, spec) -> str:
     else:
         f = result.fit
         lines.append(f"  peak = {size(f.fixed_bytes)} + {size(f.per_sample_bytes)} x B  (RMS error {size(f.rms_error_bytes)})")
-    predicted = f"{result.max_batch_size:,}" if result.max_batch_size else "none (memory does not grow with B, or B = 1 does not fit)"
-    lines.append(f"  largest batch that fits (predicted): {predicted}")
     if result.probed_max_batch_size is not None:
-        lines.append(f"  largest batch that ran (probed):     {result.probed_max_batch_size:,}")
-    if result.prediction_error is not None:
-        lines.append(f"  prediction before the margin: {result.predicted_no_margin:,} ({result.prediction_error:+.1%} against the probe)")
+        lines.append(f"  largest batch that fits: {result.probed_max_batch_size:,} (probed)")
+        if result.prediction_error is not None:
+            lines.append(f"  the line predicted {result.predicted_no_margin:,} at the limit ({result.prediction_error:+.1%} against the probe)")
+    else:
+        predicted = f"{result.predicted_max_batch_size:,}" if result.predicted_max_batch_size else "none (memory does not grow with B, or B = 1 does not fit)"
+        lines.append(f"  largest batch that fits (predicted, {result.margin:.0%} kept free): {predicted}; --verify finds it by probing")
     return "\n".join(lines)

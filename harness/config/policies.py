@@ -190,8 +190,8 @@ def check_every(spec, at: dict) -> v.CheckEvery:
     if spec.check_every.kind != "auto":
         return spec.check_every
     if has_target(spec):
-        return v.CheckEvery("log", v.AUTO_LOG_CHECKS)
-    return v.CheckEvery("steps", max(1, at["steps"] // AUTO_CHECKS))
+        return v.CheckEvery("log", v.AUTO_LOG_CHECKS, auto=True)
+    return v.CheckEvery("steps", max(1, at["steps"] // AUTO_CHECKS), auto=True)
 
 
 def noise_samples(spec, at: dict) -> int:

@@ -45,6 +45,9 @@ class CheckEvery:
     kind: str  # auto | steps | seconds | epoch | log
     count: int = 0
     seconds: float = 0.0
+    auto: bool = False
+    """Resolved from ``auto``: the engine may space the checks further apart to keep them under
+    their share of the point's time (``run.schedule.CHECK_SHARE``). Not part of the text."""
 
     def text(self) -> str:
         return {"auto": "auto", "epoch": "epoch", "steps": str(self.count), "seconds": f"{self.seconds:g}s",

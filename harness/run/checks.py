@@ -24,6 +24,11 @@ from harness.config.points import PointSpec
 EVAL_CHUNK = 8192
 """Rows per forward pass in a loss check, to bound its memory on large check sets."""
 
+DIVERGED_FACTOR = 10.0
+"""A point whose check-set loss rises above this multiple of its loss at step 0 has diverged
+(status ``diverged``, and it stops): a loss that grows tenfold is not training, whether or not
+it has become infinite yet (``--lr 200`` on digits went from 2.3 to 82 and kept "training")."""
+
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str, loss_fn: Callable | None = None) -> tuple[float, float | None]:
@@ -131,6 +136,7 @@ class LossCheck:
                  peaks: PeakMemory | None = None):
         self.point, self.check_set, self.losses, self.now_ns = point, check_set, losses, now_ns
         self.noise, self.all_mean, self.peaks = noise, all_mean, peaks
+        self.initial_loss: float | None = None
         self.check_ns: list[int] = []
         self.noise_ns: list[int] = []
         self.aside_ns: list[int] = []
@@ -173,9 +179,9 @@ class LossCheck:
             "noise_scale": None,
             "noise_scale_s": None,
         }
-        for name, value in (("check-set", eval_loss), ("training batch", train_loss)):
-            if value is not None and not math.isfinite(value):
-                return Outcome(row, False, f"{name} loss became {value} by step {step}")
+        diverged = self._diverged(step, eval_loss, train_loss)
+        if diverged:
+            return Outcome(row, False, diverged)
         if self.noise is not None:
             n0 = now_ns()
             row["noise_scale"] = b_simple(self.noise())
@@ -184,3 +190,15 @@ class LossCheck:
             self.aside_ns.append(n1 - n0)
             row["noise_scale_s"] = (n1 - n0) / 1e9
         return Outcome(row, reached(row, point.target_loss, point.target_accuracy), None)
+
+    def _diverged(self, step: int, eval_loss: float, train_loss: float | None) -> str | None:
+        """Why the point has diverged (a non-finite loss, or a check-set loss past
+        ``DIVERGED_FACTOR`` times the first), or None."""
+        for name, value in (("check-set", eval_loss), ("training batch", train_loss)):
+            if value is not None and not math.isfinite(value):
+                return f"{name} loss became {value} by step {step}"
+        if self.initial_loss is None:
+            self.initial_loss = eval_loss
+        elif self.initial_loss > 0 and eval_loss > DIVERGED_FACTOR * self.initial_loss:
+            return f"check-set loss {eval_loss:.4g} at step {step} is more than {DIVERGED_FACTOR:g}x its {self.initial_loss:.4g} at the start"
+        return None

@@ -40,7 +40,7 @@ from harness.run.memory import PeakMemory, analytic_bytes
 from harness.run.parts import matmul_precision
 from harness.run.prepare import Built, Prepared, build, prepare
 from harness.run.sampler import ProcessSource, Sampler, max_of, nvml_source
-from harness.run.schedule import LOSS_EVERY, due, fit_window
+from harness.run.schedule import LOSS_EVERY, CappedChecks, due, fit_window
 from harness.run.step import Step, derivative_of, update_of
 from harness.store.schema import PointResult
 from harness.workload.datasets import Split
@@ -120,6 +120,8 @@ class Run:
         self.built: Built | None = None
         self.parts: Prepared | None = None
         self.checker: LossCheck | None = None
+        self.step: Step | None = None
+        self.due: Callable[[int], bool] | None = None
         self.checks: list[dict] = []
         self.timed: list[int] = []
         self.timed_every = 1
@@ -152,6 +154,8 @@ class Run:
         if outcome.diverged:
             raise Diverged(outcome.diverged)
         if done == 0:
+            if self.point.check_every.auto and self.rank is None:  # ranks must check at the same steps: no timing-dependent schedule
+                self.due = CappedChecks(self.point, self.now_ns, self.checker.check_ns[-1] / 1e9)
             self.loop_start_ns = self.now_ns()
             self.measure_start_ns = self.checker.start_ns
         return outcome.reached and self.point.stop_at_target
@@ -246,6 +250,7 @@ class Run:
             check_ns=tuple(checker.check_ns) if checker else (), noise_ns=tuple(checker.noise_ns) if checker else (),
             steps_done=self.steps_done, wall_ns=self.wall_ns, measured_ns=self.measured_ns, final_train_loss=self.final[0],
             final_train_acc=self.final[1], facts=facts, memory=memory, readings=tuple(readings),
+            check_every=self.due.effective.text() if isinstance(self.due, CappedChecks) else None,
         )
 
 

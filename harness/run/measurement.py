@@ -67,6 +67,8 @@ class Measurement:
     memory: dict[str, Any] = field(default_factory=dict)
     readings: tuple[dict[str, Any], ...] = ()
     """The sampler's readings (the ``samples`` table)."""
+    check_every: str | None = None
+    """The check schedule that ran, where ``auto`` spaced it out (``run.schedule.CappedChecks``)."""
 
 
 def result(point, m: Measurement, status: str, error: str | None) -> PointResult:
@@ -79,6 +81,8 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
         cpu_util_mean_pct=mean_of(m.readings, "cpu_pct"), gpu_util_mean_pct=mean_of(m.readings, "gpu_util_pct"),
         **to_target(m.checks, point.batch_size, target_loss=point.target_loss, target_accuracy=point.target_accuracy),
     )
+    if m.check_every is not None:
+        row["check_every"] = m.check_every
     if m.checks:
         scales = [c["noise_scale"] for c in m.checks if c["noise_scale"] is not None]
         row.update(final_eval_loss=m.checks[-1]["eval_loss"], final_eval_acc=m.checks[-1]["eval_acc"], noise_scale=scales[-1] if scales else None)

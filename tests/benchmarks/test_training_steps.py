@@ -16,7 +16,7 @@ from harness.run.engine import run_point
 @pytest.mark.parametrize("batch_size", [1, 32, 256])
 def test_training_steps(benchmark, batch_size, device):
     steps = 20 if benchmark.disabled else 300
-    the_plan = plan_flags(dataset="mnist-like", dataset_sizes=2000, batch_sizes=batch_size, devices=device, hidden=128, steps=steps,
+    the_plan = plan_flags(dataset="mnist-like", dataset_sizes=2000, batch_sizes=batch_size, devices=device, hidden=128, steps=steps, lr=0.01,
                           threads=1, sample_interval=0)
     (run,) = the_plan.points
     split = the_plan.split(run)
