@@ -217,16 +217,19 @@ def test_a_short_point_still_times_a_measured_step():
 
 
 def test_auto_checks_stay_within_their_share_of_a_point():
-    """A check worth five steps: ``auto`` spaces 200 steps' checks out from 40 to 10, so the checks
-    take about a fifth of the point, not half; a schedule the user gave is kept as given."""
+    """A check worth ten steps: ``auto`` spaces 200 steps' checks out from 40 to 5, so the checks
+    take about a fifth of the point, not two thirds; a schedule the user gave is kept as given,
+    and cheap checks (the default sweep's) are all kept."""
     from harness.run.schedule import CHECK_SHARE
 
     (auto,) = _run(model=plugin("costly_check"), steps=200, sample_interval=0, noise_samples=0)
-    assert auto.point["check_every"] == "log:10" and len(auto.checks) == 11  # step 0 and 10 scheduled
+    assert auto.point["check_every"] == "log:40" and auto.point["check_every_run"] == "log:5" and len(auto.checks) == 6  # step 0 and 5
     share = auto.point["loss_check_total_s"] / auto.point["wall_s"]
     assert share <= CHECK_SHARE + 0.05, share
-    (given,) = _run(model=plugin("costly_check"), steps=60, check_every="log:40", sample_interval=0)
-    assert given.point["check_every"] == "log:40" and len(given.checks) == 41
+    (given,) = _run(model=plugin("costly_check"), steps=20, check_every="log:40", sample_interval=0)
+    assert given.point["check_every"] == "log:40" and given.point["check_every_run"] is None and len(given.checks) == 21
+    (cheap,) = _run(steps=40)
+    assert cheap.point["check_every_run"] is None and len(cheap.checks) == 41
 
 
 def test_a_loss_that_grows_tenfold_is_diverged_and_stops():

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from harness.analysis.keys import GROUP_KEYS
+from harness.analysis.uncertainty import MIN_FIT_BATCH_SIZES, batch_times, fit_interval, fit_log, tied
 
 TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
 
@@ -82,41 +83,32 @@ class CriticalBatchFit:
     rms_log_error: float
     batch_sizes: tuple[int, ...]
     steps: tuple[float, ...]
+    b_crit_low: float | None = None
+    b_crit_high: float | None = None
+    """A 95% interval for B_crit (``uncertainty.fit_interval``)."""
 
     def predict(self, batch_size) -> np.ndarray:
         return self.s_min * (1 + self.b_crit / np.asarray(batch_size, dtype=float))
 
+    def b_crit_text(self) -> str:
+        interval = f" [{self.b_crit_low:,.3g}, {self.b_crit_high:,.3g}]" if self.b_crit_low is not None else ""
+        return f"{self.b_crit:,.3g}{interval}"
+
 
 def fit_critical_batch(batch_sizes: Sequence[float], steps: Sequence[float]) -> CriticalBatchFit | None:
-    """Least squares of log S = log S_min + log(1 + B_crit / B) over B_crit (a log grid, then
-    a golden-section refinement); log S_min has a closed form for each B_crit. None with fewer
-    than two batch sizes that reached the target."""
+    """Least squares of log S = log S_min + log(1 + B_crit / B) (McCandlish et al. 2018), with a
+    95% interval for B_crit; None with fewer than ``MIN_FIT_BATCH_SIZES`` batch sizes that
+    reached the target (two parameters through two or three points say nothing)."""
     pairs = sorted((float(b), float(s)) for b, s in zip(batch_sizes, steps) if s is not None and np.isfinite(s) and s > 0)
-    if len({b for b, _ in pairs}) < 2:
+    if len({b for b, _ in pairs}) < MIN_FIT_BATCH_SIZES:
         return None
     B = np.array([b for b, _ in pairs])
     log_s = np.log([s for _, s in pairs])
-
-    def residual(log_bc: float) -> tuple[float, float]:
-        shape = np.log1p(np.exp(log_bc) / B)
-        log_s_min = float(np.mean(log_s - shape))
-        return float(np.sqrt(np.mean((log_s - log_s_min - shape) ** 2))), log_s_min
-
-    grid = np.linspace(np.log(B.min()) - 9, np.log(B.max()) + 9, 721)
-    errors = [residual(g)[0] for g in grid]
-    best = int(np.argmin(errors))
-    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(60):
-        a, b = high - ratio * (high - low), low + ratio * (high - low)
-        if residual(a)[0] < residual(b)[0]:
-            high = b
-        else:
-            low = a
-    log_bc = (low + high) / 2
-    rms, log_s_min = residual(log_bc)
+    log_bc, log_s_min, rms = fit_log(B, log_s)
     b_crit, s_min = float(np.exp(log_bc)), float(np.exp(log_s_min))
-    return CriticalBatchFit(b_crit, s_min, b_crit * s_min, rms, tuple(int(b) for b in B), tuple(float(np.exp(v)) for v in log_s))
+    interval = fit_interval(B, np.exp(log_s))
+    return CriticalBatchFit(b_crit, s_min, b_crit * s_min, rms, tuple(int(b) for b in B), tuple(float(np.exp(v)) for v in log_s),
+                            *(interval or (None, None)))
 
 
 def median_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float | None, float | None, float | None]:
@@ -197,6 +189,10 @@ class GroupAnalysis:
     best_batch_by_throughput: int | None
     noise_start: float | None
     noise_at_target: float | None
+    best_batch: int | None = None
+    """The least training time to target: steps to target x the median step time."""
+    tied: tuple[int, ...] = ()
+    """Batch sizes whose training time cannot be told apart from the best's (``uncertainty.tied``)."""
     target: str | None = None
     """The target as asked and as applied: ``eval loss ≤ 0.3412 (rel:0.1: ...)``; None without one."""
     check_resolution: float | None = None
@@ -216,11 +212,10 @@ class GroupAnalysis:
 
 
 def analyze(points, checks) -> list[GroupAnalysis]:
-    """Per group of points (data set, size, device, model, optimizer, sampling, policy):
-    a row per batch size (best learning rate when tuned; medians and CIs over repeats), the
-    critical-batch fit, the best batch sizes, and the noise scale at the start and at target."""
-    import pandas as pd
-
+    """Per group of points (data set, size, device, model, optimizer, sampling, policy): a row
+    per batch size (best learning rate when tuned; medians over repeats), its training time to
+    target with its interval and whether it is tied with the best, the critical-batch fit, the
+    best batch sizes, and the noise scale at the start and at target."""
     if len(points) == 0:
         return []
     ok = points[points["status"] == "ok"]
@@ -230,50 +225,54 @@ def analyze(points, checks) -> list[GroupAnalysis]:
     keys = [k for k in GROUP_KEYS if k in chosen.columns]
     out = []
     for key_values, group in chosen.groupby(keys, dropna=False, sort=True):
-        rows = []
-        for batch, per_b in group.groupby("batch_size", sort=True):
-            steps, low, high = median_ci(per_b["steps_to_target"].tolist())
-            rows.append(
-                {
-                    "batch_size": int(batch),
-                    "lr": float(per_b["lr"].median()),
-                    "repeats": len(per_b),
-                    "reached": int(per_b["steps_to_target"].notna().sum()),
-                    "steps_to_target": steps,
-                    "steps_ci_low": low,
-                    "steps_ci_high": high,
-                    "samples_to_target": median_ci(per_b["samples_to_target"].tolist())[0],
-                    "time_to_target_s": median_ci(per_b["time_to_target_s"].tolist())[0],
-                    "compute_to_target_s": median_ci(per_b["compute_to_target_s"].tolist())[0],
-                    "samples_per_s": median_ci(per_b["samples_per_s"].tolist())[0],
-                    "final_eval_loss": median_ci(per_b["final_eval_loss"].tolist())[0],
-                }
-            )
-        table = pd.DataFrame(rows)
-        fit = fit_critical_batch(table["batch_size"], table["steps_to_target"])
-        ids = set(group["point_id"])
-        point_checks = checks[checks["point_id"].isin(ids)] if len(checks) else checks
-        start = point_checks[point_checks["step"] == 0]["noise_scale"] if len(point_checks) else []
-        at_target = []
-        for record in group.to_dict("records"):
-            if record.get("steps_to_target") is not None and not pd.isna(record.get("steps_to_target")):
-                hit = point_checks[(point_checks["point_id"] == record["point_id"]) & (point_checks["step"] == record["steps_to_target"])]
-                at_target += hit["noise_scale"].dropna().tolist()
-        out.append(
-            GroupAnalysis(
-                key=dict(zip(keys, key_values if isinstance(key_values, tuple) else (key_values,))),
-                table=table,
-                fit=fit,
-                best_batch_by_time=_argbest(table, "time_to_target_s", min),
-                best_batch_by_compute=_argbest(table, "compute_to_target_s", min),
-                best_batch_by_throughput=_argbest(table, "samples_per_s", max),
-                noise_start=median_ci(list(start))[0] if len(start) else None,
-                noise_at_target=median_ci(at_target)[0],
-                target=target_text(group),
-                check_resolution=check_resolution(group, point_checks) if len(point_checks) else None,
-            )
-        )
+        point_checks = checks[checks["point_id"].isin(set(group["point_id"]))] if len(checks) else checks
+        table, best, ties = _batch_table(group, point_checks)
+        start, at_target = _noise_scales(group, point_checks)
+        out.append(GroupAnalysis(
+            key=dict(zip(keys, key_values if isinstance(key_values, tuple) else (key_values,))), table=table,
+            fit=fit_critical_batch(table["batch_size"], table["steps_to_target"]), best_batch=best, tied=tuple(ties),
+            best_batch_by_time=_argbest(table, "time_to_target_s", min), best_batch_by_compute=_argbest(table, "compute_to_target_s", min),
+            best_batch_by_throughput=_argbest(table, "samples_per_s", max), noise_start=median_ci(start)[0] if start else None,
+            noise_at_target=median_ci(at_target)[0], target=target_text(group),
+            check_resolution=check_resolution(group, point_checks) if len(point_checks) else None,
+        ))
     return out
+
+
+def _batch_table(group, point_checks):
+    """(a row per batch size, the best batch size, the tied ones)."""
+    import pandas as pd
+
+    rows = []
+    for batch, per_b in group.groupby("batch_size", sort=True):
+        steps, low, high = median_ci(per_b["steps_to_target"].tolist())
+        rows.append({
+            "batch_size": int(batch), "lr": float(per_b["lr"].median()), "repeats": len(per_b),
+            "reached": int(per_b["steps_to_target"].notna().sum()), "steps_to_target": steps, "steps_ci_low": low, "steps_ci_high": high,
+            **{column: median_ci(per_b[column].tolist())[0]
+               for column in ("samples_to_target", "time_to_target_s", "compute_to_target_s", "samples_per_s", "final_eval_loss")},
+        })
+    times = batch_times(group, point_checks)
+    best, ties = tied(times)
+    table = pd.DataFrame(rows)
+    for column in ("steps_low", "steps_high", "step_s", "step_uncertainty", "train_s", "train_low_s", "train_high_s"):
+        table[column] = [times.get(int(b), {}).get(column) for b in table["batch_size"]]
+    table["tied"] = [int(b) in ties for b in table["batch_size"]]
+    return table, best, ties
+
+
+def _noise_scales(group, point_checks) -> tuple[list[float], list[float]]:
+    """The noise scale at step 0, and at the check that reached the target, over the points."""
+    if not len(point_checks):
+        return [], []
+    start = point_checks[point_checks["step"] == 0]["noise_scale"].dropna().tolist()
+    at_target = []
+    for record in group.to_dict("records"):
+        hit_step = record.get("steps_to_target")
+        if hit_step is not None and hit_step == hit_step:
+            hit = point_checks[(point_checks["point_id"] == record["point_id"]) & (point_checks["step"] == hit_step)]
+            at_target += hit["noise_scale"].dropna().tolist()
+    return start, at_target
 
 
 def scaling_efficiency(points):

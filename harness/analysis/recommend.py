@@ -1,13 +1,14 @@
 """The answer a sweep exists to give: which batch size reaches the target soonest on this
-machine, and why.
+machine, which others cannot be told apart from it, and why.
 
-Time to target is the product of two factors measured per batch size: steps-to-target (falls
-with B, fast below the critical batch size, hardly at all above it) and time per step (flat
-while the device has idle capacity, then rising). The recommendation is the batch size with the
-least *training* time to target (``compute_to_target_s``: the loss checks the harness adds
-are left out, since a user's run would not check as often), set against the smallest and the
-largest batch size of the group, with the two factors that explain it. Pure: numbers in,
-numbers and a sentence out.
+Training time to target is the product of two factors measured apart per batch size: steps to
+target (falls with B, fast below the critical batch size, hardly at all above it; nearly
+deterministic at a seed) and the median step time (flat while the device has idle capacity,
+then rising; noisy, so a median of many steps). The recommendation is the batch size with the
+least product; ``tied`` holds every batch size whose interval reaches the best's
+(``analysis.uncertainty``), so an answer that moves between runs moves inside it. It holds for
+the learning rates the sweep used, which the sentence names. Pure: numbers in, numbers and a
+sentence out.
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ from typing import Any
 class Recommendation:
     key: dict[str, Any]
     batch_size: int
+    tied: tuple[int, ...]
+    """Every batch size not significantly slower to the target than ``batch_size`` (itself included)."""
     lr: float | None
+    lr_note: str
+    """The learning rates the answer holds for: ``lr 0.1 at every batch size (constant)``."""
     time_to_target_s: float
-    """Training time to the target (loss checks excluded)."""
+    """Training time to the target: steps to target x the median step time."""
     steps_to_target: float
     step_s: float
-    """Training time per step at this batch size, to the target."""
     smallest: tuple[int, float | None]
-    """(batch size, its time to target or None when it did not reach the target)."""
+    """(batch size, its training time to target or None when it did not reach the target)."""
     largest: tuple[int, float | None]
-    b_crit: float | None
+    b_crit: str | None
+    """B_crit with its interval, from a fit of at least four batch sizes; None without one."""
     step_s_smallest: float | None
     step_s_largest: float | None
 
@@ -40,7 +45,9 @@ class Recommendation:
     def as_dict(self) -> dict[str, Any]:
         return {
             "batch_size": self.batch_size,
+            "tied": list(self.tied),
             "lr": self.lr,
+            "lr_note": self.lr_note,
             "time_to_target_s": self.time_to_target_s,
             "steps_to_target": self.steps_to_target,
             "step_s": self.step_s,
@@ -52,11 +59,18 @@ class Recommendation:
             "sentence": self.sentence(),
         }
 
+    def tied_text(self) -> str:
+        others = [b for b in self.tied if b != self.batch_size]
+        if not others:
+            return "no other batch size is as fast within noise"
+        span = f"{self.tied[0]}-{self.tied[-1]}" if len(self.tied) > 2 else " and ".join(map(str, self.tied))
+        return f"{span} are tied within noise"
+
     def sentence(self) -> str:
-        """One paragraph: the choice, its time as steps x time per step, the comparison with
-        the ends of the range, and which factor decides it."""
+        """One paragraph: the choice and what it is tied with, its time as steps x time per step,
+        the comparison with the ends of the range, the learning rates it holds for, and why."""
         b = self.batch_size
-        text = (f"train with batch size {b}: it reaches the target in {_seconds(self.time_to_target_s)} of training "
+        text = (f"train with batch size {b} ({self.tied_text()}): it reaches the target in {_seconds(self.time_to_target_s)} of training "
                 f"({self.steps_to_target:,.0f} steps x {_seconds(self.step_s)} a step)")
         ends = [end for end in dict.fromkeys((self.smallest, self.largest)) if end[0] != b]
         faster = [f"{self.speedup_over(end):,.2g}x faster than B={end[0]}" for end in ends if end[1] is not None]
@@ -65,22 +79,24 @@ class Recommendation:
             text += ", " + " and ".join(faster)
         if missed:
             text += f" ({' and '.join(missed)} did not reach the target)"
+        text += f"; at {self.lr_note}"
         why = []
-        if self.b_crit is not None and math.isfinite(self.b_crit):
-            why.append(f"steps-to-target fall as 1 + B_crit/B with B_crit = {self.b_crit:,.3g}, so batches far above it save few steps")
+        if self.b_crit is not None:
+            why.append(f"steps-to-target fall as 1 + B_crit/B with B_crit = {self.b_crit}, so batches far above it save few steps")
         if self.step_s_smallest is not None and self.step_s_largest is not None and self.largest[0] != self.smallest[0]:
             why.append(f"a step takes {_seconds(self.step_s_smallest)} at B={self.smallest[0]} and {_seconds(self.step_s_largest)} at B={self.largest[0]}")
         return text + (". Why: " + "; ".join(why) + "." if why else ".")
 
 
-def step_s(row) -> float | None:
-    """Training seconds per step of one row of a group's table: over the steps to the target
-    where it was reached (what the time to target is made of), else from the throughput."""
-    time, steps = row.get("compute_to_target_s"), row.get("steps_to_target")
-    if _finite(time) and _finite(steps) and steps > 0:
-        return float(time) / float(steps)
-    speed = row.get("samples_per_s")
-    return float(row["batch_size"]) / float(speed) if _finite(speed) and speed > 0 else None
+def lr_note(key: dict[str, Any], lr: float | None) -> str:
+    """Which learning rates an answer holds for, in words."""
+    policy = key.get("lr_policy") or "constant"
+    if policy == "tuned":
+        return "the best learning rate of the grid at each batch size (tuned)"
+    rate = "" if lr is None else f"lr {lr:.4g} "
+    if policy == "constant":
+        return f"{rate}for every batch size (constant; `batchbench tune` re-tunes the rate per batch size, which can move the answer)"
+    return f"{rate}scaled with the batch size ({policy}; `batchbench tune` re-tunes it)"
 
 
 def _finite(value) -> bool:
@@ -90,30 +106,24 @@ def _finite(value) -> bool:
 def recommend(group) -> Recommendation | None:
     """The recommendation for one ``analysis.convergence.GroupAnalysis``; None when no batch
     size reached the target."""
-    table = group.table.sort_values("batch_size")
-    reached = table.dropna(subset=["compute_to_target_s", "steps_to_target"])
-    reached = reached[reached["steps_to_target"] > 0]
-    if reached.empty:
+    if group.best_batch is None:
         return None
-    best = reached.loc[reached["compute_to_target_s"].idxmin()]
+    table = group.table.sort_values("batch_size").set_index("batch_size")
+    best = table.loc[group.best_batch]
     first, last = table.iloc[0], table.iloc[-1]
 
-    def end(row) -> tuple[int, float | None]:
-        value = row["compute_to_target_s"]
-        return int(row["batch_size"]), (None if value is None or not math.isfinite(value) else float(value))
+    def end(batch, row) -> tuple[int, float | None]:
+        return int(batch), (float(row["train_s"]) if _finite(row["train_s"]) else None)
+
+    def step(row) -> float | None:
+        return float(row["step_s"]) if _finite(row["step_s"]) else (float(row.name) / row["samples_per_s"] if _finite(row["samples_per_s"]) else None)
 
     return Recommendation(
-        key=dict(group.key),
-        batch_size=int(best["batch_size"]),
-        lr=None if best["lr"] is None else float(best["lr"]),
-        time_to_target_s=float(best["compute_to_target_s"]),
-        steps_to_target=float(best["steps_to_target"]),
-        step_s=float(best["compute_to_target_s"]) / float(best["steps_to_target"]),
-        smallest=end(first),
-        largest=end(last),
-        b_crit=None if group.fit is None else float(group.fit.b_crit),
-        step_s_smallest=step_s(first),
-        step_s_largest=step_s(last),
+        key=dict(group.key), batch_size=int(group.best_batch), tied=tuple(group.tied), lr=None if best["lr"] is None else float(best["lr"]),
+        lr_note=lr_note(group.key, None if best["lr"] is None else float(best["lr"])), time_to_target_s=float(best["train_s"]),
+        steps_to_target=float(best["steps_to_target"]), step_s=float(best["step_s"]), smallest=end(table.index[0], first),
+        largest=end(table.index[-1], last), b_crit=None if group.fit is None else group.fit.b_crit_text(),
+        step_s_smallest=step(first), step_s_largest=step(last),
     )
 
 

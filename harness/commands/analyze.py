@@ -52,16 +52,18 @@ def analysis_text(groups, points) -> str:
 
 
 def _table(group) -> str:
-    rows = [["batch", "lr", "steps→target [95% CI]", "samples→target", "time→target s", "compute→target s", "samples/s", "eval loss"]]
+    rows = [["batch", "lr", "steps→target [checks, repeats]", "step ms", "training→target s [interval]", "", "time→target s", "samples/s", "eval loss"]]
     for r in group.table.to_dict("records"):
-        ci = f" [{number(r['steps_ci_low'], '{:.0f}')}, {number(r['steps_ci_high'], '{:.0f}')}]" if not missing(r["steps_ci_low"]) else ""
+        span = f" [{number(r['steps_low'], '{:.0f}')}, {number(r['steps_high'], '{:.0f}')}]" if not missing(r["steps_low"]) else ""
         reached = "" if r["reached"] == r["repeats"] else f" ({r['reached']}/{r['repeats']} reached)"
+        train = (f"{r['train_s']:.3g} [{r['train_low_s']:.3g}, {r['train_high_s']:.3g}]" if not missing(r["train_s"]) else "-")
+        mark = "best" if r["batch_size"] == group.best_batch else "tied" if r["tied"] else ""
         rows.append([
-            str(r["batch_size"]), number(r["lr"], "{:.4g}"), number(r["steps_to_target"], "{:.0f}") + ci + reached,
-            number(r["samples_to_target"], "{:,.0f}"), number(r["time_to_target_s"], "{:.3f}"),
-            number(r["compute_to_target_s"], "{:.3f}"), number(r["samples_per_s"], "{:,.0f}"), number(r["final_eval_loss"], "{:.4f}"),
+            str(r["batch_size"]), number(r["lr"], "{:.4g}"), number(r["steps_to_target"], "{:.0f}") + span + reached,
+            number(None if missing(r["step_s"]) else r["step_s"] * 1e3, "{:.3g}"), train, mark,
+            number(r["time_to_target_s"], "{:.3f}"), number(r["samples_per_s"], "{:,.0f}"), number(r["final_eval_loss"], "{:.4f}"),
         ])
-    return layout(rows, right={0, 1, 3, 4, 5, 6, 7}, indent="  ")
+    return layout(rows, right={0, 1, 3, 6, 7, 8}, indent="  ")
 
 
 def _findings(group, has_target: bool) -> list[str]:
@@ -70,10 +72,10 @@ def _findings(group, has_target: bool) -> list[str]:
     if not has_target:
         lines.append("no target set: use --target-loss, --target-accuracy or --target rel:F for steps-to-target and the fit")
     elif group.fit is None:
-        lines.append("fit: needs steps-to-target at two or more batch sizes")
+        lines.append("fit: needs steps-to-target at four or more batch sizes (two parameters through fewer points say nothing)")
     else:
         f = group.fit
-        lines.append(f"fit S(B) = S_min (1 + B_crit/B): B_crit = {f.b_crit:,.4g}, S_min = {f.s_min:,.4g} steps, "
+        lines.append(f"fit S(B) = S_min (1 + B_crit/B): B_crit = {f.b_crit_text()}, S_min = {f.s_min:,.4g} steps, "
                      f"E_min = {f.e_min:,.4g} samples, RMS log error {f.rms_log_error:.3f} ({len(f.batch_sizes)} batch sizes)")
     if group.coarse_checks:
         lines.append(f"warning: {group.coarse_note()}")
@@ -103,8 +105,9 @@ def analysis_json(groups) -> str:
         payload.append({
             "group": {k: clean(v) for k, v in g.key.items()},
             "batch_sizes": [{k: clean(v) for k, v in row.items()} for row in g.table.to_dict("records")],
-            "fit": None if g.fit is None else {"b_crit": g.fit.b_crit, "s_min": g.fit.s_min, "e_min": g.fit.e_min, "rms_log_error": g.fit.rms_log_error},
-            "best_batch_size": {"time_to_target": g.best_batch_by_time, "compute_to_target": g.best_batch_by_compute, "throughput": g.best_batch_by_throughput},
+            "fit": None if g.fit is None else {"b_crit": g.fit.b_crit, "b_crit_low": g.fit.b_crit_low, "b_crit_high": g.fit.b_crit_high,
+                                               "s_min": g.fit.s_min, "e_min": g.fit.e_min, "rms_log_error": g.fit.rms_log_error},
+            "best_batch_size": {"training_time": g.best_batch, "tied": list(g.tied), "time_to_target": g.best_batch_by_time, "compute_to_target": g.best_batch_by_compute, "throughput": g.best_batch_by_throughput},
             "noise_scale": {"start": g.noise_start, "at_target": g.noise_at_target},
             "target": g.target,
             "check_resolution": g.check_resolution,

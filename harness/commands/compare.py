@@ -14,14 +14,15 @@ from harness.store.schema import display
 
 NAME = "compare"
 HELP = "before/after: is B faster, slower or not significantly different from A, point by point"
-DESCRIPTION = ("Match the points of two runs on their whole configuration and give, per point, the ratio B/A of throughput and "
-               "of training time to the target with a 95%% interval from the per-step samples, and a verdict. "
-               "A and B: run ids in --store, a store (its latest run) or STORE:RUN.")
+DESCRIPTION = ("Match the points of two sides on their whole configuration and give, per configuration, the ratio B/A of throughput and "
+               "of training time to the target with a 95%% interval over the runs of each side, and a verdict (none with fewer than two runs "
+               "a side: one run cannot show what moves between runs). A and B: run ids in --store (RUN or RUN,RUN), a store (every run "
+               "in it) or STORE:RUN[,RUN]. `batchbench run --runs 3` stores three runs of a sweep.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", metavar="A", help="the baseline: RUN, STORE or STORE:RUN")
-    parser.add_argument("b", metavar="B", help="the contender: RUN, STORE or STORE:RUN")
+    parser.add_argument("a", metavar="A", help="the baseline: RUN[,RUN], STORE (all its runs) or STORE:RUN[,RUN]")
+    parser.add_argument("b", metavar="B", help="the contender: RUN[,RUN], STORE (all its runs) or STORE:RUN[,RUN]")
     parser.add_argument("--store", default=DEFAULT_STORE, help=f"store that holds bare run ids [{DEFAULT_STORE}]")
     parser.add_argument("--match", metavar="KEYS", help="comma list of the configuration keys to match on, e.g. batch_size,device,dataset_size; "
                                                          "an unknown key lists them all [every one]")
@@ -46,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
     fail_above = factor(args.fail_above, "--fail-above") if args.fail_above else None
     if args.html:
         output_path(args.html, "--html")
-    tables = ("points", "steps")
-    (side_a, label_a), (side_b, label_b) = (load_ref(args.store, ref, field, tables) for ref, field in ((args.a, "A"), (args.b, "B")))
-    result = compare(side_a["points"], side_a["steps"], side_b["points"], side_b["steps"], match=match, threshold=threshold)
+    (side_a, label_a), (side_b, label_b) = (load_ref(args.store, ref, field, ("points",)) for ref, field in ((args.a, "A"), (args.b, "B")))
+    result = compare(side_a["points"], side_b["points"], match=match, threshold=threshold)
     print(result.frame.to_json(orient="records", indent=1) if args.json else comparison_text(result, label_a, label_b))
     if args.html:
         from harness import report
@@ -83,29 +83,37 @@ def interval(ratio, low, high) -> str:
 
 
 def comparison_text(comparison, label_a: str, label_b: str) -> str:
-    """Per matched point, throughput and training time to target of A and B, the ratio B / A
-    with its 95% interval, and the verdict; then the counts."""
-    from harness.analysis.compare import SAME, varying_keys
+    """Per matched configuration, the runs of each side, throughput and training time to target of
+    A and B, the ratio B / A with its 95% interval, and the verdict; then the counts, and what a
+    configuration without a verdict needs."""
+    from harness.analysis.compare import MIN_RUNS, SAME, UNDETERMINED, varying_keys
 
     f = comparison.frame
-    head = (f"A = {label_a} · B = {label_b} · {len(f)} matched points ({comparison.only_a} only in A, {comparison.only_b} only in B) · "
-            f"ratios B/A at the median step, with 95% intervals; a change counts when its interval excludes 1 and it is at least {comparison.threshold:.3g}x")
+    head = (f"A = {label_a} · B = {label_b} · {len(f)} matched configurations ({comparison.only_a} only in A, {comparison.only_b} only in B) · "
+            f"ratios B/A of the runs' median step times with 95% intervals over the runs of each side; a change counts when its interval "
+            f"excludes 1 and it is at least {comparison.threshold:.3g}x")
     if f.empty:
         return head + "\nNo point of A has the configuration of a point of B (every axis must agree: " + ", ".join(comparison.keys) + "); --match chooses the keys."
     leading = ("dataset_size", "device", "batch_size")
     keys = [k for k in leading if k in f] + [k for k in varying_keys(comparison) if k not in leading]
     titles = {"dataset_size": "size", "batch_size": "batch", "model_name": "model"}
-    rows = [[titles.get(k, k) for k in keys] + ["samples/s A", "samples/s B", "throughput B/A", "verdict", "to target A", "to target B", "to target B/A", "verdict"]]
+    rows = [[titles.get(k, k) for k in keys] + ["runs", "samples/s A", "samples/s B", "throughput B/A", "verdict", "to target A", "to target B",
+                                                 "to target B/A", "verdict"]]
     for r in f.to_dict("records"):
         rows.append([str(r[k]) for k in keys] + [
-            display("samples_per_s", r["samples_per_s_a"]), display("samples_per_s", r["samples_per_s_b"]),
+            f"{r['runs_a']}/{r['runs_b']}", display("samples_per_s", r["samples_per_s_a"]), display("samples_per_s", r["samples_per_s_b"]),
             interval(r["throughput_ratio"], r["throughput_low"], r["throughput_high"]), r["throughput_verdict"] or "-",
-            seconds(r["compute_to_target_s_a"]), seconds(r["compute_to_target_s_b"]),
+            seconds(r["train_s_a"]), seconds(r["train_s_b"]),
             interval(r["time_to_target_ratio"], r["time_to_target_low"], r["time_to_target_high"]), r["time_to_target_verdict"] or "-",
         ])
-    numeric = {i for i, k in enumerate(keys) if k in ("dataset_size", "batch_size")} | {len(keys), len(keys) + 1, len(keys) + 4, len(keys) + 5}
+    numeric = {i for i, k in enumerate(keys) if k in ("dataset_size", "batch_size")} | {len(keys) + 1, len(keys) + 2, len(keys) + 5, len(keys) + 6}
     counts, ttt = comparison.counts(), f["time_to_target_verdict"]
-    summary = (f"throughput: B is slower at {counts['slower']}, faster at {counts['faster']}, no significant change at {counts[SAME]} of {len(f)} points; "
+    summary = (f"throughput: B is slower at {counts['slower']}, faster at {counts['faster']}, no significant change at {counts[SAME]} of {len(f)} configurations; "
                f"time to target: slower at {int((ttt == 'slower').sum())}, faster at {int((ttt == 'faster').sum())}, "
-               f"no significant change at {int((ttt == SAME).sum())} ({int(ttt.isna().sum())} without a target reached on both sides)")
-    return "\n".join([head, layout(rows, numeric), summary])
+               f"no significant change at {int((ttt == SAME).sum())}")
+    lines = [head, layout(rows, numeric), summary]
+    if counts[UNDETERMINED]:
+        lines.append(f"{counts[UNDETERMINED]} configuration(s) cannot be told: fewer than {MIN_RUNS} runs a side, and one run cannot show what moves "
+                     f"between runs (identical runs have differed by up to 1.6x on a busy machine). Store {comparison.runs_needed()} runs a side "
+                     f"(`batchbench run SPEC --runs {comparison.runs_needed()} --store STORE`) and compare the stores; --fail-above does not fire on these.")
+    return "\n".join(lines)

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         from harness.analysis.compare import compare
 
-        (a, label_a), (b, label_b) = (load_ref(args.store, ref, "--compare", ("points", "steps")) for ref in args.compare)
-        html_text = report.render_compare(compare(a["points"], a["steps"], b["points"], b["steps"]), label_a, label_b)
+        (a, label_a), (b, label_b) = (load_ref(args.store, ref, "--compare", ("points",)) for ref in args.compare)
+        html_text = report.render_compare(compare(a["points"], b["points"]), label_a, label_b)
         name = args.output or "reports/compare.html"
     else:
         with Store.open_existing(args.store) as store:

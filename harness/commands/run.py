@@ -14,7 +14,8 @@ from harness.commands.report import write_run_report
 from harness.commands.text import layout
 from harness.config.axes import FIELDS
 from harness.errors import SpecError
-from harness.outputs import output_path
+from harness.config.values import parse_int
+from harness.outputs import output_path, write_output
 from harness.store.schema import display
 
 NAME = "run"
@@ -27,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups["axes"].add_argument("--nproc", help="shorthand for --world-sizes N")
     groups["output"].add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
     groups["output"].add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    groups["output"].add_argument("--runs", default="1", help="run the whole sweep this many times, each in its own process, into the store "
+                                                                "(what `compare` needs to tell a change from the noise between runs) [1]")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,10 +51,15 @@ def run(args: argparse.Namespace) -> int:
         file_values.pop("world_sizes", None)
     if args.report and not args.no_report:
         output_path(args.report, "--report")
+    runs = parse_int("runs", args.runs, 1, 1000)
+    if runs > 1 and (args.resume or launched is not None):
+        raise SpecError("--runs", "starts new runs, each in its own process: leave out --resume, and do not start it under a launcher")
     the_plan = plan(sweep_spec(args, FIELDS, file_values))  # every input check happens here, before the store is touched
     store_path = args.store or DEFAULT_STORE
     if launched is not None:
         return _run_as_rank(the_plan, store_path, args)
+    if runs > 1:
+        return _run_in_processes(runs, store_path, args)
     return _run_here(the_plan, store_path, args)
 
 
@@ -78,6 +86,47 @@ def _run_here(the_plan, store_path: str, args: argparse.Namespace) -> int:
         say(f"every point failed ({', '.join(sorted(set(points['status'])))}); the errors are in the status and error columns")
         return 1
     return 0
+
+
+def _run_in_processes(runs: int, store_path: str, args: argparse.Namespace) -> int:
+    """The sweep ``runs`` times, each in a fresh process, one after the other, into one store:
+    each run is one measurement of what varies between processes, which repeats inside one run
+    cannot show."""
+    import subprocess
+
+    from harness.store.sqlite import Store
+
+    command = [sys.executable, "-m", "harness", "run", *child_flags(args, store_path)]
+    with Store(store_path) as store:
+        before = set(store.run_ids())
+    for n in range(runs):
+        print(f"batchbench: run {n + 1} of {runs} (its own process)", file=sys.stderr, flush=True)
+        code = subprocess.run(command).returncode
+        if code not in (0, 1):
+            return code
+    with Store.open_existing(store_path) as store:
+        new = [r for r in store.run_ids() if r not in before]
+        points = store.load("points", new)
+    print(f"{len(new)} runs in {store_path}: {', '.join(new)}; `batchbench compare` pools the runs of a store", file=sys.stderr)
+    if not args.no_report:
+        from harness import report
+
+        with Store.open_existing(store_path) as reader:
+            print(f"report: {write_output(args.report or f'reports/{new[-1]}.html', report.render(report.load(reader, new)), '--report')}")
+    return 0 if (points["status"] == "ok").any() else 1
+
+
+def child_flags(args: argparse.Namespace, store_path: str) -> list[str]:
+    """The flags that make a child process run the same sweep: the spec file, every axis given,
+    the store; quiet, without a report."""
+    from harness.config.axes import AXES
+
+    flags = [args.spec_file] if args.spec_file else []
+    for axis in AXES:
+        value = getattr(args, axis.name, None)
+        if value is not None:
+            flags += [axis.flag] if axis.flag_kind == "switch" else [axis.flag, str(value)]
+    return [*flags, "--store", str(store_path), "--quiet", "--no-report"]
 
 
 def _run_as_rank(the_plan, store_path: str, args: argparse.Namespace) -> int:

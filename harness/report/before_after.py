@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from harness.analysis.compare import SAME, Comparison, varying_keys
+from harness.analysis.compare import MIN_RUNS, SAME, UNDETERMINED, Comparison, varying_keys
 from harness.report.page import Section, html_page
 from harness.report.plot import Figure, log2_axis, png, pyplot
 from harness.report.tables import fmt
@@ -47,7 +47,7 @@ def _figure(comparison: Comparison, label_a: str, label_b: str) -> Figure:
         axes[0].legend(fontsize=7)
     return Figure(
         "Ratios with 95% intervals",
-        f"{label_b} over {label_a}, per matched point: the ratio at the median step and its 95% interval (block bootstrap of both points' per-step times). "
+        f"{label_b} over {label_a}, per matched configuration: the ratio of the runs' median step times and its 95% interval (Welch, over the runs of each side; none with fewer than {MIN_RUNS} a side). "
         f"Dotted lines: the ±{comparison.threshold:.3g}× threshold; a verdict needs the interval clear of 1 and the ratio beyond it.",
         "Two panels of ratios with error bars against batch size: throughput and training time to target, B over A.", png(fig))
 
@@ -61,17 +61,18 @@ def render_compare(comparison: Comparison, label_a: str, label_b: str) -> str:
                              + ", ".join(comparison.keys) + "); `batchbench compare --match` chooses the keys.")
     else:
         section.notes.append(f"Throughput: B is slower at {counts['slower']}, faster at {counts['faster']} and shows no significant change at "
-                             f"{counts[SAME]} of {len(frame)} matched points (threshold {comparison.threshold:.3g}×, 95% intervals).")
+                             f"{counts[SAME]} of {len(frame)} matched configurations (threshold {comparison.threshold:.3g}×, 95% intervals over the runs of each side)"
+                             + (f"; {counts[UNDETERMINED]} cannot be told with fewer than {MIN_RUNS} runs a side" if counts[UNDETERMINED] else "") + ".")
         section.figures.append(_figure(comparison, label_a, label_b))
         keys = ["dataset_size", "device", "batch_size"] + [k for k in varying_keys(comparison) if k not in ("dataset_size", "device", "batch_size")]
         titles = {"dataset_size": "N", "batch_size": "batch", "model_name": "model"}
         head = "".join(f"<th>{html.escape(titles.get(k, k))}</th>" for k in keys) + "".join(
-            f"<th>{h}</th>" for h in ["samples/s A", "samples/s B", "throughput B/A", "verdict", "to target A (s)", "to target B (s)", "to target B/A", "verdict"])
+            f"<th>{h}</th>" for h in ["runs A", "runs B", "samples/s A", "samples/s B", "throughput B/A", "verdict", "to target A (s)", "to target B (s)", "to target B/A", "verdict"])
         rows = "".join(
             "<tr>" + "".join(f"<td>{html.escape(str(r[k]))}</td>" for k in keys)
-            + f"<td>{fmt('samples_per_s', r['samples_per_s_a'])}</td><td>{fmt('samples_per_s', r['samples_per_s_b'])}</td>"
+            + f"<td>{r['runs_a']}</td><td>{r['runs_b']}</td><td>{fmt('samples_per_s', r['samples_per_s_a'])}</td><td>{fmt('samples_per_s', r['samples_per_s_b'])}</td>"
             f"<td>{_interval(r['throughput_ratio'], r['throughput_low'], r['throughput_high'])}</td><td>{r['throughput_verdict'] or '–'}</td>"
-            f"<td>{fmt('x', r['compute_to_target_s_a'])}</td><td>{fmt('x', r['compute_to_target_s_b'])}</td>"
+            f"<td>{fmt('x', r['train_s_a'])}</td><td>{fmt('x', r['train_s_b'])}</td>"
             f"<td>{_interval(r['time_to_target_ratio'], r['time_to_target_low'], r['time_to_target_high'])}</td><td>{r['time_to_target_verdict'] or '–'}</td></tr>"
             for r in frame.to_dict("records")
         )

@@ -10,7 +10,7 @@ import pandas as pd
 from harness.store.schema import PHASES
 from harness.analysis import convergence
 from harness.analysis.memory import fit_memory
-from harness.analysis.recommend import recommend, step_s
+from harness.analysis.recommend import recommend
 from harness.report.plot import PHASE_COLORS, Figure, lines, log2_axis, log_y, palette, png, pyplot, series_label
 
 
@@ -176,14 +176,17 @@ def headline_figure(groups) -> Figure | None:
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     batches = set()
     for g, rec in shown:
-        t = g.table.sort_values("batch_size").copy()
-        t["step_s"] = [step_s(r) for r in t.to_dict("records")]
+        t = g.table.sort_values("batch_size")
         label = f"{g.key.get('device')} · N={g.key.get('dataset_size')}" if len(shown) > 1 else None
         color = None
-        for ax, column in zip(axes, ("steps_to_target", "step_s", "compute_to_target_s")):
+        for ax, column in zip(axes, ("steps_to_target", "step_s", "train_s")):
             d = t.dropna(subset=[column])
             line = ax.plot(d["batch_size"], d[column], "o-", ms=4, lw=1.4, color=color, label=label)[0]
             color = line.get_color()
+            if column == "train_s":  # the interval of each batch size, and the ones tied with the best
+                ax.vlines(d["batch_size"], d["train_low_s"], d["train_high_s"], color=color, lw=1, alpha=0.6)
+                tied = d[d["tied"]]
+                ax.plot(tied["batch_size"], tied[column], "o", ms=9, mfc="none", color=color)
             mine = d[d["batch_size"] == rec.batch_size]
             ax.plot(mine["batch_size"], mine[column], "*", ms=14, color=color, markeredgecolor="black")
             batches |= set(d["batch_size"])
@@ -196,7 +199,7 @@ def headline_figure(groups) -> Figure | None:
         axes[2].legend(fontsize=7)
     fig.tight_layout()
     return Figure("Which batch size: time to target = steps to target x time per step",
-                  "Each panel on log axes, a line per device and dataset size; the star is the recommended batch size, the least training time to the target (loss checks left out). Below the critical batch size doubling B nearly halves the steps; above it the steps hardly fall while each step costs more.",
+                  "Each panel on log axes, a line per device and dataset size: steps to target, the median step time, and their product with its interval (the checks before the target and the step time's uncertainty). The star is the recommended batch size; circled ones are tied with it within noise. Below the critical batch size doubling B nearly halves the steps; above it the steps hardly fall while each step costs more.",
                   "Three log-log charts against batch size: steps to target falling, seconds per step rising, and their product, time to target, with its minimum starred.", png(fig))
 
 

@@ -52,6 +52,11 @@ def _values(column: pd.Series) -> str:
     return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in values) or "none"
 
 
+def _tied(group) -> str:
+    others = [b for b in group.tied if b != group.best_batch]
+    return f"<br><small>tied within noise: {', '.join(map(str, group.tied))}</small>" if others else ""
+
+
 def summary_html(data, ok: pd.DataFrame, groups) -> str:
     """Environment, swept axes and, per device and dataset size, the recommendations (``data``:
     the ``ReportData`` being rendered)."""
@@ -88,9 +93,9 @@ def summary_html(data, ok: pd.DataFrame, groups) -> str:
 
         rec_rows.append(
             f"<tr><td>{html.escape(label)}</td>"
-            f"<td>{cell(None if recommend(g) is None else recommend(g).batch_size, 'compute_to_target_s', '{:.3g} s of training to target')}</td>"
+            f"<td>{cell(g.best_batch, 'train_s', '{:.3g} s of training to target')}{_tied(g)}</td>"
             f"<td>{cell(g.best_batch_by_throughput, 'samples_per_s', '{:,.0f} samples/s')}</td>"
-            f"<td>{f'<b>{g.fit.b_crit:.3g}</b> (S_min {g.fit.s_min:.3g} steps, RMS log err {g.fit.rms_log_error:.2f})' if g.fit else '—'}</td></tr>"
+            f"<td>{f'<b>{g.fit.b_crit_text()}</b> (S_min {g.fit.s_min:.3g} steps, RMS log err {g.fit.rms_log_error:.2f})' if g.fit else '— (needs four batch sizes that reached the target)'}</td></tr>"
         )
     rec = ("<table class=\"rec\"><thead><tr><th>configuration</th><th>best by time-to-target</th><th>best by throughput</th>"
            "<th>critical batch size</th></tr></thead><tbody>" + "".join(rec_rows) + "</tbody></table>") if rec_rows else ""

@@ -250,7 +250,7 @@ class Run:
             check_ns=tuple(checker.check_ns) if checker else (), noise_ns=tuple(checker.noise_ns) if checker else (),
             steps_done=self.steps_done, wall_ns=self.wall_ns, measured_ns=self.measured_ns, final_train_loss=self.final[0],
             final_train_acc=self.final[1], facts=facts, memory=memory, readings=tuple(readings),
-            check_every=self.due.effective.text() if isinstance(self.due, CappedChecks) else None,
+            check_every=self.due.effective.text() if isinstance(self.due, CappedChecks) and self.due.effective != self.point.check_every else None,
         )
 
 

@@ -82,7 +82,7 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
         **to_target(m.checks, point.batch_size, target_loss=point.target_loss, target_accuracy=point.target_accuracy),
     )
     if m.check_every is not None:
-        row["check_every"] = m.check_every
+        row["check_every_run"] = m.check_every
     if m.checks:
         scales = [c["noise_scale"] for c in m.checks if c["noise_scale"] is not None]
         row.update(final_eval_loss=m.checks[-1]["eval_loss"], final_eval_acc=m.checks[-1]["eval_acc"], noise_scale=scales[-1] if scales else None)

@@ -75,6 +75,11 @@ CHECK_SHARE = 0.25
 time: a point whose check costs many steps' time gets fewer checks (a GPT point of 40 steps
 spent 9.8 of its 10.9 s in 40 checks). The first check and the last always run."""
 
+CHECKS_WORTH_CAPPING_S = 1.0
+"""...when they would take more than this in all: below it (the default sweep's checks take
+10 ms a point) ``auto`` keeps every check, so the same training checks at the same steps on any
+machine and its steps-to-target stay comparable; the cap is for checks that cost real time."""
+
 CHECK_COUNTS = (40, 20, 10, 5, 2)
 """The numbers of checks ``auto`` chooses from: coarse, so that runs of one point whose timings
 differ a little check at the same steps (their steps-to-target stay comparable)."""
@@ -89,8 +94,9 @@ def checks_within_share(steps: int, step_s: float, check_s: float, most: int) ->
 
 class CappedChecks:
     """``due`` for a schedule resolved from ``auto``: at the first step's end (the step 0 check
-    already priced, the first step's time now known) it keeps the schedule, or spaces it out to
-    ``checks_within_share`` checks. ``effective`` is the schedule that ran."""
+    already priced, the first step's time now known) it keeps the schedule, or, where the checks
+    would take more than ``CHECKS_WORTH_CAPPING_S``, spaces it out to ``checks_within_share``
+    checks. ``effective`` is the schedule that ran."""
 
     def __init__(self, point, now_ns: Callable[[], int], check_s: float):
         self.point, self.now_ns, self.check_s = point, now_ns, check_s
@@ -108,6 +114,8 @@ class CappedChecks:
 
         every, steps = self.point.check_every, self.point.steps
         most = every.count if every.kind == "log" else max(1, steps // max(1, every.count))
+        if most * self.check_s < CHECKS_WORTH_CAPPING_S:
+            return due(self.point, self.now_ns)
         count = checks_within_share(steps, step_s, self.check_s, most)
         if count < most:
             self.effective = replace(every, count=count) if every.kind == "log" else replace(every, count=max(1, steps // count))

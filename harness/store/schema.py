@@ -129,6 +129,7 @@ POINTS_LAID_OUT = {
     "compile_s": "REAL",  # seconds torch.compile took (an untimed step before the first), outside every other time
     "workers": "INTEGER",  # DataLoader worker processes (--loader dataloader; 0: in the training process)
     "model_fingerprint": "TEXT",  # 12 hex digits of the parameter shapes in order (compare matches plug-ins by callable name and this, not path)
+    "check_every_run": "TEXT",  # the check schedule that ran where --check-every auto spaced it out to keep the checks within a quarter of the point (null: check_every ran)
 }
 
 CHECKS = {

@@ -285,29 +285,31 @@ def _connect_readonly(path: Path, field: str) -> sqlite3.Connection:
     raise SpecError(field, f"cannot open {path}: {last}")
 
 
-def run_ref(default_store: str, ref: str, field: str = "--compare") -> tuple[str, str | None]:
-    """``RUN`` (in --store), ``path/to/store`` (its latest run) or ``path/to/store:RUN``, as
-    (store path, run id or None for the latest); a path is read as written, whatever its suffix."""
-    store_path, run = default_store, ref
+def run_ref(default_store: str, ref: str, field: str = "--compare") -> tuple[str, list[str] | None]:
+    """``RUN[,RUN...]`` (in --store), ``path/to/store`` (every run in it) or
+    ``path/to/store:RUN[,RUN...]``, as (store path, run ids or None for all); a path is read as
+    written, whatever its suffix."""
+    store_path, runs = default_store, ref
     head, sep, tail = ref.rpartition(":")
     if Path(ref).is_file():
-        store_path, run = ref, None
-    elif sep and Path(head).is_file():
-        store_path, run = head, tail or None
+        return ref, None
+    if sep and Path(head).is_file():
+        store_path, runs = head, tail
     elif "/" in ref or Path(ref).suffix in (".sqlite", ".db"):
         raise SpecError(field, f"no store at {ref}; give RUN, STORE or STORE:RUN")
-    return store_path, run
+    return store_path, [r.strip() for r in runs.split(",") if r.strip()] or None
 
 
 def load_ref(default_store: str, ref: str, field: str, tables: tuple[str, ...]):
-    """The tables of the run ``ref`` names (``run_ref``) and its run id: one side of a
+    """The tables of the runs ``ref`` names (``run_ref``) and a label for them: one side of a
     comparison."""
-    store_path, run = run_ref(default_store, ref, field)
+    store_path, runs = run_ref(default_store, ref, field)
     with Store.open_existing(store_path) as store:
         try:
-            runs = store.select_runs([run] if run else None)
+            runs = store.select_runs(runs) if runs else store.run_ids()
         except SpecError as exc:
             raise SpecError(field, str(exc).split(": ", 1)[1]) from None
         if not runs:
             raise SpecError(field, f"{store_path} holds no run yet")
-        return {table: store.load(table, runs) for table in tables}, runs[-1]
+        label = runs[0] if len(runs) == 1 else f"{Path(store_path).name} ({len(runs)} runs)"
+        return {table: store.load(table, runs) for table in tables}, label
