@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.drivers.tune.policy import Trial, search
+from harness.drivers.tune.policy import Budget, Trial, search
 
 BATCHES = [2**k for k in range(13)]  # 1 .. 4096
 LRS = [2.0**k for k in range(-3, 5)]  # 0.125 .. 16
@@ -35,17 +35,21 @@ class Curve:
     def step_s(self, b):
         return self.t0 + self.c * b
 
-    def run(self, b, lr, budget_s):
+    def run(self, b, lr, budget):
+        """A trial as the harness would run it: to the target, or stopped past its budget's
+        steps or training time (steps x its step time, measured with a little noise)."""
         s = self.steps(b, lr)
-        t = self.step_s(b)
+        t = self.step_s(b) * math.exp(self.rng.normal(0, self.noise / 2))
         if s is None:
-            return Trial(b, lr, "failed", 20, 20 * t, -1.0)
-        if s > BUDGET_STEPS:
-            return Trial(b, lr, "missed", BUDGET_STEPS, BUDGET_STEPS * t, BUDGET_STEPS / s)
-        if budget_s is not None and s * t > budget_s:
-            ran = max(1, math.ceil(budget_s / t))
-            return Trial(b, lr, "pruned", ran, ran * t, ran / s)
-        return Trial(b, lr, "reached", s, s * t, 1.0)
+            return Trial(b, lr, "failed", 20, None, -1.0)
+        limit, outcome = BUDGET_STEPS, "missed"
+        if budget.steps is not None and budget.steps < limit:
+            limit, outcome = budget.steps + 1, "pruned"
+        if budget.time_s is not None and t > 0 and math.ceil(budget.time_s / t) < limit:
+            limit, outcome = max(1, math.ceil(budget.time_s / t)), "pruned"
+        if s > limit:
+            return Trial(b, lr, outcome, limit, t if outcome == "missed" else None, limit / s)
+        return Trial(b, lr, "reached", s, t, 1.0)
 
     def true_time(self, b):
         """The grid's answer at one batch size: the best learning rate's time to target."""
@@ -99,7 +103,7 @@ def test_a_flat_curve_picks_a_batch_within_noise_of_the_best():
 
 def test_a_known_pilot_trial_is_reused_not_rerun():
     curve = Curve(s_min=15, b_crit=256, t0=1e-3, c=1e-6)
-    pilot = curve.run(64, 0.25, None)
+    pilot = curve.run(64, 0.25, Budget())
     calls = []
 
     def counted(b, lr, budget):

@@ -52,4 +52,4 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_report:
         path = write_run_report(store.path, run_id, args.report, title="batchbench tune")
         print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
-    return 0 if all(r.choice.best is not None for r in results) else 1
+    return 0 if all(r.advice is not None for r in results) else 1

@@ -46,10 +46,10 @@ from harness.store.schema import PointResult
 from harness.workload.datasets import Split
 from harness.workload.models import Factory
 
-Prune = Callable[[dict], "str | None"]
-"""Asked after every loss check with its ``checks`` row: a reason to stop the point now (its
-status becomes ``pruned``), or None to go on. ``batchbench tune`` stops trials that can no
-longer win this way."""
+Prune = Callable[[dict, "float | None"], "str | None"]
+"""Asked after every loss check with its ``checks`` row and the median step time so far (of the
+timed steps after the burn-in; None before any): a reason to stop the point now (its status
+becomes ``pruned``), or None to go on. ``batchbench tune`` stops trials that can no longer win."""
 
 
 class Diverged(Exception):
@@ -202,11 +202,19 @@ class Run:
         self.clock.close_window()
         self.steps_done = done
         stop = self.check(done)
-        reason = None if stop or prune is None else prune(self.checks[-1])
+        reason = None if stop or prune is None else prune(self.checks[-1], self.median_step_s())
         self.paused_ns += self.now_ns() - paused
         if reason:
             raise Pruned(reason)
         return stop
+
+    def median_step_s(self) -> float | None:
+        """The median wall time of the timed steps so far, the burn-in's left out where others exist."""
+        walls = self.clock.closed_steps_s()
+        numbers = self.timed[: len(walls)]
+        measured = [w for w, step in zip(walls, numbers) if step >= self.point.burn_in_steps]
+        pool = measured or list(walls)
+        return float(np.median(pool)) if pool else None
 
     def start_measuring(self, timed_every: int | None) -> None:
         """End the burn-in: close its window (the measured window starts on an idle device),

@@ -110,6 +110,8 @@ def _timing_summary(point, m: Measurement) -> dict[str, Any]:
     measured_steps = max(0, m.steps_done - point.burn_in_steps)  # every step counts for throughput; the timed ones for phases
     out: dict[str, Any] = {"wall_s": m.wall_ns / 1e9}
     out.update({f"{p}_total_s": float(m.phases[p].sum()) for p in STEP_PHASES})
+    if not measured.any() and len(m.timed):  # stopped in its burn-in (a target reached in a few steps): its timed steps are all there is
+        out.update(step_wall_s=stats.median(m.phases["step_wall"]), flags="burn_in_only")
     if measured_steps and m.measured_ns and m.measured_ns > 0:
         medians = [stats.median(phases[p]) for p in STEP_PHASES]
         seconds = m.measured_ns / 1e9

@@ -91,7 +91,7 @@ POINTS_LAID_OUT = {
     "loader": "TEXT",  # tensor | dataloader
     "init_seed": "INTEGER",
     "step_wall_iqr_s": "REAL",
-    "flags": "TEXT",  # comma list: noisy (the median step time may be off by > 10%), phase_mismatch (phase sum vs step wall > 10%)
+    "flags": "TEXT",  # comma list: noisy (the median step time may be off by > 10%), phase_mismatch (phase sum vs step wall > 10%), burn_in_only (stopped in the burn-in: step_wall_s is the burn-in's)
     "base_lr": "REAL",  # --lr before the policy scaled it (null when tuned)
     "base_batch_size": "INTEGER",
     "lr_warmup_steps": "INTEGER",
