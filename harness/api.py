@@ -7,8 +7,9 @@ options and validation, returning the points as the DataFrame ``batchbench expor
 ``model``: a factory (called like a plug-in, with the keywords it takes of ``n_features``,
 ``input_shape``, ``n_outputs``; it may return a ``(module, loss_fn)`` pair), an ``nn.Module``
 (deep-copied for every point, so each starts from the same weights) or a built-in name.
-``data``: ``(X, y)`` numpy arrays or tensors (shapes as in a ``.npz``), or a data set name or
-file. Every other option is a ``batchbench run`` flag with ``_`` for ``-`` (``lr_policy="tuned"``,
+``data``: ``(X, y)`` numpy arrays or tensors (shapes as in a ``.npz``), a map-style torch
+``Dataset`` of ``(x, y)`` items or a ``(train, check)`` pair of them (read through a DataLoader:
+the pipeline is what ``data`` times), or a data set name or file. Every other option is a ``batchbench run`` flag with ``_`` for ``-`` (``lr_policy="tuned"``,
 ``target="rel:0.2"``, ``check_every=10``); values may be numbers, strings or lists. A bad value
 raises ``harness.errors.SpecError`` with the same text the CLI prints.
 """
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.workload import datasets
+from harness.workload import datasets, pipelines
 from harness.workload import models
 from harness.errors import SpecError
 from harness.drivers.plan import plan
@@ -55,7 +56,7 @@ def run_tables(model: Any = None, data: Any = None, *, spec: str | Path | None =
     values = {name: (list(value) if isinstance(value, (tuple, list)) else value) for name, value in options.items() if value is not None}
     source = factory = None
     if data is not None:  # arrays are handed to the plan as objects; a name or a file is resolved as the CLI resolves it
-        source = datasets.from_arrays(*data) if isinstance(data, (tuple, list)) else None
+        source = _source(data)
         values["dataset"] = source.name if source is not None else str(data)
     if model is not None:
         name, factory = (model, None) if isinstance(model, str) else models.from_object(model)
@@ -65,6 +66,17 @@ def run_tables(model: Any = None, data: Any = None, *, spec: str | Path | None =
         return _run(the_plan, Path(store), progress, tables)
     with tempfile.TemporaryDirectory(prefix="batchbench-") as folder:
         return _run(the_plan, Path(folder) / "run.sqlite", progress, tables)
+
+
+def _source(data: Any):
+    """``data=`` as the plan takes it: a torch Dataset or a ``(train, check)`` pair of them (a
+    pipeline), ``(X, y)`` arrays, or None for a name or a file (resolved as the CLI would)."""
+    if pipelines.is_dataset(data) or (isinstance(data, (tuple, list)) and len(data) == 2 and all(map(pipelines.is_dataset, data))):
+        first = data if pipelines.is_dataset(data) else data[0]
+        return pipelines.from_objects(data, f"dataset:{type(first).__name__}", flag="data")
+    if isinstance(data, (tuple, list)):
+        return datasets.from_arrays(*data)
+    return None
 
 
 def _run(the_plan, path: Path, progress: bool | None, tables: tuple[str, ...]) -> dict:

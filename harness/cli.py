@@ -21,7 +21,7 @@ from harness.errors import SpecError, StoreError, UserError
 
 COMMANDS = {module.NAME: module for module in (run, tune, analyze, compare, report, fit, overhead, merge, runs, export, asv)}
 
-REPEATABLE = {"--run"}
+REPEATABLE = {"--run", "--log"}
 """Options that may be given more than once; any other given twice is an error (not "last wins")."""
 
 
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupted.append(True)
         code = 0
+    except BrokenPipeError:  # the reader went away (`batchbench analyze --json | head`): what it read is all it wanted
+        _quiet_stdout()
+        code = 0
     except Exception:  # a library wrapped the interrupt (an import's class body turns it into a RuntimeError)
         if not interrupted:
             raise
@@ -68,6 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("batchbench: interrupted; finished points are stored (rerun with --resume to continue)", file=sys.stderr)
         return 130
     return code
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (in-process tests)
+        pass
 
 
 def _say(exc: UserError) -> int:

@@ -384,3 +384,8 @@ class ResNet18(nn.Module):
 
 def resnet18_quarter(input_shape, n_outputs):
     return ResNet18(input_shape, n_outputs)
+
+
+def channels_last_conv(input_shape, n_outputs):
+    """Expects channels last ((B, H, W, C)): on (B, C, H, W) images its first conv fails."""
+    return nn.Sequential(nn.Conv2d(input_shape[-1], 8, 3), nn.Flatten(), nn.LazyLinear(n_outputs))

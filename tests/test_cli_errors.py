@@ -131,3 +131,23 @@ def test_every_command_has_a_help_test():
 
     tested = test_every_commands_help_prints.pytestmark[0].args[1]
     assert set(COMMANDS) <= {c.split()[0] for c in tested}
+
+
+def test_a_reader_that_stops_early_gets_no_broken_pipe_traceback(tmp_path):
+    """`batchbench export ... | head -1`: the reader closes the pipe; batchbench stops quietly
+    (3000 timed burn-in steps as JSON: far more than a pipe's buffer)."""
+    store = tmp_path / "s.sqlite"
+    subprocess.run([sys.executable, "-m", "harness", "run", "--devices", "cpu", "--dataset-sizes", "200", "--batch-sizes", "1,2,4", "--steps", "2000",
+                    "--burn-in-steps", "1000", "--check-every", "1000", "--quiet", "--no-report", "--store", str(store)], check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "export", "--store", str(store), "--table", "steps", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_tune_help_lists_only_the_flags_tune_takes(cli):
+    code, out, _ = cli("tune", "--help")
+    assert code == 0 and "--lr-grid" in out and "--target" in out
+    assert not any(flag in out for flag in ("--lr-policy", "--stop-at-target", "--world-sizes", "--repeats", "--shard", "--base-batch-size"))

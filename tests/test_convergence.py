@@ -139,7 +139,7 @@ def test_relative_target_and_analyze_from_the_store(tmp_path, cli):
     assert points["steps_to_target"].notna().sum() >= 6
     code, out, _ = cli("analyze", "--store", store)
     assert code == 0
-    assert "fit S(B) = S_min (1 + B_crit/B): B_crit =" in out and "best batch size: by time-to-target" in out
+    assert "fit S(B) = S_min (1 + B_crit/B): B_crit =" in out and "other bests: by wall time to the target check" in out
     assert "noise scale B_simple:" in out and "[" in out  # repeats give confidence intervals
     code, out, _ = cli("analyze", "--store", store, "--json")
     import json

@@ -236,9 +236,17 @@ def test_a_model_whose_output_does_not_fit_the_classes_is_refused_in_the_plan(cl
     assert code == 2 and one_line(err, "--model", f"{got} outputs", f"{expected}") and not path.exists(), err
 
 
-def test_a_sweep_whose_every_point_failed_exits_1(cli, tmp_path):
+def test_a_sweep_whose_every_point_failed_exits_1_and_says_why(cli, tmp_path):
     code, _, err = cli("run", *SMALL, "--model", plugin("broken"), "--store", tmp_path / "s.sqlite")
     assert code == 1 and "every point failed" in err
+    lines = err.splitlines()
+    told = [line for line in lines if line.startswith("batchbench: point B=")]
+    assert len(told) == 2 and all("error: ValueError: bug in user model (traceback: " in line for line in told)
+    assert "batchbench: 2 points: error: ValueError: bug in user model" in lines  # grouped at the end
+    traces = sorted((tmp_path / "s.tracebacks").glob("*.txt"))
+    assert len(traces) == 2 and 'raise ValueError("bug in user model")' in traces[0].read_text()
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        assert "Traceback (most recent call last)" in conn.execute("select traceback from points").fetchone()[0]
 
 
 # ------------------------------------------------------------------ one line, the right code
@@ -419,3 +427,10 @@ def test_a_store_on_a_read_only_file_system_is_read(store, tmp_path):
     os.chmod(folder, 0o755)
     assert proc.returncode == 3 and one_line(proc.stderr, "--store"), proc.stderr  # a store that cannot be written: exit 3
     assert copy.read_bytes() == before
+
+
+def test_a_model_that_fails_on_the_input_shape_is_refused_in_the_plan_with_its_own_message(cli, tmp_path):
+    path = tmp_path / "s.sqlite"
+    code, _, err = cli("run", "--devices", "cpu", "--dataset", "cifar-like", "--dataset-sizes", "64", "--model", plugin("channels_last_conv"),
+                       "--store", path)
+    assert code == 2 and err.count("\n") == 1 and "--model" in err and "RuntimeError" in err and "channels" in err and not path.exists(), err

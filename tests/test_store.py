@@ -187,3 +187,14 @@ def test_runs_lists_every_run_with_its_points(cli, tmp_path):
     assert all(r["kind"] == "sweep" and r["dataset"] == "blobs" and r["finished_at"] for r in listed)
     code, text, _ = cli("runs", "--store", store)
     assert code == 0 and all(r["run_id"] in text for r in listed) and "2/2 ok" in text
+
+
+def test_a_long_point_shows_a_bar_of_its_steps(tmp_path, monkeypatch, capsys):
+    """Inside a point that runs longer than StepBar.DELAY_S a bar counts its steps (0 s here)."""
+    from harness.drivers import sweep
+
+    monkeypatch.setattr(sweep.StepBar, "DELAY_S", 0.0)
+    with Store(tmp_path / "s.sqlite") as store:
+        sweep.run_sweep(plan_flags(**{**FAST, "batch_sizes": "8", "steps": 60, "check_every": 20}), store, progress=True)
+    err = capsys.readouterr().err
+    assert "B=8" in err and "/60 [" in err and "step/s" in err

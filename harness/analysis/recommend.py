@@ -92,7 +92,8 @@ def lr_note(key: dict[str, Any], lr: float | None) -> str:
     """Which learning rates an answer holds for, in words."""
     policy = key.get("lr_policy") or "constant"
     if policy == "tuned":
-        return "the best learning rate of the grid at each batch size (tuned)"
+        chosen = "" if lr is None else f"lr {lr:.4g}, "
+        return f"{chosen}the best learning rate of the grid at this batch size (tuned)"
     rate = "" if lr is None else f"lr {lr:.4g} "
     if policy == "constant":
         return f"{rate}for every batch size (constant; `batchbench tune` re-tunes the rate per batch size, which can move the answer)"

@@ -15,6 +15,7 @@ from harness.commands.text import layout
 from harness.config.axes import FIELDS
 from harness.errors import SpecError
 from harness.config.values import parse_int
+from harness.integrations.logs import parse_logs
 from harness.outputs import output_path, write_output
 from harness.store.schema import display
 
@@ -27,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups = sweep_flags(parser)
     groups["axes"].add_argument("--nproc", help="shorthand for --world-sizes N")
     groups["output"].add_argument("--resume", action="store_true", help="continue the latest run of the same spec in the store")
-    groups["output"].add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    groups["output"].add_argument("--quiet", action="store_true", help="no progress bars, no table: only the answer (and failures)")
+    groups["output"].add_argument("--log", action="append", metavar="KIND[:WHERE]",
+                                  help="also write each point to tensorboard[:DIR] (default runs/) or mlflow[:URI] (default "
+                                       "sqlite:///mlflow.db); repeat for both")
     groups["output"].add_argument("--runs", default="1", help="run the whole sweep this many times, each in its own process, into the store "
                                                                 "(what `compare` needs to tell a change from the noise between runs) [1]")
 
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         file_values.pop("world_sizes", None)
     if args.report and not args.no_report:
         output_path(args.report, "--report")
+    args.log_targets = parse_logs(args.log)
     runs = parse_int("runs", args.runs, 1, 1000)
     if runs > 1 and (args.resume or launched is not None):
         raise SpecError("--runs", "starts new runs, each in its own process: leave out --resume, and do not start it under a launcher")
@@ -71,21 +76,33 @@ def _run_here(the_plan, store_path: str, args: argparse.Namespace) -> int:
     with Store(store_path) as store:
         if store.migrated:
             say(f"migrated {store.path} from an older batchbench ({'; '.join(store.migrated)})")
-        run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False, say=say)
+        run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False, say=say, logs=args.log_targets)
         points, checks = store.load("points", [run_id]), store.load("checks", [run_id])
     if not args.quiet:
-        print(points_table(points))
-        if points[["target_loss", "target_accuracy"]].notna().any().any():
-            print("\n" + recommendations_text(points, checks))
+        print(points_table(points) + "\n")
+    if points[["target_loss", "target_accuracy"]].notna().any().any():
+        print(recommendations_text(points, checks))
     failed = int((points["status"] != "ok").sum())
     note = f", {failed} not ok (see the status column)" if failed else ""
     print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
     if not args.no_report:
         print(f"report: {write_run_report(store.path, run_id, args.report)}")
+    for line in failure_summary(points):
+        say(line)
     if len(points) and not (points["status"] == "ok").any():
-        say(f"every point failed ({', '.join(sorted(set(points['status'])))}); the errors are in the status and error columns")
+        say(f"every point failed ({', '.join(sorted(set(points['status'])))})")
         return 1
     return 0
+
+
+def failure_summary(points) -> list[str]:
+    """The failed points grouped by their reason, most frequent first: ``3 points: error:
+    RuntimeError: Given groups=1 ...``."""
+    failed = points[points["status"].isin(("error", "oom", "diverged"))]
+    if failed.empty:
+        return []
+    counts = failed.groupby(["status", "error"], dropna=False).size().sort_values(ascending=False)
+    return [f"{n} point{'s' if n > 1 else ''}: {status}: {error}" for (status, error), n in counts.items()]
 
 
 def _run_in_processes(runs: int, store_path: str, args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ import sys
 from harness.commands.flags import DEFAULT_STORE, sweep_flags, sweep_spec
 from harness.commands.report import write_run_report
 from harness.config.axes import FIELDS
-from harness.errors import SpecError
 from harness.outputs import output_path
 
 NAME = "tune"
@@ -20,8 +19,13 @@ DESCRIPTION = ("Adaptive search for the batch size (and its learning rate from -
                "Every trial is a stored point (status pruned when stopped early).")
 
 
+NOT_FOR_TUNE = ("lr_policy", "base_batch_size", "stop_at_target", "repeats", "world_sizes", "scaling", "shard")
+"""Flags of ``run`` that tune decides itself (the rate is searched, every trial stops at the
+target, finalists get their own seeds) or that do not apply (trials are single-process, whole)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    output = sweep_flags(parser)["output"]
+    output = sweep_flags(parser, names=[name for name in FIELDS if name not in NOT_FOR_TUNE])["output"]
     output.add_argument("--json", action="store_true",
                         help="print the answer as JSON (batch_size, lr, time_to_target_s, steps_to_target, trials, samples_processed, ...)")
     output.add_argument("--quiet", action="store_true", help="no line per trial")
@@ -35,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.report and not args.no_report:
         output_path(args.report, "--report")
-    if args.world_sizes is not None and args.world_sizes.strip() != "1":
-        raise SpecError("--world-sizes", "tune runs single-process trials; give 1 or leave it out")
     the_plan = plan(tune_spec(sweep_spec(args, FIELDS)))
     say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
     with Store(args.store or DEFAULT_STORE) as store:

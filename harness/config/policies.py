@@ -46,7 +46,10 @@ and copies each batch asynchronously (as users with large data do)."""
 SAMPLING = ("shuffle", "replacement")
 PLACEMENTS = ("auto", "pageable", "pinned", "device", "host")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+ADAPTIVE = ("adam", "adamw")
+"""Optimizers with Adam's moments (``--betas``, ``--eps``)."""
+LR_SCHEDULES = ("constant", "cosine", "linear")
 LOADERS = ("tensor", "dataloader")
 LR_POLICIES = ("constant", "linear", "sqrt", "tuned")
 CHECK_SETS = ("holdout", "train")
@@ -236,3 +239,13 @@ def log_check_steps(steps: int, count: int) -> list[int]:
         else:
             low = middle
     return sequence(high)
+
+
+def micro_batch_size(spec, at: dict) -> int | str | None:
+    """The micro-batch a point accumulates over: none, ``auto`` (resolved by the plan, which
+    knows the device), or M, capped at the batch a rank takes (M >= the batch: no accumulation)."""
+    micro = spec.micro_batch_size
+    if micro is None or micro == "auto":
+        return micro
+    per_rank = at["batch_size"] // at["world_size"]
+    return None if micro >= per_rank else micro

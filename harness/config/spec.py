@@ -18,6 +18,9 @@ from harness.config.values import NO_TARGET, flag, text_of
 from harness.errors import SpecError
 
 
+FILE_ENDINGS = (".npz", ".csv", ".parquet")
+
+
 def spec_class(axes: Sequence[Axis] = AXES) -> type:
     """The frozen dataclass of a sweep's values, one field per axis (its default)."""
 
@@ -101,7 +104,8 @@ def _check_together(parsed: dict[str, Any]) -> None:
             raise SpecError("--check-every", "ranks must check at the same steps: use a step count, 'epoch' or 'auto' with --world-sizes > 1")
         if parsed.get("stop_at_target"):
             raise SpecError("--stop-at-target", "is not supported with --world-sizes > 1 (every rank would have to agree when to stop)")
-    if parsed.get("workers") and parsed.get("loader", "tensor") != "dataloader":
-        raise SpecError("--workers", "applies to --loader dataloader (tensor indexing has no workers)")
+    pipeline = ":" in str(parsed.get("dataset", "")) and not str(parsed.get("dataset", "")).endswith(FILE_ENDINGS)
+    if parsed.get("workers") and parsed.get("loader", "tensor") != "dataloader" and not pipeline:  # a Dataset pipeline always has a DataLoader
+        raise SpecError("--workers", "applies to --loader dataloader or a Dataset pipeline (tensor indexing has no workers)")
     if parsed.get("stop_at_target") and not (parsed.get("target_loss") is not None or parsed.get("target_accuracy") is not None):
         raise SpecError("--stop-at-target", "needs --target-loss or --target-accuracy (a rel: target is known only after the sweep)")

@@ -308,3 +308,21 @@ def parse_check_every(value: Any) -> CheckEvery:
     if text.isdigit() and 1 <= int(text) <= MAX_COUNT:
         return CheckEvery("steps", int(text))
     raise SpecError("--check-every", f"{value!r} is not a schedule; {allowed}")
+
+
+def parse_betas(value: Any) -> tuple[float, float]:
+    """Adam's two moment decay rates, each in [0, 1)."""
+    items = tokens("betas", value)
+    if len(items) != 2:
+        raise SpecError("--betas", f"{value!r} is not two numbers; use b1,b2 with 0 <= b < 1, e.g. 0.9,0.95")
+    return tuple(parse_float("betas", t, 0.0, 1.0, low_open=False) for t in items)  # type: ignore[return-value]
+
+
+def parse_micro_batch(value: Any) -> int | str:
+    """``auto`` or a micro-batch size >= 1."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return parse_int("micro_batch_size", value, 1, MAX_DATASET_SIZE)
+    except SpecError:
+        raise SpecError("--micro-batch-size", f"{value!r} is not allowed; use a micro-batch size >= 1 or auto (the largest that fits)") from None

@@ -220,3 +220,33 @@ def _search(probe, probes, limit: int) -> tuple[int | None, list]:
         else:
             bad = batch
     return good, extra
+
+
+AUTO_MICRO_PROBES = (8, 32, 128)
+
+
+def resolve_micro_batches(plan: Plan, progress: Callable[[str], None] = lambda _: None) -> Plan:
+    """``--micro-batch-size auto`` made concrete: on an accelerator the largest power of two
+    at most the largest batch ``fit_capacity`` finds for the point's device and workload (probed
+    once per device, dataset size, precision, compile and placement), no accumulation where the
+    whole batch fits; on the CPU the whole batch (no device memory to run out of: accumulating
+    would only cost). Run before the points, by every driver (the plan itself runs nothing)."""
+    if not any(p.micro_batch_size == "auto" for p in plan.points):
+        return plan
+    fitted: dict[tuple, int | None] = {}
+    points = []
+    for point in plan.points:
+        micro = point.micro_batch_size
+        if micro == "auto":
+            micro = None
+            if point.device != "cpu":
+                key = (point.device, point.dataset_size, point.precision, point.compile, point.data_placement)
+                if key not in fitted:
+                    template = dataclasses.replace(point, micro_batch_size=None)
+                    progress(f"--micro-batch-size auto: probing the largest batch on {point.device}")
+                    fitted[key] = fit_capacity(dataclasses.replace(plan, points=(template,)), list(AUTO_MICRO_PROBES)).max_batch_size
+                largest = fitted[key]
+                if largest is not None and largest < point.per_rank_batch_size:
+                    micro = 1 << max(0, largest.bit_length() - 1)
+        points.append(dataclasses.replace(point, micro_batch_size=micro))
+    return dataclasses.replace(plan, points=tuple(points))

@@ -59,7 +59,7 @@ def plan(spec: SweepSpec, *, factory: models.Factory | None = None, source: data
     in place of resolving ``spec.model`` and ``spec.dataset`` by name."""
     if spec.target_column is not None and not datasets.is_file(spec.dataset):
         raise SpecError("--target-column", f"applies to .csv and .parquet files, not the built-in {spec.dataset!r}")
-    info = datasets.info(spec.dataset, spec.target_column, source)
+    info = datasets.info(spec.dataset, spec.target_column, source, holdout_fraction=spec.holdout_fraction, check_set=spec.check_set)
     available = env.available_devices()
     points = shard_of(expand(spec, info, available), spec.shard)
     _check_ranks(points, available)
@@ -73,13 +73,18 @@ def plan(spec: SweepSpec, *, factory: models.Factory | None = None, source: data
                                   check_set=spec.check_set, holdout_fraction=spec.holdout_fraction, source=source)
         for size in sorted({p.dataset_size for p in points})
     }
-    points = [_resolve_placement(p, splits[p.dataset_size]) for p in points]
+    points = [_resolve_placement(_through_pipeline(p, splits[p.dataset_size]), splits[p.dataset_size]) for p in points]
     first = next(iter(splits.values()))
     if spec.target_accuracy is not None and first.task != "classification":
         raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
     check_output(spec, factory, first, devices=sorted({p.device for p in points}))
     devices = tuple(dict.fromkeys(p.device for p in points))
     return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices)
+
+
+def _through_pipeline(point: PointSpec, split: Split) -> PointSpec:
+    """A user's Dataset is read through a DataLoader: that is the pipeline being measured."""
+    return point if split.train_items is None else dataclasses.replace(point, loader="dataloader")
 
 
 def _resolve_placement(point: PointSpec, split: Split) -> PointSpec:

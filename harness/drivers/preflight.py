@@ -14,6 +14,10 @@ from typing import Sequence
 import torch
 
 from harness.errors import SpecError
+from harness.run.parts import logits_of
+from harness.config.axes import BY_NAME
+from harness.config.values import flag
+from harness.workload.lightning import LightningModel
 from harness.workload import models
 from harness.workload.datasets import Split
 
@@ -28,15 +32,32 @@ def check_output(spec, factory: models.Factory, split: Split, devices: Sequence[
     with torch.random.fork_rng():
         model, own_loss = models.build_with_loss(spec.model, factory, n_features=split.n_features, n_outputs=split.n_outputs,
                                                  hidden=spec.hidden, input_shape=split.input_shape)
+    if isinstance(model, LightningModel):
+        _check_lightning_flags(spec)
     out, value = _forward(spec, model, own_loss, split, ["cpu", *(d for d in devices if d != "cpu")][:2])
     if own_loss is not None:
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise SpecError("--model", f"the loss {spec.model} returns gives {type(value).__name__} "
                                        f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, not a scalar tensor")
         return
-    if not isinstance(out, torch.Tensor) or out.ndim == 0:
-        raise SpecError("--model", f"{spec.model} returns {type(out).__name__}, not a (batch, outputs) tensor")
+    try:
+        out = logits_of(out)
+    except TypeError:
+        raise SpecError("--model", f"{spec.model} returns {type(out).__name__}, not a (batch, outputs) tensor or an object with .logits") from None
+    if out.ndim == 0:
+        raise SpecError("--model", f"{spec.model} returns a scalar, not a (batch, outputs) tensor")
     _check_shape(spec, out, split)
+
+
+LIGHTNING_OWNS = ("optimizer", "lr", "momentum", "weight_decay", "betas", "eps", "lr_schedule", "lr_floor", "warmup_steps", "lr_policy")
+"""The flags a LightningModule's ``configure_optimizers`` decides: given too, they would contradict it."""
+
+
+def _check_lightning_flags(spec) -> None:
+    for name in LIGHTNING_OWNS:
+        if getattr(spec, name) != BY_NAME[name].default:
+            raise SpecError(flag(name), f"{spec.model} is a LightningModule: its configure_optimizers sets the optimizer, the "
+                                        f"learning rate and its schedule; leave {flag(name)} out (or change configure_optimizers)")
 
 
 def _check_input_kind(spec, split: Split) -> None:

@@ -12,13 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
 from harness import env
 from harness.workload import models
 from harness.analysis.convergence import relative_targets
 from harness.workload.datasets import Split
 from harness.parallel.launch import ExternalRanks, launch
+from harness.drivers.capacity import resolve_micro_batches
+from harness.integrations.logs import LogTarget, open_logs
 from harness.drivers.plan import Plan, plan_flags
 from harness.store.schema import PointResult
 from harness.run.engine import run_point
@@ -27,57 +31,135 @@ from harness.config.values import flag
 from harness.store.sqlite import Store
 
 
-def run_one(point: PointSpec, split: Split, factory: models.Factory) -> PointResult:
+def run_one(point: PointSpec, split: Split, factory: models.Factory, progress: Callable[[int, int], None] | None = None) -> PointResult:
     """One point in this process, or its ranks launched when it is data-parallel."""
     if point.world_size > 1 and not point.skip_reason:
         return launch(point)
-    return run_point(point, split, factory)
+    return run_point(point, split, factory, progress=progress)
 
 
-def run_sweep(
-    plan: Plan,
-    store: Store | None,
-    *,
-    resume: bool = False,
-    progress: bool | None = None,
-    on_point: Callable[[PointSpec, PointResult], None] | None = None,
-    ranks: ExternalRanks | None = None,
-    say: Callable[[str], None] = lambda line: None,
-) -> str:
-    """Run every point not yet in the store; returns the run id. ``progress=None`` shows a
-    bar only when stderr is a terminal; ``say`` gets what ``--resume`` found. Under an external
-    launcher pass ``ranks``, and the store on rank 0 only (None elsewhere)."""
-    writes = ranks is None or ranks.writes
-    lock = store.sweep_lock(plan.sweep_hash) if writes and resume else contextlib.nullcontext()
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep runs and reports, beside what it runs (the plan) and where it stores it."""
+
+    resume: bool = False
+    progress: bool | None = None
+    """Bars on stderr: None shows them only on a terminal."""
+    on_point: Callable[[PointSpec, PointResult], None] | None = None
+    ranks: ExternalRanks | None = None
+    """Under an external launcher (torchrun): this process's part of every point."""
+    say: Callable[[str], None] = lambda line: None
+    """Lines for the user: what ``--resume`` found, a failed point as it happens."""
+    logs: Sequence[LogTarget] = ()
+    """TensorBoard / MLflow, written each point as it is stored."""
+
+    @property
+    def writes(self) -> bool:
+        return self.ranks is None or self.ranks.writes
+
+
+def run_sweep(plan: Plan, store: Store | None, **options) -> str:
+    """Run every point not yet in the store; returns the run id. ``options`` are
+    ``SweepOptions``'s fields. Under an external launcher pass ``ranks``, and the store on rank
+    0 only (None elsewhere)."""
+    opts = SweepOptions(**options)
+    plan = resolve_micro_batches(plan, opts.say)
+    lock = store.sweep_lock(plan.sweep_hash) if opts.writes and opts.resume else contextlib.nullcontext()
     with lock:
-        return _sweep(plan, store, resume, progress, on_point, ranks, say, writes)
+        return _sweep(plan, store, opts)
 
 
-def _sweep(plan, store, resume, progress, on_point, ranks, say, writes) -> str:
+def _sweep(plan: Plan, store: Store | None, opts: SweepOptions) -> str:
     from tqdm.auto import tqdm
 
-    header = None
+    header, writes, ranks = None, opts.writes, opts.ranks
     if writes:
-        if resume:
-            say(resume_note(plan, store))
+        if opts.resume:
+            opts.say(resume_note(plan, store))
         environment = env.environment(list(plan.devices), plan.spec.threads)
-        header = store.start_run(plan.spec.to_json(), plan.sweep_hash, environment, resume=resume, old_hashes=plan.old_hashes)
+        header = store.start_run(plan.spec.to_json(), plan.sweep_hash, environment, resume=opts.resume, old_hashes=plan.old_hashes)
     run_id, done = ranks.share(header) if ranks is not None else header
     todo = [p for p in plan.points if p.point_id not in done]
-    show = writes and (sys.stderr.isatty() if progress is None else progress)
+    show = writes and (sys.stderr.isatty() if opts.progress is None else opts.progress)
+    writers = open_logs(opts.logs, run_id) if writes else []
     with tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), disable=not show, unit="point", desc="sweep", file=sys.stderr) as bar:
         for point in todo:
             bar.set_postfix_str(f"{point.dataset_size}x B={point.batch_size} {point.device} r{point.repeat}", refresh=False)
             split = plan.split(point)
-            result = ranks.run(point, split, plan.factory) if ranks is not None else run_one(point, split, plan.factory)
+            with StepBar(point, show) as steps:
+                result = ranks.run(point, split, plan.factory) if ranks is not None else run_one(point, split, plan.factory, steps.update)
             if writes:
-                store.add_point(run_id, result)
-                if on_point is not None:
-                    on_point(point, result)
+                _keep(store, run_id, point, result, writers, opts, bar if show else None)
             bar.update(1)
     if writes:
         finalise(plan, store, run_id)
     return run_id
+
+
+def _keep(store: Store, run_id: str, point: PointSpec, result: PointResult, writers: list, opts: SweepOptions, bar) -> None:
+    """A point's result committed, then logged, handed on, and told if it failed."""
+    store.add_point(run_id, result)
+    for log in writers:
+        log.point({**result.point, "run_id": run_id}, result.checks)
+    if opts.on_point is not None:
+        opts.on_point(point, result)
+    if result.status in FAILED:
+        line = failure_line(point, result, store)
+        bar.write(f"batchbench: {line}", file=sys.stderr) if bar is not None else opts.say(line)
+
+
+class StepBar:
+    """A point's own bar (steps, with an ETA), shown only on a terminal and only once the point
+    has run for ``DELAY_S``: short points never show one. Updated at the loss checks, between
+    steps and outside every timed window, so it costs the loop nothing."""
+
+    DELAY_S = 3.0
+
+    def __init__(self, point: PointSpec, show: bool):
+        self.point, self.show, self.bar = point, show, None
+
+    def __enter__(self) -> "StepBar":
+        if self.show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.point.steps, delay=self.DELAY_S, leave=False, unit="step", desc=f"  B={self.point.batch_size}",
+                            file=sys.stderr)
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+FAILED = ("error", "oom", "diverged")
+"""Statuses told on the terminal as they happen (``pruned`` and ``skipped`` are decisions, not failures)."""
+
+
+def failure_line(point: PointSpec, result: PointResult, store: Store) -> str:
+    """A failed point in one line, as it happens: which point, its status and reason, and the
+    file its traceback was written to (beside the store)."""
+    where = f"B={point.batch_size} · {point.dataset_size} samples · {point.device}" + (f" · repeat {point.repeat}" if point.repeat else "")
+    trace = result.point.get("traceback")
+    kept = ""
+    if trace:
+        path = tracebacks_dir(store) / f"{point.point_id}.txt"
+        try:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(trace)
+            kept = f" (traceback: {path})"
+        except OSError:
+            kept = " (traceback: the points table's traceback column)"
+    return f"point {where}: {result.status}: {result.point.get('error')}{kept}"
+
+
+def tracebacks_dir(store: Store) -> Path:
+    """``runs.sqlite`` -> ``runs.tracebacks/``: a failed point's traceback, a file per point id."""
+    path = Path(store.path)
+    return path.with_name(path.stem + ".tracebacks")
 
 
 def resume_note(plan: Plan, store: Store) -> str:
@@ -115,5 +197,5 @@ def finalise(plan: Plan, store: Store, run_id: str) -> None:
 def run_flags(**flags) -> list[PointResult]:
     """Every point of ``plan_flags(**flags)``, run and returned without a store: the one
     spec -> plan -> points idiom for tests, benchmarks and asv."""
-    the_plan = plan_flags(**flags)
+    the_plan = resolve_micro_batches(plan_flags(**flags))
     return [run_one(point, the_plan.split(point), the_plan.factory) for point in the_plan.points]

@@ -57,6 +57,14 @@ def _tied(group) -> str:
     return f"<br><small>tied within noise: {', '.join(map(str, group.tied))}</small>" if others else ""
 
 
+def _lr(group) -> str:
+    """The learning rate the best batch size ran at (tuned: the grid's best there)."""
+    if group.best_batch is None:
+        return ""
+    lr = group.table.set_index("batch_size").loc[group.best_batch, "lr"]
+    return f"<br><small>at lr {lr:.4g}</small>"
+
+
 def summary_html(data, ok: pd.DataFrame, groups) -> str:
     """Environment, swept axes and, per device and dataset size, the recommendations (``data``:
     the ``ReportData`` being rendered)."""
@@ -93,7 +101,7 @@ def summary_html(data, ok: pd.DataFrame, groups) -> str:
 
         rec_rows.append(
             f"<tr><td>{html.escape(label)}</td>"
-            f"<td>{cell(g.best_batch, 'train_s', '{:.3g} s of training to target')}{_tied(g)}</td>"
+            f"<td>{cell(g.best_batch, 'train_s', '{:.3g} s of training to target')}{_lr(g)}{_tied(g)}</td>"
             f"<td>{cell(g.best_batch_by_throughput, 'samples_per_s', '{:,.0f} samples/s')}</td>"
             f"<td>{f'<b>{g.fit.b_crit_text()}</b> (S_min {g.fit.s_min:.3g} steps, RMS log err {g.fit.rms_log_error:.2f})' if g.fit else '— (needs four batch sizes that reached the target)'}</td></tr>"
         )

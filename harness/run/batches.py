@@ -50,13 +50,17 @@ def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle",
             yield torch.cat((head, perm[:pos]))
 
 
-def _loader_fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device, batches: Iterator[torch.Tensor]) -> Fetch:
-    """``--loader dataloader``: a DataLoader collating sample by sample, over the same indices."""
-    from torch.utils.data import DataLoader, TensorDataset
+def _loader_fetcher(point: PointSpec, items, device: torch.device, batches: Iterator[torch.Tensor]) -> Fetch:
+    """``--loader dataloader``: a DataLoader collating sample by sample, over the same indices,
+    from ``items`` (the user's Dataset, or the data's tensors). Its batch sampler spans the
+    point's whole index stream, so worker processes start once per point (in the burn-in), as
+    persistent workers would across epochs; a step's ``data`` phase is the time it waits for
+    its batch, so it shows whether the pipeline keeps up."""
+    from torch.utils.data import DataLoader
 
     sampler = (next(batches).tolist() for _ in range(point.steps))
-    loader = iter(DataLoader(TensorDataset(X, y), batch_sampler=sampler, pin_memory=point.data_placement == "pinned",
-                             num_workers=point.workers, prefetch_factor=2 if point.workers else None))
+    loader = iter(DataLoader(items, batch_sampler=sampler, pin_memory=point.data_placement == "pinned",
+                             num_workers=point.workers, prefetch_factor=point.prefetch_factor if point.workers else None))
     if device.type == "cpu":
         return loader.__next__
 
@@ -67,9 +71,11 @@ def _loader_fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: 
     return fetch_loader
 
 
-def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device, rank: tuple[int, int] | None = None) -> Fetch:
+def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.device, rank: tuple[int, int] | None = None,
+            items=None) -> Fetch:
     """``fetch()`` -> the next (inputs, targets) on the device: tensor indexing by default, or
-    a DataLoader with per-sample collation (``--loader dataloader``) over the same indices.
+    a DataLoader with per-sample collation (``--loader dataloader``) over the same indices, of
+    ``items`` (a user's Dataset over the training rows) where there are any.
     With several ranks each takes its own contiguous slice of the same global batch, so the
     world sees exactly the samples one process would, without overlap.
 
@@ -84,7 +90,9 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
         low = rank[0] * per_rank
         batches = (b[low : low + per_rank] for b in batches)
     if point.loader == "dataloader":
-        return _loader_fetcher(point, X, y, device, batches)
+        from torch.utils.data import TensorDataset
+
+        return _loader_fetcher(point, items if items is not None else TensorDataset(X, y), device, batches)
     if device.type == "cpu":
 
         def fetch_cpu() -> tuple[torch.Tensor, torch.Tensor]:

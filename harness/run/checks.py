@@ -17,7 +17,7 @@ import torch
 
 from harness.analysis.convergence import reached
 from harness.analysis.noise_scale import b_simple
-from harness.run.parts import summed_loss
+from harness.run.parts import logits_of, summed_loss
 from harness.run.memory import PeakMemory
 from harness.config.points import PointSpec
 
@@ -28,6 +28,14 @@ DIVERGED_FACTOR = 10.0
 """A point whose check-set loss rises above this multiple of its loss at step 0 has diverged
 (status ``diverged``, and it stops): a loss that grows tenfold is not training, whether or not
 it has become infinite yet (``--lr 200`` on digits went from 2.3 to 82 and kept "training")."""
+
+
+def _logits(output):
+    """The output's logits, or None where it holds none (a plug-in's own loss reads it)."""
+    try:
+        return logits_of(output)
+    except TypeError:
+        return None
 
 
 @torch.no_grad()
@@ -49,9 +57,9 @@ def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str
             total += loss_sum(out, yb).double()
         else:
             total += loss_fn(out, yb).double() * xb.shape[0]
-        scored = scored and out.shape[:-1] == yb.shape
+        scored = scored and isinstance(logits := _logits(out), torch.Tensor) and logits.shape[:-1] == yb.shape
         if scored:
-            correct += (out.argmax(dim=-1) == yb).sum()
+            correct += (logits.argmax(dim=-1) == yb).sum()
     model.train(was_training)
     n = X.shape[0] if loss_fn is not None else y.numel()
     loss = total.item() / n  # sync: the loss check ends here

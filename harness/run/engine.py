@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import time
+import traceback
 from typing import Callable
 
 import numpy as np
@@ -37,7 +38,7 @@ from harness.run.checks import BatchLosses, CheckSet, LossCheck, Outcome, evalua
 from harness.run.clock import PhaseClock, sample_every, split_steps, synchronize
 from harness.run.measurement import Measurement, result
 from harness.run.memory import PeakMemory, analytic_bytes
-from harness.run.parts import matmul_precision
+from harness.run.parts import matmul_precision, recipe_of
 from harness.run.prepare import Built, Prepared, build, prepare
 from harness.run.sampler import ProcessSource, Sampler, max_of, nvml_source
 from harness.run.schedule import LOSS_EVERY, CappedChecks, due, fit_window
@@ -61,11 +62,13 @@ class Pruned(Exception):
 
 
 def run_point(point: PointSpec, split: Split, factory: Factory, *, now_ns: Callable[[], int] = time.perf_counter_ns,
-              rank: tuple[int, int] | None = None, prune: Prune | None = None, timed_every: int | None = None) -> PointResult:
+              rank: tuple[int, int] | None = None, prune: Prune | None = None, timed_every: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> PointResult:
     """Train one point and measure it. ``rank`` = (rank, world size) when this process is one
     rank of a data-parallel point; ``prune`` may stop it at a loss check (status ``pruned``);
     ``timed_every`` forces k, the period of timed steps after the burn-in (``batchbench overhead
-    --attribute`` prices the marks this way); None chooses it from the marks' budget."""
+    --attribute`` prices the marks this way); None chooses it from the marks' budget.
+    ``progress(done, steps)`` is told at every loss check (between steps, outside timing)."""
     if point.skip_reason:
         return result(point, Measurement(split.n_features, split.n_classes), "skipped", point.skip_reason)
     if point.world_size > 1 and rank is None:
@@ -74,8 +77,8 @@ def run_point(point: PointSpec, split: Split, factory: Factory, *, now_ns: Calla
     origin_ns = time.perf_counter_ns()
     peaks = PeakMemory(point.device)
     sampler = start_sampler(point, origin_ns)
-    run = Run(point, split, now_ns, rank, peaks)
-    status, error = "ok", None
+    run = Run(point, split, now_ns, rank, peaks, progress)
+    status, error, trace = "ok", None, None
     try:
         train(run, factory, prune, timed_every)
     except Diverged as exc:
@@ -83,7 +86,7 @@ def run_point(point: PointSpec, split: Split, factory: Factory, *, now_ns: Calla
     except Pruned as exc:
         status, error = "pruned", str(exc)
     except Exception as exc:  # user code (a plug-in) may raise anything: it becomes the point's status
-        status, error = ("oom" if out_of_memory(exc) else "error"), one_line(exc)
+        status, error, trace = ("oom" if out_of_memory(exc) else "error"), one_line(exc), traceback.format_exc()
     finally:
         readings = sampler.stop() if sampler is not None else []
     measurement = run.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
@@ -91,7 +94,9 @@ def run_point(point: PointSpec, split: Split, factory: Factory, *, now_ns: Calla
         gc.collect()  # drop the failed point's tensors before the next point allocates
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return result(point, measurement, status, error)
+    outcome = result(point, measurement, status, error)
+    outcome.point["traceback"] = trace
+    return outcome
 
 
 def train(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | None) -> None:
@@ -112,8 +117,9 @@ class Run:
     """One point's live state. Only this module writes it; ``measurement()`` freezes what it
     measured into a ``Measurement``, also when training failed midway."""
 
-    def __init__(self, point: PointSpec, split: Split, now_ns: Callable[[], int], rank: tuple[int, int] | None, peaks: PeakMemory):
-        self.point, self.split, self.now_ns, self.rank, self.peaks = point, split, now_ns, rank, peaks
+    def __init__(self, point: PointSpec, split: Split, now_ns: Callable[[], int], rank: tuple[int, int] | None, peaks: PeakMemory,
+                 progress: Callable[[int, int], None] | None = None):
+        self.point, self.split, self.now_ns, self.rank, self.peaks, self.progress = point, split, now_ns, rank, peaks, progress
         self.device = torch.device(point.device)
         self.clock = PhaseClock(point.timing_mode, self.device, now_ns)
         self.losses = BatchLosses(self.device)
@@ -139,9 +145,9 @@ class Run:
         point, rank = self.point, self.rank
         self.built = build(point, self.split, factory, self.device)
         self.parts = parts = prepare(point, self.split, self.built, self.device, rank)
-        derivative = derivative_of(parts.trained, parts.loss_fn, parts.autocast, parts.scaler)
-        update = update_of(parts.optimizer, parts.scaler, point.lr_warmup_steps, point.lr)
-        self.step = Step(fetcher(point, parts.X, parts.y, self.device, rank), derivative, update)
+        derivative = derivative_of(parts.trained, parts.loss_fn, parts.autocast, parts.scaler, point.micro_batch_size)
+        update = update_of(parts.optimizer, parts.scaler, recipe_of(point, parts.own_recipe))
+        self.step = Step(fetcher(point, parts.X, parts.y, self.device, rank, self.split.train_items), derivative, update)
         self.due = due(point, self.now_ns)
         check_set = CheckSet(parts.model, self.split.X_check.to(self.device), self.split.y_check.to(self.device), self.split.task, parts.own_loss)
         self.checker = LossCheck(point, check_set, self.losses, self.now_ns, noise=parts.noise, peaks=self.peaks,
@@ -151,6 +157,8 @@ class Run:
         """A loss check after ``done`` steps; True when the point is to stop at its target."""
         outcome: Outcome = self.checker(done)
         self.checks.append(outcome.row)
+        if self.progress is not None:
+            self.progress(done, self.point.steps)
         if outcome.diverged:
             raise Diverged(outcome.diverged)
         if done == 0:

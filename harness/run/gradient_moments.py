@@ -34,7 +34,9 @@ class NoiseScale:
         self.model, self.loss_fn = model, loss_fn
         self.X, self.y = X, y
         self.population = population
-        self.method = "per-example"
+        # a model whose loss is computed outside its forward (a LightningModule) hides its
+        # parameters from functional_call: only the two-batch estimate sees them
+        self.method = "per-example" if getattr(model, "per_example", True) else "two-batch"
 
     def __call__(self) -> GradientMoments:
         devices = [self.X.device] if self.X.device.type == "cuda" else []

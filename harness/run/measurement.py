@@ -75,12 +75,14 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
     """The contract's rows of a point; what was not measured stays null."""
     name = device_name(point.device)
     row = point_row(
-        **recorded(point), **m.facts, **m.memory, point_id=point.point_id, status=status, error=error, n_features=m.n_features,
+        **{**recorded(point), **m.facts}, **m.memory, point_id=point.point_id, status=status, error=error, n_features=m.n_features,
         n_classes=m.n_classes, device_name=name, steps=m.steps_done, epochs=m.steps_done * point.batch_size / point.train_size,
         samples_seen=m.steps_done * point.batch_size, peak_tflops=peak_tflops(name, point.precision, point.peak_tflops),
         cpu_util_mean_pct=mean_of(m.readings, "cpu_pct"), gpu_util_mean_pct=mean_of(m.readings, "gpu_util_pct"),
         **to_target(m.checks, point.batch_size, target_loss=point.target_loss, target_accuracy=point.target_accuracy),
     )
+    micro = point.micro_batch_size
+    row["accumulation_steps"] = -(-point.per_rank_batch_size // micro) if isinstance(micro, int) else 1
     if m.check_every is not None:
         row["check_every_run"] = m.check_every
     if m.checks:

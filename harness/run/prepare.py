@@ -16,6 +16,7 @@ from harness.run.flops import compile_now, step_flops
 from harness.run.memory import activation_bytes, step_tensor_bytes
 from harness.run.parts import autocast_for, grad_scaler, make_loss, make_optimizer
 from harness.workload import models
+from harness.workload.lightning import LightningModel, LightningRecipe, recipe_of
 from harness.workload.datasets import Split
 
 
@@ -50,6 +51,8 @@ class Prepared:
     """``flops_per_step`` and ``compile_s``."""
     tensor_peak_bytes: int | None
     """CPU: peak live tensor bytes of a training step, counted on an untimed copy."""
+    own_recipe: LightningRecipe | None = None
+    """A LightningModule's optimizer and scheduler, where the model is one."""
 
 
 def build(point: PointSpec, split: Split, factory: models.Factory, device: torch.device) -> Built:
@@ -67,7 +70,9 @@ def build(point: PointSpec, split: Split, factory: models.Factory, device: torch
 def prepare(point: PointSpec, split: Split, built: Built, device: torch.device, rank: tuple[int, int] | None) -> Prepared:
     model = built.model
     torch.manual_seed(point.seed)  # dropout and the like follow the repeat's seed
-    optimizer = make_optimizer(point, model.parameters())
+    own_recipe = recipe_of(model.module) if isinstance(model, LightningModel) else None  # its configure_optimizers
+    optimizer = own_recipe.optimizer if own_recipe else make_optimizer(point, model.parameters())
+    new_optimizer = (lambda params: own_recipe.fresh(params)) if own_recipe else (lambda params: make_optimizer(point, params))
     trained = model
     if rank is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -79,19 +84,19 @@ def prepare(point: PointSpec, split: Split, built: Built, device: torch.device, 
         X, y = X.to(device), y.to(device)
     tensor_peak = None
     if device.type == "cpu":  # peak_device_mem_bytes on the CPU: live tensor bytes of an untimed, counted step
-        tensor_peak = step_tensor_bytes(model, lambda params: make_optimizer(point, params), loss_fn, X, y, point.per_rank_batch_size, seed=point.seed)
+        tensor_peak = step_tensor_bytes(model, new_optimizer, loss_fn, X, y, point.micro_batch_size or point.per_rank_batch_size, seed=point.seed)
     autocast, scaler = autocast_for(point, device), grad_scaler(point, device)
     rows = min(point.per_rank_batch_size, X.shape[0])
     first_x, first_y = X[:rows].to(device), y[:rows].to(device)  # one training batch for the untimed FLOP count and compile
     flops = step_flops(model, loss_fn, first_x, first_y, autocast)
     if flops is not None and rank is not None:
         flops *= rank[1]  # every rank does its share of the global batch
-    facts: dict[str, Any] = {"flops_per_step": flops, "compile_s": None}
+    facts: dict[str, Any] = {"flops_per_step": flops, "compile_s": None, **(own_recipe.facts() if own_recipe else {})}
     if point.compile == "on":
         trained = torch.compile(trained)
         facts["compile_s"] = compile_now(trained, loss_fn, first_x, first_y, autocast, scaler)
     noise = noise_estimator(point, model, loss_fn, X, y, device)
-    return Prepared(model, trained, optimizer, loss_fn, built.own_loss, X, y, autocast, scaler, noise, facts, tensor_peak)
+    return Prepared(model, trained, optimizer, loss_fn, built.own_loss, X, y, autocast, scaler, noise, facts, tensor_peak, own_recipe)
 
 
 def noise_estimator(point: PointSpec, model, loss_fn, X: torch.Tensor, y: torch.Tensor, device: torch.device):

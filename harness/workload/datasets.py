@@ -37,11 +37,14 @@ import functools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from harness.errors import SpecError
+from harness.workload import pipelines, plugins
+from harness.workload.pipelines import Pipeline
 from harness.config.policies import DataInfo, split_sizes
 
 BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000, "cifar-like": 2000, "text": 4096}
@@ -105,6 +108,9 @@ class Split(_Samples):
     y_check: torch.Tensor
     task: str
     n_classes: int | None
+    train_items: Any = None
+    """A user's data pipeline over the training rows (a ``Subset`` of their Dataset, row i
+    of it being row i of ``X_train`` decoded): training batches come through it."""
 
     def _rows(self) -> torch.Tensor:
         return self.X_train
@@ -129,9 +135,15 @@ def is_file(name: str) -> bool:
     return Path(name).suffix.lower() in FILE_SUFFIXES
 
 
-def info(name: str, target_column: str | None = None, source: Dataset | None = None) -> DataInfo:
+def info(name: str, target_column: str | None = None, source: Dataset | Pipeline | None = None, *, holdout_fraction: float = 0.2,
+         check_set: str = "holdout") -> DataInfo:
     """Natural and maximum size of a data set (``source``: the data set itself, handed over in
     memory); reads a file once to count its rows."""
+    if source is None and is_pipeline(name):
+        source = pipeline(name)
+    if isinstance(source, Pipeline):
+        size = source.natural_size(holdout_fraction, check_set)
+        return DataInfo(natural_size=size, max_size=size)
     if source is not None:
         return DataInfo(natural_size=source.n_samples, max_size=source.n_samples)
     if name in ("blobs", "linreg", "mnist-like", "cifar-like", "text"):
@@ -144,7 +156,12 @@ def info(name: str, target_column: str | None = None, source: Dataset | None = N
     allowed = ", ".join(BUILTIN_SIZES)
     if Path(name).suffix:
         raise SpecError("--dataset", f"{name!r} has an unsupported suffix; use a built-in ({allowed}) or a .npz, .csv or .parquet file")
-    raise SpecError("--dataset", f"unknown data set {name!r}; use a built-in ({allowed}) or a .npz, .csv or .parquet file")
+    import difflib
+
+    close = difflib.get_close_matches(name, list(BUILTIN_SIZES), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise SpecError("--dataset", f"unknown data set {name!r}{hint}; use a built-in ({allowed}), a .npz, .csv or .parquet file, "
+                                 "or module:callable / file.py:callable returning a torch Dataset")
 
 
 def generation_bytes(name: str, size: int) -> int | None:
@@ -206,11 +223,53 @@ def split(data: Dataset, check_set: str, holdout_fraction: float, *, data_seed: 
     return Split(data.X[train], data.y[train], data.X[check], data.y[check], data.task, data.n_classes)
 
 
+def is_pipeline(name: str) -> bool:
+    """``--dataset module:callable`` / ``file.py:callable``: a user's data pipeline."""
+    return name not in BUILTIN_SIZES and not is_file(name) and plugins.is_plugin_name(name)
+
+
+def pipeline(name: str) -> Pipeline:
+    """The user's pipeline, made by calling their callable (not cached: it may read what
+    changes between calls in one process, such as a folder's files)."""
+    return pipelines.resolve(name)
+
+
 def load_split(name: str, size: int, *, data_seed: int, target_column: str | None, check_set: str, holdout_fraction: float,
-               source: Dataset | None = None) -> Split:
+               source: Dataset | Pipeline | None = None) -> Split:
     """The training and check sets of one dataset size, as every point of that size sees them."""
+    if source is None and is_pipeline(name):
+        source = pipeline(name)
+    if isinstance(source, Pipeline):
+        return _pipeline_split(source, size, data_seed, check_set, holdout_fraction)
     data = load(name, size, data_seed=data_seed, target_column=target_column, source=source)
     return split(data, check_set, holdout_fraction, data_seed=data_seed)
+
+
+def _pipeline_split(source: Pipeline, size: int, data_seed: int, check_set: str, holdout_fraction: float) -> Split:
+    """A seeded subsample of the user's Dataset(s), decoded once for checks and counts, with
+    the training rows' ``Subset`` that training batches come through."""
+    from torch.utils.data import Subset
+
+    n_train, n_check = split_sizes(size, check_set, holdout_fraction)
+    rng = np.random.default_rng(data_seed)
+
+    def rows(data, n: int) -> np.ndarray:
+        if n > len(data):
+            raise SpecError("--dataset-sizes", f"{size} needs {n} rows of {source.name}'s {'check' if data is source.check else 'training'} "
+                                               f"Dataset, which has {len(data)}; use at most {source.natural_size(holdout_fraction, check_set)}")
+        return np.arange(n) if n == len(data) else np.sort(rng.choice(len(data), size=n, replace=False))
+
+    if source.check is not None and check_set != "train":
+        train_rows, check_rows, check_data = rows(source.train, n_train), rows(source.check, n_check), source.check
+    else:
+        chosen = rows(source.train, size)
+        order = np.random.default_rng(data_seed + 1).permutation(size)
+        train_rows = chosen if check_set == "train" else np.sort(chosen[order[n_check:]])
+        check_rows, check_data = (chosen if check_set == "train" else np.sort(chosen[order[:n_check]])), source.train
+    X_train, y_train = pipelines.decode(source.train, train_rows, source.name)
+    X_check, y_check = (X_train, y_train) if check_set == "train" else pipelines.decode(check_data, check_rows, source.name)
+    classes = pipelines.with_classes(source, y_train, y_check)
+    return Split(X_train, y_train, X_check, y_check, source.task, classes, train_items=Subset(source.train, train_rows.tolist()))
 
 
 def linreg_optimum(data: Dataset) -> tuple[np.ndarray, float]:
@@ -291,6 +350,9 @@ def _features(name: str, X: np.ndarray, shaped: bool) -> torch.Tensor:
     """Integer token ids (a ``.npz`` of int32/int64) as int64, anything else as float32."""
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise SpecError("--dataset", f"{name}: features must be numeric, got {X.dtype}")
+    if X.dtype == np.uint8:
+        raise SpecError("--dataset", f"{name}: X is uint8 (0..255 image bytes), which would train as unscaled floats (losses in the "
+                                     "thousands); save X / 255 as float32, or X as int64 if they are token ids")
     if shaped and X.dtype in (np.int32, np.int64):
         if X.min() < 0:
             raise SpecError("--dataset", f"{name}: integer X are token ids and must be >= 0, found {X.min()}")

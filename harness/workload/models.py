@@ -15,11 +15,7 @@ pair whose ``loss_fn(output, target)`` returns the batch's mean loss as a scalar
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -27,6 +23,7 @@ from torch import nn
 
 from harness.workload.architectures import GPT, ResNet
 from harness.errors import SpecError
+from harness.workload import lightning, plugins
 
 BUILTINS = ("linear", "mlp", "cnn", "resnet", "gpt")
 TOKEN_MODELS = ("gpt",)
@@ -100,24 +97,7 @@ def resolve(name: str) -> Factory:
         return lambda **kw: build_builtin(name, **kw)
     if ":" not in name:
         raise SpecError("--model", f"unknown model {name!r}; use {', '.join(BUILTINS)}, module:callable or path/to/file.py:callable")
-    target, _, attr = name.rpartition(":")
-    if not target or not attr:
-        raise SpecError("--model", f"{name!r} is not module:callable or path/to/file.py:callable")
-    if target.endswith(".py"):
-        module = _load_file(target)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise SpecError("--model", f"cannot import module {target!r}: {exc}") from None
-        except Exception as exc:  # the plug-in's own code failed at import
-            raise SpecError("--model", f"importing {target!r} failed: {type(exc).__name__}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise SpecError("--model", f"{target!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise SpecError("--model", f"{target}:{attr} is not callable")
-    return factory
+    return plugins.load_callable(name, "--model")
 
 
 def build_builtin(name: str, *, n_features: int, n_outputs: int, hidden: tuple[int, ...] = (32,),
@@ -166,6 +146,10 @@ def build_with_loss(name: str, factory: Factory, *, n_features: int, n_outputs: 
         raise SpecError("--model", f"{name} returned {type(model).__name__}, not a torch.nn.Module or a (module, loss_fn) pair")
     if loss is not None and not callable(loss):
         raise SpecError("--model", f"{name} returned a loss that is not callable ({type(loss).__name__})")
+    if lightning.is_lightning(model):
+        if loss is not None:
+            raise SpecError("--model", f"{name} returned a LightningModule and a loss; its training_step is the loss: return the module alone")
+        return lightning.adapt(model)
     return model, loss
 
 
@@ -190,23 +174,3 @@ def _accepted(factory: Factory, offered: dict) -> dict:
         return dict(offered)
     names = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     return {k: v for k, v in offered.items() if k in names}
-
-
-def _load_file(path_text: str):
-    path = Path(path_text)
-    if not path.is_file():
-        raise SpecError("--model", f"plug-in file not found: {path}")
-    key = "batchbench_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, path)
-    if spec is None or spec.loader is None:
-        raise SpecError("--model", f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[key]
-        raise SpecError("--model", f"loading {path} failed: {type(exc).__name__}: {exc}") from None
-    return module

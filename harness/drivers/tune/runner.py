@@ -28,7 +28,9 @@ from harness import env
 from harness.analysis.convergence import analyze
 from harness.analysis.recommend import Recommendation, recommend
 from harness.config.points import PointSpec
+from harness.config.policies import ADAPTIVE
 from harness.config.spec import SweepSpec
+from harness.drivers.capacity import resolve_micro_batches
 from harness.drivers.plan import Plan
 from harness.drivers.tune import trials as tr
 from harness.drivers.tune.policy import Budget, Choice, Trial, nearest, search
@@ -48,8 +50,6 @@ HASH_PREFIX = "tune:"
 """A tune run's ``spec_hash`` is its grid's with this prefix: ``run --resume`` of the same flags
 never mistakes a tune run (a few of the grid's points) for an interrupted grid."""
 
-ADAPTIVE = ("adam", "adamw")
-"""Optimizers whose best learning rate grows with the square root of the batch (Malladi et al. 2022)."""
 
 
 def tune_spec(spec: SweepSpec) -> SweepSpec:
@@ -57,7 +57,7 @@ def tune_spec(spec: SweepSpec) -> SweepSpec:
     ``--dataset-sizes`` the data set's natural size only (one search per device)."""
     if spec.target is None and spec.target_loss is None and spec.target_accuracy is None:
         raise SpecError("--target", "tune needs a target to time: give rel:F, --target-loss or --target-accuracy (not none)")
-    sizes = spec.dataset_sizes or (datasets.info(spec.dataset, spec.target_column).natural_size,)
+    sizes = spec.dataset_sizes or (datasets.info(spec.dataset, spec.target_column, holdout_fraction=spec.holdout_fraction, check_set=spec.check_set).natural_size,)
     return dataclasses.replace(spec, lr_policy="tuned", dataset_sizes=sizes)
 
 
@@ -99,6 +99,7 @@ class TuneResult:
 
 def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: None) -> tuple[str, list[TuneResult]]:
     """Search every group of the plan; every trial is committed to ``store`` as it ends."""
+    plan = resolve_micro_batches(plan, say)
     environment = env.environment(list(plan.devices), plan.spec.threads)
     run_id, _ = store.start_run(plan.spec.to_json(), HASH_PREFIX + plan.sweep_hash, environment, resume=False)
     results = []
@@ -134,7 +135,7 @@ class _Group:
         warm = dataclasses.replace(grid[(start, start_lr)], steps=min(WARM_UP_STEPS, grid[(start, start_lr)].steps), stop_at_target=False)
         run_point(warm, self.plan.split(warm), self.plan.factory)  # not stored: the process's first steps are slow, and trials are timed
         known = [] if self.goal["target_loss"] is not None or self.goal["target_accuracy"] is not None else [self._pilot(start, start_lr)]
-        exponent = 0.5 if spec.optimizer in ADAPTIVE else 1.0
+        exponent = 0.5 if spec.optimizer in ADAPTIVE else 1.0  # Adam's best rate grows as sqrt(B) (Malladi et al. 2022)
         choice = search(batches, rates, self.run_trial, start_batch=start, start_lr=start_lr, lr_exponent=exponent, known=known)
         self._repeat(choice.finalists)
         return self._result(key, choice, start, noise)

@@ -1,0 +1,116 @@
+"""A LightningModule used as it is: its ``training_step`` gives the loss, its
+``configure_optimizers`` the recipe (optimizer, scheduler and its interval).
+
+batchbench's loop calls ``loss_fn(model(xb), yb)``. ``LightningModel`` makes a LightningModule
+fit that shape without running anything twice: its ``forward`` hands the batch through, and
+its loss calls ``training_step((xb, yb), batch_idx)``, which runs the module's own forward, loss
+and logging as Lightning would (``self.log`` and ``self.log_dict`` become no-ops: no Trainer is attached). The
+noise scale's per-example path cannot see through this (it swaps parameters only inside
+``forward``), so ``per_example = False`` sends it to the two-batch estimate.
+
+Lightning itself is never imported: a LightningModule is recognised by its class's name in its
+MRO, so the extra stays optional.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def is_lightning(model: Any) -> bool:
+    return any(cls.__name__ == "LightningModule" for cls in type(model).__mro__) and hasattr(model, "training_step")
+
+
+class LightningModel(nn.Module):
+    """A LightningModule as batchbench's (model, loss_fn) pair."""
+
+    per_example = False
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.calls = 0
+        for name in ("log", "log_dict"):  # no Trainer to log to: a no-op, instead of a warning every step
+            object.__setattr__(module, name, _ignore)
+
+    def forward(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb
+
+    def loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """The module's ``training_step`` on the batch: its loss tensor (or a dict's ``loss``)."""
+        out = self.module.training_step((xb, yb), self.calls)
+        self.calls += 1
+        loss = out["loss"] if isinstance(out, dict) else out
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"training_step returned {type(out).__name__}, not a loss tensor or a dict with 'loss'")
+        return loss
+
+
+def _ignore(*args, **kwargs) -> None:
+    return None
+
+
+def adapt(module: nn.Module) -> tuple[nn.Module, Any]:
+    adapted = LightningModel(module)
+    return adapted, lambda out, yb: adapted.loss(out, yb)
+
+
+@dataclass(frozen=True)
+class LightningRecipe:
+    """What ``configure_optimizers`` returned, made usable by the loop."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any | None
+    interval: str
+    """``step`` (the scheduler steps after every update) or ``epoch`` (after each pass over the training set)."""
+    frequency: int
+
+    def fresh(self, params) -> torch.optim.Optimizer:
+        """The same kind of optimizer with the same settings over other parameters (for the
+        untimed step that counts a step's tensor bytes)."""
+        import inspect
+
+        accepted = inspect.signature(type(self.optimizer).__init__).parameters
+        return type(self.optimizer)(params, **{k: v for k, v in self.optimizer.defaults.items() if k in accepted})
+
+    def facts(self) -> dict[str, Any]:
+        """The recipe as the point's columns: the optimizer's class, its first group's rate,
+        weight decay and betas, and the scheduler's class with its interval."""
+        group = self.optimizer.param_groups[0]
+        betas = group.get("betas")
+        return {
+            "optimizer": type(self.optimizer).__name__.lower(), "lr": float(group.get("initial_lr", group["lr"])),
+            "weight_decay": float(group.get("weight_decay", 0.0)), "momentum": group.get("momentum"),
+            "betas": ",".join(f"{b:g}" for b in betas) if betas else None, "eps": group.get("eps"),
+            "lr_schedule": f"{type(self.scheduler).__name__}/{self.interval}" if self.scheduler is not None else "constant",
+        }
+
+
+def recipe_of(module: nn.Module) -> LightningRecipe:
+    """``configure_optimizers()`` in any of the shapes Lightning accepts with one optimizer: an
+    optimizer; a list or tuple of one; ``([optimizer], [scheduler])``; or a dict with
+    ``optimizer`` and ``lr_scheduler`` (a scheduler, or a dict with ``scheduler``, ``interval``
+    and ``frequency``). More than one optimizer (manual optimization) is refused."""
+    made = module.configure_optimizers()
+    scheduler: Any = None
+    if isinstance(made, dict):
+        optimizer, scheduler = made.get("optimizer"), made.get("lr_scheduler")
+    elif isinstance(made, (list, tuple)) and len(made) == 2 and all(isinstance(m, (list, tuple)) for m in made):
+        optimizers, schedulers = made
+        optimizer = optimizers[0] if len(optimizers) == 1 else None
+        scheduler = schedulers[0] if schedulers else None
+    elif isinstance(made, (list, tuple)):
+        optimizer = made[0] if len(made) == 1 else None
+    else:
+        optimizer = made
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"configure_optimizers returned {type(made).__name__}; batchbench takes one optimizer (with at most one scheduler)")
+    interval, frequency = "epoch", 1  # Lightning's defaults
+    if isinstance(scheduler, dict):
+        interval, frequency = scheduler.get("interval", "epoch"), int(scheduler.get("frequency", 1))
+        scheduler = scheduler.get("scheduler")
+    return LightningRecipe(optimizer, scheduler, interval, frequency)

@@ -1,0 +1,66 @@
+"""A user's callable named on the command line: ``module:callable`` or ``path/to/file.py:callable``.
+
+One loader serves ``--model`` (a model factory) and ``--dataset`` (a data pipeline), so both
+spell plug-ins the same way and fail the same way: one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import SpecError
+
+
+def is_plugin_name(name: str) -> bool:
+    """``module:callable`` or ``file.py:callable`` (a Windows drive letter is not a module)."""
+    target, _, attr = name.rpartition(":")
+    return bool(target) and bool(attr) and len(target) > 1 and "/" not in attr
+
+
+def load_callable(name: str, flag: str) -> Callable[..., Any]:
+    """The callable ``name`` names; a ``SpecError`` naming ``flag`` when it cannot be had."""
+    target, _, attr = name.rpartition(":")
+    if not target or not attr:
+        raise SpecError(flag, f"{name!r} is not module:callable or path/to/file.py:callable")
+    if target.endswith(".py"):
+        module = load_file(target, flag)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise SpecError(flag, f"cannot import module {target!r}: {exc}") from None
+        except Exception as exc:  # the plug-in's own code failed at import
+            raise SpecError(flag, f"importing {target!r} failed: {type(exc).__name__}: {exc}") from None
+    made = getattr(module, attr, None)
+    if made is None:
+        raise SpecError(flag, f"{target!r} has no attribute {attr!r}")
+    if not callable(made):
+        raise SpecError(flag, f"{target}:{attr} is not callable")
+    return made
+
+
+def load_file(path_text: str, flag: str):
+    """A ``.py`` file as a module, once per process (under a name derived from its path, so
+    DataLoader workers and data-parallel ranks that import it again find the same module)."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise SpecError(flag, f"plug-in file not found: {path}")
+    key = "batchbench_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    if spec is None or spec.loader is None:
+        raise SpecError(flag, f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[key]
+        raise SpecError(flag, f"loading {path} failed: {type(exc).__name__}: {exc}") from None
+    return module

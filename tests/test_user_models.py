@@ -1,0 +1,75 @@
+"""Models as users have them: a LightningModule's own recipe, a Hugging Face output object.
+Skipped only where the package is missing (CI installs the test extra, which has both)."""
+
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+USER_MODELS = Path(__file__).resolve().parent / "user_models.py"
+
+
+def model(name: str) -> str:
+    return f"{USER_MODELS}:{name}"
+
+
+def _points(store) -> pd.DataFrame:
+    with sqlite3.connect(store) as conn:
+        return pd.read_sql("SELECT * FROM points", conn)
+
+
+def _lightning_installed() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in ("lightning", "pytorch_lightning"))
+
+
+lightning_only = pytest.mark.skipif(not _lightning_installed(), reason="needs lightning or pytorch-lightning (the test extra)")
+
+
+@lightning_only
+def test_a_lightning_module_trains_with_its_own_optimizer_and_schedule(cli, tmp_path):
+    store = tmp_path / "l.sqlite"
+    code, _, err = cli("run", "--devices", "cpu", "--dataset-sizes", "400", "--batch-sizes", "16,64", "--steps", "60",
+                       "--model", model("lightning_mlp"), "--noise-samples", "64", "--store", store, "--no-report", "--quiet")
+    assert code == 0, err
+    points = _points(store)
+    assert (points["status"] == "ok").all()
+    assert set(points["optimizer"]) == {"adamw"} and set(points["lr"]) == {0.01} and set(points["weight_decay"]) == {0.02}
+    assert set(points["betas"]) == {"0.9,0.95"} and set(points["lr_schedule"]) == {"CosineAnnealingLR/step"}
+    assert (points["final_eval_loss"] < 1.5).all() and points["noise_scale"].notna().all()  # from 2.3 (ten classes)
+
+
+@lightning_only
+def test_a_flag_that_contradicts_the_lightning_recipe_is_one_line(cli, tmp_path):
+    code, _, err = cli("run", "--devices", "cpu", "--model", model("lightning_mlp"), "--lr-schedule", "cosine", "--store", tmp_path / "s.sqlite")
+    assert code == 2 and err.count("\n") == 1 and "--lr-schedule" in err and "LightningModule" in err
+
+
+@lightning_only
+def test_the_lightning_schedule_steps_every_update():
+    from harness.drivers.sweep import run_flags
+
+    (result,) = run_flags(dataset_sizes=300, batch_sizes=32, steps=60, devices="cpu", model=model("lightning_mlp"), check_every=30)
+    assert result.point["status"] == "ok"
+    # after 60 cosine steps with T_max=60 the rate is at its floor: the last checks barely move
+    losses = [c["eval_loss"] for c in result.checks]
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", ["hf_gpt2", "hf_gpt2_with_loss"])
+def test_a_hugging_face_output_object_trains_checks_and_scores(cli, tmp_path, name):
+    pytest.importorskip("transformers")
+    store = tmp_path / "g.sqlite"
+    code, _, err = cli("run", "--devices", "cpu", "--dataset", "text", "--dataset-sizes", "256", "--batch-sizes", "16", "--steps", "40",
+                       "--optimizer", "adamw", "--lr", "0.003", "--model", model(name), "--check-every", "10", "--noise-samples", "32",
+                       "--store", store, "--no-report", "--quiet")
+    assert code == 0, err
+    (point,) = _points(store).to_dict("records")
+    assert point["status"] == "ok", point["error"]
+    with sqlite3.connect(store) as conn:
+        checks = pd.read_sql("SELECT step, eval_loss, eval_acc FROM checks ORDER BY step", conn)
+    assert checks["eval_loss"].iloc[-1] < checks["eval_loss"].iloc[0] - 0.5  # a falling loss
+    if name == "hf_gpt2":
+        assert checks["eval_acc"].notna().all()  # accuracy read from the output's logits

@@ -1,0 +1,62 @@
+"""Models as users have them, for tests/test_user_models.py: a LightningModule with its own
+recipe, and a Hugging Face GPT-2 (tiny config, random weights) returning its output object.
+Each imports its package only when called, so this file loads without either."""
+
+import torch
+
+
+def _lightning():
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        import pytorch_lightning as pl
+    return pl
+
+
+def lightning_mlp(n_features, n_outputs):
+    """AdamW with weight decay and a per-step cosine schedule, in configure_optimizers."""
+    pl = _lightning()
+
+    class LitMLP(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, n_outputs))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self(x), y)
+            self.log("train_loss", loss)
+            return {"loss": loss}
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.AdamW(self.parameters(), lr=0.01, weight_decay=0.02, betas=(0.9, 0.95))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=60)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    return LitMLP()
+
+
+def _gpt2(n_outputs):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=n_outputs, n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0)
+    return GPT2LMHeadModel(config)
+
+
+def hf_gpt2(n_outputs):
+    """The model alone: it returns a CausalLMOutputWithCrossAttentions, whose logits the task's
+    loss and accuracy read."""
+    return _gpt2(n_outputs)
+
+
+def hf_gpt2_with_loss(n_outputs):
+    """With a loss of the user's that reads ``.logits`` itself."""
+
+    def loss_fn(out, target):
+        return torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), target.flatten())
+
+    return _gpt2(n_outputs), loss_fn
