@@ -22,6 +22,13 @@ from harness.errors import SpecError, StoreError, UserError
 COMMANDS = {module.NAME: module for module in (run, tune, analyze, compare, report, fit, overhead, merge, runs, export, asv)}
 
 REPEATABLE = {"--run", "--log"}
+
+INTERRUPTED = {
+    "run": "finished points are stored, and the point in flight as interrupted (rerun with --resume to continue)",
+    "tune": "finished trials are stored (a tune starts afresh when run again)",
+    "merge": "each source store is merged whole or not at all; run the merge again to finish",
+}
+"""What Ctrl-C leaves behind, per command (the others write whole files or nothing)."""
 """Options that may be given more than once; any other given twice is an error (not "last wins")."""
 
 
@@ -68,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     if interrupted:
-        print("batchbench: interrupted; finished points are stored (rerun with --resume to continue)", file=sys.stderr)
+        print(f"batchbench: interrupted; {INTERRUPTED.get(args.command, 'nothing partial was written')}", file=sys.stderr)
         return 130
     return code
 

@@ -48,6 +48,12 @@ def _restore_threads():
 
 
 def pytest_collection_modifyitems(config, items):
+    import os
+
+    if os.environ.get("BATCHBENCH_LONG") != "1":
+        for item in items:
+            if "long" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="a long repetition: BATCHBENCH_LONG=1 runs it"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine")

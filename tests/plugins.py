@@ -389,3 +389,66 @@ def resnet18_quarter(input_shape, n_outputs):
 def channels_last_conv(input_shape, n_outputs):
     """Expects channels last ((B, H, W, C)): on (B, C, H, W) images its first conv fails."""
     return nn.Sequential(nn.Conv2d(input_shape[-1], 8, 3), nn.Flatten(), nn.LazyLinear(n_outputs))
+
+
+class ExitsInForward(nn.Module):
+    """Calls sys.exit(0) while training, as a careless script might."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if self.training:
+            import sys
+
+            sys.exit(0)
+        return self.linear(x)
+
+
+def exits_in_forward(n_features, n_outputs):
+    return ExitsInForward(n_features, n_outputs)
+
+
+class Meddles(nn.Module):
+    """Changes the working directory and torch's thread count while training."""
+
+    def __init__(self, n_features, n_outputs, folder):
+        super().__init__()
+        self.linear, self.folder = nn.Linear(n_features, n_outputs), folder
+
+    def forward(self, x):
+        if self.training:
+            import os
+
+            os.chdir(self.folder)
+            torch.set_num_threads(2)
+        return self.linear(x)
+
+
+def meddles(n_features, n_outputs):
+    import os
+
+    return Meddles(n_features, n_outputs, os.environ.get("BATCHBENCH_TEST_ELSEWHERE", "/"))
+
+
+class HangsAtB8(nn.Module):
+    """Never returns from a training forward at batch size 8 (a deadlock in user code)."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if self.training and x.shape[0] == 8:
+            while True:
+                pass
+        return self.linear(x)
+
+
+def hangs_at_b8(n_features, n_outputs):
+    return HangsAtB8(n_features, n_outputs)
+
+
+def float_loss(n_features, n_outputs):
+    return nn.Linear(n_features, n_outputs), lambda out, target: 1.5

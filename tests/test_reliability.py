@@ -434,3 +434,270 @@ def test_a_model_that_fails_on_the_input_shape_is_refused_in_the_plan_with_its_o
     code, _, err = cli("run", "--devices", "cpu", "--dataset", "cifar-like", "--dataset-sizes", "64", "--model", plugin("channels_last_conv"),
                        "--store", path)
     assert code == 2 and err.count("\n") == 1 and "--model" in err and "RuntimeError" in err and "channels" in err and not path.exists(), err
+
+
+# ------------------------------------------------------------------ round two: outputs, plug-ins, locks, ranges
+
+def _stored(cli, tmp_path, name="s.sqlite", *extra):
+    path = tmp_path / name
+    assert cli("run", *SMALL, "--store", path, *extra)[0] == 0
+    return path
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_an_output_that_is_the_store_is_refused_and_the_store_is_untouched(cli, tmp_path, how, command):
+    store = _stored(cli, tmp_path)
+    target = {"same path": store, "symlink": tmp_path / "link.sqlite", "hard link": tmp_path / "hard.sqlite"}[how]
+    if how == "symlink":
+        target.symlink_to(store)
+    elif how == "hard link":
+        os.link(store, target)
+    before = store.read_bytes()
+    code, _, err = cli(command, "--store", store, "-o", target)
+    assert code == 2 and one_line(err, "-o", "the store", "would destroy it") and store.read_bytes() == before
+
+
+def test_a_run_report_that_is_its_new_store_or_spec_is_refused_before_anything_runs(cli, tmp_path):
+    store = tmp_path / "fresh.sqlite"
+    code, _, err = cli("run", *SMALL[:-1], "--store", store, "--report", store)
+    assert code == 2 and one_line(err, "--report", "the store") and not store.exists()
+    spec = tmp_path / "sweep.toml"
+    spec.write_text('batch_sizes = "4"\n')
+    code, _, err = cli("run", spec, *SMALL[:-1], "--store", tmp_path / "t.sqlite", "--report", spec)
+    assert code == 2 and one_line(err, "--report", "the spec file") and spec.read_text() == 'batch_sizes = "4"\n'
+
+
+def test_replacing_an_existing_output_says_so(cli, tmp_path):
+    store, target = _stored(cli, tmp_path), tmp_path / "points.csv"
+    target.write_text("old")
+    code, _, err = cli("export", "--store", store, "-o", target)
+    assert code == 0 and f"replaced the existing {target}" in err and target.read_text().startswith("run_id,")
+
+
+def test_an_output_that_cannot_be_written_leaves_the_old_file_and_no_part(cli, tmp_path, monkeypatch):
+    """A full disk, faked: the flush to disk fails. The old file stays, no temporary is left."""
+    import errno
+
+    store, target = _stored(cli, tmp_path), tmp_path / "points.csv"
+    target.write_text("old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = cli("export", "--store", store, "-o", target)
+    assert code == 3 and one_line(err, "-o", "No space left on device", "nothing was written")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".points")) == []
+
+
+def _kill_while_writing(store, target, command, seed):
+    """Start `command` writing `target`, SIGKILL it at a random moment: `target` must be the
+    old file or a whole new one."""
+    target.write_text("old")
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *command, "--store", str(store), "-o", str(target)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(seed).uniform(0.2, 2.5))
+    proc.kill()
+    proc.wait()
+    text = target.read_text()
+    return text == "old" or text.rstrip().endswith(("</html>", "]")) or text.count("\n") > 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, *(pytest.param(seed, marks=pytest.mark.long) for seed in range(2, 10))])
+def test_a_kill_while_writing_leaves_the_old_file_or_the_whole_new_one(tmp_path, seed):
+    store = tmp_path / "s.sqlite"
+    subprocess.run([sys.executable, "-m", "harness", "run", "--devices", "cpu", "--dataset-sizes", "200", "--batch-sizes", "1,2", "--steps", "3000",
+                    "--burn-in-steps", "1500", "--check-every", "1000", "--quiet", "--no-report", "--store", str(store)], cwd=ROOT, check=True,
+                   capture_output=True)
+    with sqlite3.connect(store) as conn:
+        rows = conn.execute("select count(*) from steps").fetchone()[0]
+    for command, name in ((["export", "--table", "steps", "--format", "json"], "steps.json"), (["report"], "r.html")):
+        target = tmp_path / name
+        assert _kill_while_writing(store, target, command, seed)
+        if name == "steps.json" and target.read_text() != "old":
+            import json
+
+            assert len(json.loads(target.read_text())) == rows
+
+
+def test_sys_exit_in_a_plug_in_is_the_points_error_not_a_success(cli, tmp_path):
+    store = tmp_path / "s.sqlite"
+    code, _, err = cli("run", *SMALL, "--model", plugin("exits_in_forward"), "--store", store)
+    assert code == 1 and "SystemExit: 0" in err and "every point failed" in err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("select status from points").fetchall() == [("error",), ("error",)]
+        assert conn.execute("select finished_at from runs").fetchone()[0] is not None
+
+
+def test_a_store_locked_for_a_while_is_waited_for(cli, tmp_path):
+    import threading
+
+    store = _stored(cli, tmp_path)
+    held = threading.Event()
+
+    def hold():
+        conn = sqlite3.connect(store)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(3)
+        conn.commit()
+        conn.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    code, _, err = cli("run", *SMALL, "--store", store)
+    holder.join()
+    assert code == 0, err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("select count(*) from runs").fetchone()[0] == 2
+
+
+def test_a_store_locked_too_long_names_the_point_that_is_lost(cli, tmp_path, monkeypatch):
+    from harness.drivers import sweep
+    from harness.store import sqlite as store_module
+
+    store = _stored(cli, tmp_path)
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(sweep, "COMMIT_PATIENCE_S", 0.5)
+    original = Store.add_point
+
+    def locked_add(self, run_id, result):
+        blocker = sqlite3.connect(self.path)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("PRAGMA busy_timeout = 200")
+            original(self, run_id, result)
+        finally:
+            blocker.rollback()
+            blocker.close()
+
+    monkeypatch.setattr(Store, "add_point", locked_add)
+    code, _, err = cli("run", *SMALL, "--store", store)
+    assert code == 3 and "trained but could not be stored, so it is lost" in err and "another process holds its write lock" in err
+    assert "damaged" not in err
+
+
+def test_json_outputs_are_strict_and_an_interrupted_run_is_unfinished(cli, tmp_path):
+    import json
+
+    store = _stored(cli, tmp_path)
+    with sqlite3.connect(store) as conn:
+        conn.execute("update runs set finished_at = NULL")
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+    code, out, _ = cli("runs", "--store", store, "--json")
+    assert code == 0 and strict(out)[0]["finished_at"] is None
+    code, out, _ = cli("runs", "--store", store)
+    assert "(unfinished)" in out
+    code, out, _ = cli("analyze", "--store", store, "--json")
+    assert code == 0 and isinstance(strict(out), list)
+
+
+def test_the_resume_lock_holds_through_a_symlink(cli, tmp_path):
+    from harness.drivers.plan import plan_flags
+
+    store = _stored(cli, tmp_path)
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(store)
+    the_plan = plan_flags(devices="cpu", dataset="blobs", dataset_sizes=100, batch_sizes="4,8", steps=10)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from harness.store.sqlite import Store\n"
+                               f"with Store({str(store)!r}) as s, s.sweep_lock({the_plan.sweep_hash!r}):\n"
+                               "    print('held', flush=True); time.sleep(60)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # another process resumes this sweep through the real path
+        code, _, err = cli("run", *SMALL, "--store", link, "--resume")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 3 and one_line(err, "--resume", "already running this sweep")
+
+
+@pytest.mark.parametrize("flag, value", [("--seed", "99999999999999999999"), ("--steps", "99999999999999999999"), ("--repeats", "100000000"),
+                                         ("--lr", "1e308"), ("--hidden", "100000000"), ("--hidden", "1000000,1000000"),
+                                         ("--epochs", "100000000"), ("--lr-grid", "0.1,1e39")])
+def test_numbers_past_what_can_run_are_refused_in_the_plan(cli, tmp_path, flag, value):
+    code, _, err = cli("run", "--devices", "cpu", flag, value, "--store", tmp_path / "s.sqlite")
+    assert code == 2 and one_line(err, flag) and not (tmp_path / "s.sqlite").exists()
+
+
+def _create_many(folder, barrier, failures):
+    for i in range(30):
+        barrier.wait()
+        try:
+            Store(folder / f"s{i}.sqlite").close()
+        except Exception as exc:  # counted: the test wants none
+            failures.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_three_processes_creating_one_new_store_never_fail(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier, failures = context.Barrier(3), context.Queue()
+    workers = [context.Process(target=_create_many, args=(tmp_path, barrier, failures)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    seen = []
+    while not failures.empty():
+        seen.append(failures.get())
+    assert seen == [] and all(w.exitcode == 0 for w in workers)
+
+
+def test_a_plug_in_that_moves_the_process_or_its_threads_is_contained(cli, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("BATCHBENCH_TEST_ELSEWHERE", str(elsewhere))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("run", *SMALL[:-1], "--model", plugin("meddles"), "--store", "s.sqlite", "--report", "r.html")
+    assert code == 0, err
+    assert os.getcwd() == str(tmp_path) and (tmp_path / "r.html").exists() and not (elsewhere / "r.html").exists()
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        assert all("threads_changed" in (f or "") for (f,) in conn.execute("select flags from points"))
+
+
+def test_a_hanging_plug_in_times_out_and_the_sweep_goes_on(cli, tmp_path):
+    store = tmp_path / "s.sqlite"
+    code, _, err = cli("run", *SMALL, "--model", plugin("hangs_at_b8"), "--point-timeout", "2", "--store", store)
+    assert code == 0 and "TimedOut: timed out after 2 s" in err
+    with sqlite3.connect(store) as conn:
+        assert dict(conn.execute("select batch_size, status from points").fetchall()) == {4: "ok", 8: "error"}
+
+
+def test_ctrl_c_records_the_point_in_flight_as_interrupted_and_resume_reruns_it(tmp_path):
+    store = tmp_path / "s.sqlite"
+    args = [sys.executable, "-m", "harness", "run", "--model", plugin("slow"), "--devices", "cpu", "--dataset-sizes", "64", "--batch-sizes", "1",
+            "--steps", "400", "--quiet", "--no-report", "--store", str(store)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "the point in flight as interrupted" in err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("select status from points").fetchall() == [("interrupted",)]
+    resumed = subprocess.run([*args, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("select status, steps from points").fetchall() == [("ok", 400)]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["tune", "--resume"], "--resume is a flag of another command"),
+    (["run", *SMALL, "--model", plugin("float_loss")], "returns a float, not a scalar tensor"),
+])
+def test_messages_say_what_is_wrong(cli, tmp_path, args, words):
+    code, _, err = cli(*args, "--store", tmp_path / "s.sqlite")
+    assert code == 2 and one_line(err) and words in err, err
+
+
+def test_a_header_only_csv_and_a_folder_store_are_named_for_what_they_are(cli, tmp_path):
+    csv = tmp_path / "empty.csv"
+    csv.write_text("a,b,y\n")
+    code, _, err = cli("run", "--devices", "cpu", "--dataset", csv, "--store", tmp_path / "s.sqlite")
+    assert code == 2 and one_line(err, "--dataset", "no rows")
+    code, _, err = cli("run", *SMALL, "--store", tmp_path)
+    assert code == 2 and one_line(err, "--store", "is a folder")

@@ -4,12 +4,11 @@ size, the critical-batch fit, the noise scale, the best batch sizes and the reco
 from __future__ import annotations
 
 import argparse
-import json
 
 from harness.analysis.keys import group_label
 from harness.analysis.recommend import recommend
 from harness.commands.flags import runs_flag, store_flag
-from harness.commands.text import layout, missing, number
+from harness.commands.text import layout, missing, number, to_json
 
 NAME = "analyze"
 HELP = "steps-to-target, critical batch size and recommendations for a stored sweep"
@@ -115,4 +114,4 @@ def analysis_json(groups) -> str:
             "coarse_checks": g.coarse_checks,
             "recommendation": None if advice is None else advice.as_dict(),
         })
-    return json.dumps(payload, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    return to_json(payload)

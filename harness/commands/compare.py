@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.analysis.compare import MATCH_KEYS, compare
-    from harness.store.sqlite import load_ref
+    from harness.store.sqlite import load_ref, run_ref
 
     match = None
     if args.match:
@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError("--match", f"{', '.join(unknown) or 'nothing'} is not a configuration key; use a comma list of {', '.join(MATCH_KEYS)}")
     threshold = factor(args.threshold, "--threshold")
     fail_above = factor(args.fail_above, "--fail-above") if args.fail_above else None
+    keep = [(run_ref(args.store, ref, field)[0], f"the store of {field}") for ref, field in ((args.a, "A"), (args.b, "B"))]
     if args.html:
-        output_path(args.html, "--html")
+        output_path(args.html, "--html", keep)
     (side_a, label_a), (side_b, label_b) = (load_ref(args.store, ref, field, ("points",)) for ref, field in ((args.a, "A"), (args.b, "B")))
     result = compare(side_a["points"], side_b["points"], match=match, threshold=threshold)
     print(result.frame.to_json(orient="records", indent=1) if args.json else comparison_text(result, label_a, label_b))
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         from harness import report
 
         page = report.render_compare(result, label_a, label_b)
-        print(f"report: {write_output(args.html, page, '--html')}", file=sys.stderr if args.json else sys.stdout)
+        print(f"report: {write_output(args.html, page, '--html', keep)}", file=sys.stderr if args.json else sys.stdout)
     if fail_above is not None:
         worse = result.regressions(fail_above)
         if len(worse):

@@ -36,13 +36,14 @@ def run(args: argparse.Namespace) -> int:
         return _export_logs(args)
     if args.format not in FORMATS:
         raise SpecError("--format", f"{args.format!r} is not a format; use {', '.join(FORMATS + LOGS)}")
+    keep = [(args.store, "the store it reads")]
     if args.output:
-        output_path(args.output, "-o")
+        output_path(args.output, "-o", keep)
     with Store.open_existing(args.store) as store:
         frame = store.load(args.table, store.select_runs(args.runs) if args.runs else None)
     payload = encode(frame, args.format)
     if args.output:
-        write_output(args.output, payload, "-o")
+        write_output(args.output, payload, "-o", keep)
         print(f"wrote {len(frame)} rows of {args.table} to {args.output}", file=sys.stderr)
     elif isinstance(payload, bytes):
         sys.stdout.buffer.write(payload)

@@ -5,11 +5,10 @@ memory limit, and (on CUDA, or with ``--verify``) the limit found by probing."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from harness.commands.flags import axis_flags, explicit_batch_sizes, one_device
-from harness.commands.text import size
+from harness.commands.text import size, to_json
 from harness.errors import SpecError
 
 NAME = "fit"
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     spec = build_spec(file_values, flags)
     say = (lambda _: None) if args.quiet or args.json else (lambda line: print(f"  probe {line}", file=sys.stderr))
     result = fit_capacity(plan(spec), probe_sizes, limit_bytes=limit, margin=margin, verify=args.verify, progress=say)
-    print(json.dumps(result.as_json(), indent=1) if args.json else capacity_text(result, spec))
+    print(to_json(result.as_json()) if args.json else capacity_text(result, spec))
     return 0
 
 

@@ -5,6 +5,7 @@ drift apart), the store and run selectors, and the spec of ``run`` and ``tune``.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import difflib
 from typing import Sequence
 
@@ -35,7 +36,10 @@ class Parser(argparse.ArgumentParser):
                     known |= set(parser._option_string_actions)
         for token in message.split(":", 1)[1].split():
             if token.startswith("--"):
-                close = difflib.get_close_matches(token.split("=", 1)[0], sorted(known), n=1, cutoff=0.6)
+                given = token.split("=", 1)[0]
+                if given in known:  # a flag of another command
+                    return f" ({given} is a flag of another command, not of this one; see --help)"
+                close = difflib.get_close_matches(given, sorted(known), n=1, cutoff=0.6)
                 if close:
                     return f" (did you mean {close[0]}?)"
         return ""
@@ -111,3 +115,14 @@ def explicit_batch_sizes(value: str, what: str) -> list[int]:
     if any(t == FULL or (isinstance(t, BatchRange) and t.high is None) for t in tokens):
         raise SpecError("--batch-sizes", f"{what} have no 'full'; give sizes or ranges like 64..4096")
     return resolve_batch_sizes(tokens, 2**40, 2**40)
+
+
+def kept_inputs(args: argparse.Namespace, spec) -> list[tuple[str | None, str]]:
+    """The files a command that runs points reads, which no output of it may be: the store,
+    the spec file and the data file (or a data pipeline's or plug-in model's ``.py``)."""
+    def source(name: str) -> str | None:
+        target = name.rpartition(":")[0] if ":" in name and not Path(name).exists() else name
+        return target if Path(target).is_file() else None
+
+    return [(args.store or DEFAULT_STORE, "the store"), (getattr(args, "spec_file", None), "the spec file"),
+            (source(spec.dataset), "the data file"), (source(spec.model), "the model's file")]

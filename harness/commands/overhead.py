@@ -4,11 +4,10 @@ PyTorch loop doing the same work, interleaved in one process; with ``--attribute
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from harness.commands.flags import explicit_batch_sizes, one_device
-from harness.commands.text import layout
+from harness.commands.text import layout, to_json
 
 NAME = "overhead"
 HELP = "what batchbench costs on this machine: its points beside a plain PyTorch loop doing the same work"
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
         results.append(measure(batch_size, rounds=rounds, progress=progress, steps=steps, device=device))
     if args.json:
-        print(json.dumps([{"device": device, "steps": steps, **r.as_json()} for r in results], indent=1))
+        print(to_json([{"device": device, "steps": steps, **r.as_json()} for r in results]))
     else:
         print(overhead_text(results, point, TARGET_RATIO))
     return 0

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from harness.commands.flags import runs_flag, store_flag
-from harness.errors import SpecError
+from harness.errors import SpecError, StoreError
 from harness.outputs import output_path, write_output
 
 NAME = "report"
@@ -24,10 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness import report
-    from harness.store.sqlite import Store, load_ref
+    from harness.store.sqlite import Store, load_ref, run_ref
 
+    keep = [(args.store, "the store it reads")] + [(run_ref(args.store, ref)[0], "a store it compares") for ref in args.compare or ()]
     if args.output:
-        output_path(args.output, "-o")
+        output_path(args.output, "-o", keep)
     if args.compare:
         from harness.analysis.compare import compare
 
@@ -41,16 +42,22 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError("--store", f"{args.store} holds no run yet")
         html_text = report.render(data, args.title or "batchbench report")
         name = args.output or f"reports/{data.runs['run_id'].iloc[-1]}.html"
-    print(f"report: {write_output(name, html_text, '-o')}")
+    print(f"report: {write_output(name, html_text, '-o', keep)}")
     return 0
 
 
-def write_run_report(store_path: str | Path, run_id: str, path: str | None, title: str = "batchbench report") -> Path:
+def write_run_report(store_path: str | Path, run_id: str, path: str | None, title: str = "batchbench report", keep=()) -> Path:
     """The report of one run just stored (``run``, ``tune``): where ``--report`` says, or
-    ``reports/<run id>.html``."""
+    ``reports/<run id>.html``; never over the store or ``keep``'s files. Whatever fails here
+    fails after the run was stored: one line saying so (exit 3), not a traceback."""
     from harness import report
     from harness.store.sqlite import Store
 
-    with Store.open_existing(store_path) as reader:
-        html_text = report.render(report.load(reader, [run_id]), title=title)
-    return write_output(path or f"reports/{run_id}.html", html_text, "--report")
+    try:
+        with Store.open_existing(store_path) as reader:
+            html_text = report.render(report.load(reader, [run_id]), title=title)
+        return write_output(path or f"reports/{run_id}.html", html_text, "--report", [(store_path, "the store"), *keep])
+    except Exception as exc:  # a full disk, too few file handles for the plots, ...: the run itself is safe
+        detail = str(exc).split(": ", 1)[-1] if isinstance(exc, SpecError) else f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        raise StoreError("--report", f"run {run_id} is stored in {store_path}, but its report could not be written: {detail[:300]} "
+                                     f"(`batchbench report --run {run_id}` tries again)") from None

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 
 from harness.analysis.keys import short_labels, shown_columns
-from harness.commands.flags import DEFAULT_STORE, sweep_flags, sweep_spec
+from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags, sweep_spec
 from harness.commands.report import write_run_report
 from harness.commands.text import layout
 from harness.config.axes import FIELDS
@@ -53,13 +53,14 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError("--world-sizes", f"the launcher started {launched[1]} ranks; leave --world-sizes out or give {launched[1]}")
         args.world_sizes = str(launched[1])
         file_values.pop("world_sizes", None)
-    if args.report and not args.no_report:
-        output_path(args.report, "--report")
     args.log_targets = parse_logs(args.log)
     runs = parse_int("runs", args.runs, 1, 1000)
     if runs > 1 and (args.resume or launched is not None):
         raise SpecError("--runs", "starts new runs, each in its own process: leave out --resume, and do not start it under a launcher")
     the_plan = plan(sweep_spec(args, FIELDS, file_values))  # every input check happens here, before the store is touched
+    args.keep = kept_inputs(args, the_plan.spec)
+    if args.report and not args.no_report:
+        output_path(args.report, "--report", args.keep)
     store_path = args.store or DEFAULT_STORE
     if launched is not None:
         return _run_as_rank(the_plan, store_path, args)
@@ -86,7 +87,7 @@ def _run_here(the_plan, store_path: str, args: argparse.Namespace) -> int:
     note = f", {failed} not ok (see the status column)" if failed else ""
     print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
     if not args.no_report:
-        print(f"report: {write_run_report(store.path, run_id, args.report)}")
+        print(f"report: {write_run_report(store.path, run_id, args.report, keep=args.keep)}")
     for line in failure_summary(points):
         say(line)
     if len(points) and not (points["status"] == "ok").any():
@@ -129,7 +130,8 @@ def _run_in_processes(runs: int, store_path: str, args: argparse.Namespace) -> i
         from harness import report
 
         with Store.open_existing(store_path) as reader:
-            print(f"report: {write_output(args.report or f'reports/{new[-1]}.html', report.render(report.load(reader, new)), '--report')}")
+            page = report.render(report.load(reader, new))
+        print(f"report: {write_output(args.report or f'reports/{new[-1]}.html', page, '--report', args.keep)}")
     return 0 if (points["status"] == "ok").any() else 1
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from harness.commands.flags import store_flag
-from harness.commands.text import layout
+from harness.commands.text import layout, to_json
 
 NAME = "runs"
 HELP = "list the runs in a store: when, what, how many points"
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     with Store.open_existing(args.store) as store:
         summary = runs_summary(store.load("runs"), store.load("points"))
-    print(json.dumps(summary, indent=1) if args.json else runs_table(summary))
+    print(to_json(summary) if args.json else runs_table(summary))
     return 0
 
 
@@ -40,7 +40,7 @@ def runs_summary(runs, points) -> list[dict]:
             "run_id": run_row["run_id"],
             "kind": "tune" if str(run_row.get("spec_hash") or "").startswith("tune:") else "sweep",
             "started_at": run_row["started_at"],
-            "finished_at": run_row["finished_at"],
+            "finished_at": run_row["finished_at"] if isinstance(run_row["finished_at"], str) else None,  # null while unfinished
             "points": int(len(mine)),
             "ok": int((mine["status"] == "ok").sum()) if len(mine) else 0,
             "dataset": spec.get("dataset"),

@@ -39,3 +39,24 @@ def layout(rows: Sequence[Sequence[str]], right: set[int] = frozenset(), indent:
     lines = [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
              for row in rows]
     return "\n".join(lines[:1] + [indent + "  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def strict(value: Any) -> Any:
+    """``value`` as strict JSON can hold it: NaN and infinities become null, numpy scalars
+    Python numbers, tuples lists (every ``--json`` output goes through this)."""
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(value: Any) -> str:
+    """Strict JSON (a parser that rejects NaN reads it), indented."""
+    import json
+
+    return json.dumps(strict(value), indent=1, allow_nan=False, default=str)

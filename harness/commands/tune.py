@@ -4,11 +4,11 @@ target soonest on this machine, by an adaptive search whose every trial is a sto
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from harness.commands.flags import DEFAULT_STORE, sweep_flags, sweep_spec
+from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags, sweep_spec
 from harness.commands.report import write_run_report
+from harness.commands.text import to_json
 from harness.config.axes import FIELDS
 from harness.outputs import output_path
 
@@ -37,21 +37,22 @@ def run(args: argparse.Namespace) -> int:
     from harness.drivers.tune.runner import tune, tune_spec
     from harness.store.sqlite import Store
 
-    if args.report and not args.no_report:
-        output_path(args.report, "--report")
     the_plan = plan(tune_spec(sweep_spec(args, FIELDS)))
+    keep = kept_inputs(args, the_plan.spec)
+    if args.report and not args.no_report:
+        output_path(args.report, "--report", keep)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
     with Store(args.store or DEFAULT_STORE) as store:
         run_id, results = tune(the_plan, store, say=say)
     if args.json:
         groups = [r.as_dict() for r in results]
-        print(json.dumps({"run_id": run_id, "store": str(store.path), **groups[0], "groups": groups}, indent=1))
+        print(to_json({"run_id": run_id, "store": str(store.path), **groups[0], "groups": groups}))
     else:
         for r in results:
             label = group_label({"dataset": the_plan.spec.dataset, "dataset_size": r.key["dataset_size"], "device": r.key["device"]})
             print(f"{label}: {r.sentence()}")
         print(f"run {run_id} in {store.path}: `batchbench analyze --run {run_id}` shows every trial", file=sys.stderr)
     if not args.no_report:
-        path = write_run_report(store.path, run_id, args.report, title="batchbench tune")
+        path = write_run_report(store.path, run_id, args.report, title="batchbench tune", keep=keep)
         print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0 if all(r.advice is not None for r in results) else 1

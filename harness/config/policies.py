@@ -179,7 +179,11 @@ def repeats(spec, at: dict) -> range:
 def steps(spec, at: dict) -> int:
     """The step budget: ``--steps``, or ``--epochs`` of the training set at this global batch."""
     if spec.epochs is not None:
-        return max(1, math.ceil(spec.epochs * at["train_size"] / at["batch_size"]))
+        steps = max(1, math.ceil(spec.epochs * at["train_size"] / at["batch_size"]))
+        if steps > v.MAX_STEPS:
+            raise SpecError("--epochs", f"{spec.epochs:g} epochs are {steps:,} steps at batch size {at['batch_size']}; "
+                                        f"use at most {v.MAX_STEPS:,} steps a point")
+        return steps
     return spec.steps if spec.steps is not None else DEFAULT_STEPS
 
 

@@ -29,6 +29,15 @@ MAX_COUNT = 2**53
 and JSON readers hold them as doubles, so a larger number would be written and read back wrong."""
 
 
+MAX_STEPS = 10**9
+"""The most steps a point may take: a billion steps of the smallest model here take days; more
+is a typo, refused before anything runs rather than a sweep that never ends."""
+
+FLOAT32_MAX = 3.4e38
+"""A learning rate (or any value that reaches a tensor) must be a float32: a larger one fails
+every point with "value cannot be converted to type float without overflow"."""
+
+
 def flag(field: str) -> str:
     """The CLI spelling of a spec field, used in every message."""
     return "--" + field.replace("_", "-")
@@ -186,9 +195,9 @@ def integers(field: str, minimum: int, maximum: int | None = MAX_COUNT, *, disti
     return parse
 
 
-def floats(field: str, low: float) -> Callable[[Any], tuple[float, ...]]:
-    """A comma list of numbers above ``low``, sorted, each once."""
-    return lambda value: tuple(sorted({parse_float(field, t, low) for t in tokens(field, value)}))
+def floats(field: str, low: float, high: float | None = None) -> Callable[[Any], tuple[float, ...]]:
+    """A comma list of numbers above ``low`` (and below ``high``), sorted, each once."""
+    return lambda value: tuple(sorted({parse_float(field, t, low, high) for t in tokens(field, value)}))
 
 
 def stripped(value: Any) -> str:

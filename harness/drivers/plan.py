@@ -77,6 +77,7 @@ def plan(spec: SweepSpec, *, factory: models.Factory | None = None, source: data
     first = next(iter(splits.values()))
     if spec.target_accuracy is not None and first.task != "classification":
         raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
+    _check_widths(spec, first)
     check_output(spec, factory, first, devices=sorted({p.device for p in points}))
     devices = tuple(dict.fromkeys(p.device for p in points))
     return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices)
@@ -122,6 +123,22 @@ def _check_precision(points) -> None:
             raise SpecError("--precision", f"{point.device} ({torch.cuda.get_device_name(point.device)}) does not support bf16; use fp16 or fp32")
         if point.precision in ("bf16", "fp16") and not (cuda or point.device == "cpu"):
             raise SpecError("--precision", f"{point.precision} autocast is supported here on cpu and cuda, not {point.device}")
+
+
+def _check_widths(spec: SweepSpec, split: Split) -> None:
+    """An MLP too wide for this machine's memory (its weights, gradients and two optimizer
+    moments) is a one-line error now, not an allocator's traceback in the pre-flight."""
+    if spec.model != "mlp":
+        return
+    import psutil
+
+    widths = [split.n_features, *spec.hidden, split.n_outputs]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    need, free = 16 * params, psutil.virtual_memory().available
+    if need > free:
+        raise SpecError("--hidden", f"an mlp of widths {','.join(map(str, spec.hidden))} has {params:,} parameters, about "
+                                    f"{need / 2**30:,.1f} GiB with gradients and optimizer state; this machine has "
+                                    f"{free / 2**30:,.1f} GiB free: use narrower layers")
 
 
 def _check_memory(spec: SweepSpec, sizes: list[int]) -> None:

@@ -37,8 +37,8 @@ def check_output(spec, factory: models.Factory, split: Split, devices: Sequence[
     out, value = _forward(spec, model, own_loss, split, ["cpu", *(d for d in devices if d != "cpu")][:2])
     if own_loss is not None:
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            raise SpecError("--model", f"the loss {spec.model} returns gives {type(value).__name__} "
-                                       f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, not a scalar tensor")
+            shape = f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""
+            raise SpecError("--model", f"the loss of {spec.model} returns a {type(value).__name__}{shape}, not a scalar tensor")
         return
     try:
         out = logits_of(out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,17 +26,18 @@ from harness.drivers.capacity import resolve_micro_batches
 from harness.integrations.logs import LogTarget, open_logs
 from harness.drivers.plan import Plan, plan_flags
 from harness.store.schema import PointResult
-from harness.run.engine import run_point
+from harness.run.engine import PointInterrupted, run_point
 from harness.config.points import PointSpec
 from harness.config.values import flag
 from harness.store.sqlite import Store
 
 
-def run_one(point: PointSpec, split: Split, factory: models.Factory, progress: Callable[[int, int], None] | None = None) -> PointResult:
+def run_one(point: PointSpec, split: Split, factory: models.Factory, progress: Callable[[int, int], None] | None = None,
+            timeout_s: float | None = None) -> PointResult:
     """One point in this process, or its ranks launched when it is data-parallel."""
     if point.world_size > 1 and not point.skip_reason:
         return launch(point)
-    return run_point(point, split, factory, progress=progress)
+    return run_point(point, split, factory, progress=progress, timeout_s=timeout_s)
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,15 @@ def _sweep(plan: Plan, store: Store | None, opts: SweepOptions) -> str:
         for point in todo:
             bar.set_postfix_str(f"{point.dataset_size}x B={point.batch_size} {point.device} r{point.repeat}", refresh=False)
             split = plan.split(point)
-            with StepBar(point, show) as steps:
-                result = ranks.run(point, split, plan.factory) if ranks is not None else run_one(point, split, plan.factory, steps.update)
+            try:
+                with StepBar(point, show) as steps:
+                    result = (ranks.run(point, split, plan.factory) if ranks is not None
+                              else run_one(point, split, plan.factory, steps.update, plan.spec.point_timeout))
+            except PointInterrupted as stop:  # Ctrl-C: the point so far is kept (status interrupted; --resume runs it again)
+                if writes:
+                    store.add_point(run_id, stop.result)
+                raise
+
             if writes:
                 _keep(store, run_id, point, result, writers, opts, bar if show else None)
             bar.update(1)
@@ -98,7 +107,7 @@ def _sweep(plan: Plan, store: Store | None, opts: SweepOptions) -> str:
 
 def _keep(store: Store, run_id: str, point: PointSpec, result: PointResult, writers: list, opts: SweepOptions, bar) -> None:
     """A point's result committed, then logged, handed on, and told if it failed."""
-    store.add_point(run_id, result)
+    commit(store, run_id, point, result, opts.say)
     for log in writers:
         log.point({**result.point, "run_id": run_id}, result.checks)
     if opts.on_point is not None:
@@ -106,6 +115,36 @@ def _keep(store: Store, run_id: str, point: PointSpec, result: PointResult, writ
     if result.status in FAILED:
         line = failure_line(point, result, store)
         bar.write(f"batchbench: {line}", file=sys.stderr) if bar is not None else opts.say(line)
+
+
+COMMIT_PATIENCE_S = 300.0
+"""How long a point just trained waits for a locked store (another process writing it) before
+the sweep stops; each try waits ``BUSY_TIMEOUT_S`` inside SQLite."""
+
+
+def commit(store: Store, run_id: str, point: PointSpec, result: PointResult, say: Callable[[str], None]) -> None:
+    """Store a point just trained; while the store is locked by another process, keep it in
+    memory and try again; if it cannot be stored, stop the sweep naming the point lost."""
+    import sqlite3
+
+    from harness.errors import StoreError
+    from harness.store.sqlite import trouble
+
+    deadline, told = time.monotonic() + COMMIT_PATIENCE_S, False
+    while True:
+        try:
+            store.add_point(run_id, result)
+            return
+        except sqlite3.OperationalError as exc:
+            locked = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+            if locked and time.monotonic() < deadline:
+                if not told:
+                    say(f"{store.path} is locked by another process; keeping point B={point.batch_size} in memory until it frees")
+                    told = True
+                continue
+            raise StoreError("--store", f"point B={point.batch_size} · {point.dataset_size} samples ({point.point_id}) trained but "
+                                        f"could not be stored, so it is lost (the points before it are kept; --resume runs it "
+                                        f"again): {trouble(store.path, exc)}") from None
 
 
 class StepBar:

@@ -23,10 +23,15 @@ point is started by ``harness.parallel.launch``, whose ranks each call ``run_poi
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import signal
+import threading
 import time
 import traceback
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -61,34 +66,55 @@ class Pruned(Exception):
     """The point was stopped early by its ``prune`` callback."""
 
 
-def run_point(point: PointSpec, split: Split, factory: Factory, *, now_ns: Callable[[], int] = time.perf_counter_ns,
-              rank: tuple[int, int] | None = None, prune: Prune | None = None, timed_every: int | None = None,
-              progress: Callable[[int, int], None] | None = None) -> PointResult:
-    """Train one point and measure it. ``rank`` = (rank, world size) when this process is one
-    rank of a data-parallel point; ``prune`` may stop it at a loss check (status ``pruned``);
-    ``timed_every`` forces k, the period of timed steps after the burn-in (``batchbench overhead
-    --attribute`` prices the marks this way); None chooses it from the marks' budget.
-    ``progress(done, steps)`` is told at every loss check (between steps, outside timing)."""
+class PointInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a point. ``result`` is the point as far as it went (status
+    ``interrupted``), for the sweep to store before it stops."""
+
+    def __init__(self, result: PointResult):
+        super().__init__("interrupted")
+        self.result = result
+
+
+class TimedOut(Exception):
+    """The point ran past ``--point-timeout`` (a plug-in that hangs)."""
+
+
+@dataclass(frozen=True)
+class PointOptions:
+    """How ``run_point`` runs a point, beside the point itself."""
+
+    now_ns: Callable[[], int] = time.perf_counter_ns
+    """The host clock (tests give a counting one)."""
+    rank: tuple[int, int] | None = None
+    """(rank, world size) when this process is one rank of a data-parallel point."""
+    prune: Prune | None = None
+    """May stop the point at a loss check (status ``pruned``): ``batchbench tune``."""
+    timed_every: int | None = None
+    """Forces k, the period of timed steps after the burn-in (``batchbench overhead
+    --attribute`` prices the marks this way); None chooses it from the marks' budget."""
+    progress: Callable[[int, int], None] | None = None
+    """Told ``(done, steps)`` at every loss check (between steps, outside timing)."""
+    timeout_s: float | None = None
+    """Ends a point that runs longer as an ``error`` (``--point-timeout``; main thread only)."""
+
+
+def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> PointResult:
+    """Train one point and measure it; ``options`` are ``PointOptions``'s fields.
+
+    Whatever user code raises becomes the point's status, ``SystemExit`` included; Ctrl-C
+    raises ``PointInterrupted`` carrying the point so far. The working directory and torch's
+    thread count are put back after the point (a changed count is flagged ``threads_changed``)."""
     if point.skip_reason:
         return result(point, Measurement(split.n_features, split.n_classes), "skipped", point.skip_reason)
-    if point.world_size > 1 and rank is None:
+    opts = PointOptions(**options)
+    if point.world_size > 1 and opts.rank is None:
         raise ValueError(f"a point of {point.world_size} ranks runs through harness.parallel.launch, one run_point per rank")
     torch.set_num_threads(point.threads)
-    origin_ns = time.perf_counter_ns()
+    origin_ns, cwd = time.perf_counter_ns(), os.getcwd()
     peaks = PeakMemory(point.device)
-    sampler = start_sampler(point, origin_ns)
-    run = Run(point, split, now_ns, rank, peaks, progress)
-    status, error, trace = "ok", None, None
-    try:
-        train(run, factory, prune, timed_every)
-    except Diverged as exc:
-        status, error = "diverged", str(exc)
-    except Pruned as exc:
-        status, error = "pruned", str(exc)
-    except Exception as exc:  # user code (a plug-in) may raise anything: it becomes the point's status
-        status, error, trace = ("oom" if out_of_memory(exc) else "error"), one_line(exc), traceback.format_exc()
-    finally:
-        readings = sampler.stop() if sampler is not None else []
+    run = Run(point, split, opts.now_ns, opts.rank, peaks, opts.progress)
+    with _deadline(opts.timeout_s):
+        status, error, trace, readings = _attempt(run, factory, opts.prune, opts.timed_every, origin_ns)
     measurement = run.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
     if status != "ok":
         gc.collect()  # drop the failed point's tensors before the next point allocates
@@ -96,7 +122,53 @@ def run_point(point: PointSpec, split: Split, factory: Factory, *, now_ns: Calla
             torch.cuda.empty_cache()
     outcome = result(point, measurement, status, error)
     outcome.point["traceback"] = trace
+    if os.getcwd() != cwd:  # a plug-in moved the process: later paths (the store, the report) must mean what they meant
+        os.chdir(cwd)
+    if torch.get_num_threads() != point.threads:  # a plug-in changed the thread count: the point did not run as recorded
+        outcome.point["flags"] = ",".join(filter(None, (outcome.point.get("flags"), "threads_changed")))
+        torch.set_num_threads(point.threads)
+    if status == "interrupted":
+        raise PointInterrupted(outcome)
     return outcome
+
+
+def _attempt(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | None, origin_ns: int):
+    """The point's training with its monitor, as (status, error, traceback, readings)."""
+    status, error, trace, sampler = "ok", None, None, None
+    try:
+        sampler = start_sampler(run.point, origin_ns)
+        train(run, factory, prune, timed_every)
+    except Diverged as exc:
+        status, error = "diverged", str(exc)
+    except Pruned as exc:
+        status, error = "pruned", str(exc)
+    except KeyboardInterrupt:
+        status, error = "interrupted", f"interrupted (Ctrl-C) after {run.steps_done} steps"
+    except BaseException as exc:  # user code (a plug-in) may raise anything, SystemExit too: it becomes the point's status
+        status, error, trace = ("oom" if out_of_memory(exc) else "error"), one_line(exc), traceback.format_exc()
+    finally:
+        readings = sampler.stop() if sampler is not None else []
+    return status, error, trace, readings
+
+
+@contextlib.contextmanager
+def _deadline(timeout_s: float | None) -> Iterator[None]:
+    """Raise ``TimedOut`` in this thread after ``timeout_s`` (a SIGALRM timer; the main thread
+    only, where signals are delivered)."""
+    if not timeout_s or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimedOut(f"timed out after {timeout_s:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def train(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | None) -> None:

@@ -21,12 +21,15 @@ DETAIL_TABLES = ("checks", "steps", "samples")
 
 
 def merge_into(out: Store, source: Store) -> tuple[int, int]:
-    """Copy ``source``'s runs and points into ``out``; returns (points added, already present)."""
+    """Copy ``source``'s runs and points into ``out``; returns (points added, already present).
+    The source is read whole first, so ``out``'s write lock is held only while writing (a
+    sweep into ``out`` waits seconds, not the length of the read)."""
     added = present = 0
+    frames = {table: source.load(table) for table in ("runs", "points", *DETAIL_TABLES)}
     with out.conn:
         known = set(out.run_ids())
         shard_runs = dict(out.conn.execute("SELECT spec_hash, run_id FROM runs WHERE spec_hash LIKE 'shards:%'").fetchall())
-        for run in _records(source.load("runs")):
+        for run in _records(frames["runs"]):
             target = run["run_id"]
             if target not in known:
                 spec = _spec(run.get("spec_json"))
@@ -42,12 +45,13 @@ def merge_into(out: Store, source: Store) -> tuple[int, int]:
                     out.insert("runs", [run])
                 known.add(target)
             have = {r[0] for r in out.conn.execute("SELECT point_id FROM points WHERE run_id = ?", (target,))}
-            points = source.load("points", [run["run_id"]])
+            points = frames["points"][frames["points"]["run_id"] == run["run_id"]]
             new = points[~points["point_id"].isin(have)]
             ids = set(new["point_id"])
             for table in DETAIL_TABLES:
-                rows = source.load(table, [run["run_id"]])
-                out.insert(table, [{**r, "run_id": target} for r in _records(rows[rows["point_id"].isin(ids)])])
+                rows = frames[table]
+                mine = rows[(rows["run_id"] == run["run_id"]) & rows["point_id"].isin(ids)] if len(rows) else rows
+                out.insert(table, [{**r, "run_id": target} for r in _records(mine)])
             out.insert("points", [{**r, "run_id": target} for r in _records(new)])
             added += len(new)
             present += len(points) - len(new)

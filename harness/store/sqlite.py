@@ -32,6 +32,10 @@ from harness.store.schema import TABLES, PointResult
 
 DEFAULT_STORE = "results/batchbench.sqlite"
 
+BUSY_TIMEOUT_S = 30.0
+"""How long a write waits for another process's write lock (``merge -o`` into a store a sweep
+writes, two sweeps into one store) before it is an error."""
+
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -48,31 +52,54 @@ class Store:
     def __init__(self, path: str | Path = DEFAULT_STORE, *, readonly: bool = False, field: str = "--store"):
         self.path, self.readonly, self.field = Path(path), readonly, field
         self.migrated: list[str] = []
+        if self.path.is_dir():
+            raise SpecError(field, f"{self.path} is a folder; give a store file, e.g. {self.path / 'batchbench.sqlite'}")
         if readonly or (self.path.is_file() and self.path.stat().st_size > 0):
             self.conn = _connect_readonly(self.path, field)
-            self.columns = self._columns()
+            self.columns = self._columns(being_created_ok=not readonly)
             if not readonly:  # ours: reopen to write (and migrate)
                 self.conn.close()
         if not readonly:
+            self._open_to_write()
+            self.columns = self._columns()
+
+    def _open_to_write(self) -> None:
+        """Connect, switch to WAL and create what is missing. Several processes may do this to
+        one new file at once: a step that finds the file locked mid-creation (SQLite answers
+        some of these at once, without its busy wait) is tried again until ``BUSY_TIMEOUT_S``."""
+        import time
+
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(self.path, timeout=30)
+                self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self._create()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreError(self.field, f"cannot write a store at {trouble(self.path, exc)}") from None
+                self.conn.close()
+                time.sleep(0.05)
             except (sqlite3.Error, OSError) as exc:
-                raise StoreError(field, f"cannot write a store at {self.path}: {exc}") from None
-            self.columns = self._columns()
+                raise StoreError(self.field, f"cannot write a store at {self.path}: {exc}") from None
 
     @classmethod
     def open_existing(cls, path: str | Path, field: str = "--store") -> "Store":
         """An existing store, read-only (the reading commands)."""
         return cls(path, readonly=True, field=field)
 
-    def _columns(self) -> dict[str, list[str]]:
-        """The columns each table has in this file; refuses a file that is not a store."""
+    def _columns(self, being_created_ok: bool = False) -> dict[str, list[str]]:
+        """The columns each table has in this file; refuses a file that is not a store. With
+        ``being_created_ok`` (a writer), a SQLite file holding none or only some of a store's
+        tables is one another process is creating this instant: the writer goes on to create
+        the rest (``CREATE TABLE IF NOT EXISTS`` under SQLite's write lock)."""
         have = {name: [row[1] for row in self.conn.execute(f'PRAGMA table_info("{name}")')]
                 for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if being_created_ok and set(have) <= set(TABLES) and "points" not in have:
+            return have
         if not {"run_id", "point_id"} <= set(have.get("points", ())) or "run_id" not in have.get("runs", ()):
             what = "an empty file" if not have else f"tables: {', '.join(sorted(have))}"
             self.conn.close()
@@ -116,7 +143,7 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ?", (row[0],))}
+        done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ? AND status IS NOT 'interrupted'", (row[0],))}
         return row[0], done, row[1] is not None
 
     def start_run(self, spec_json: str, spec_hash: str, env: dict[str, Any], *, resume: bool, old_hashes: tuple[str, ...] = ()) -> tuple[str, set[str]]:
@@ -127,6 +154,9 @@ class Store:
         if found is not None:
             with self.conn:
                 self.conn.execute("UPDATE runs SET spec_hash = ? WHERE run_id = ?", (spec_hash, found[0]))
+                for table in ("checks", "steps", "samples", "points"):  # an interrupted point runs again, from its start
+                    self.conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND point_id IN "
+                                      "(SELECT point_id FROM points WHERE run_id = ? AND status = 'interrupted')", (found[0], found[0]))
             return found[0], found[1]
         run_id = new_run_id()
         with self.conn:
@@ -140,10 +170,14 @@ class Store:
     def sweep_lock(self, spec_hash: str) -> Iterator[None]:
         """Held while a process resumes a sweep: a second ``--resume`` of the same sweep is
         refused in one line instead of running its points twice. An advisory lock on a byte of
-        ``<store>.lock`` (released by the kernel if the process dies); other sweeps go on."""
+        a lock file named by the store file's device and inode (so every path to the file,
+        through any link, finds the same lock), released by the kernel if the process dies;
+        other sweeps go on."""
         import fcntl
+        import tempfile
 
-        handle = open(f"{self.path}.lock", "a+b")
+        identity = self.path.stat()  # the file, not the path: a symbolic or hard link to it shares its lock
+        handle = open(Path(tempfile.gettempdir()) / f"batchbench-{identity.st_dev}-{identity.st_ino}.lock", "a+b")
         offset = int(spec_hash[:7], 16)
         try:
             try:
@@ -254,14 +288,32 @@ def trouble(path: Path | str, exc: Exception) -> str:
     detail = " ".join(str(exc).split(": ")[-1].split())
     text = detail.lower()
     if "locked" in text or "busy" in text:
-        advice = "another process is writing it; try again when it is done"
+        advice = f"another process holds its write lock (waited {BUSY_TIMEOUT_S:g} s); try again when it is done"
     elif "full" in text:
         advice = "free some space; what was committed is kept, and --resume continues"
     elif "readonly" in text or "permission" in text:
         advice = "this process may not write it"
+    elif "i/o" in text:
+        advice = "the disk or file system failed to read or write; what was committed is kept"
+    elif "unable to open" in text and Path(path).is_dir():
+        advice = "it is a folder; give a file name"
+    elif _intact(path):
+        advice = "SQLite's integrity check finds the file intact"
     else:
-        advice = "damaged? `sqlite3 FILE .recover` may save what is left"
+        advice = "SQLite's integrity check finds it damaged: `sqlite3 FILE .recover` may save what is left"
     return f"{path}: {detail} ({advice})"
+
+
+def _intact(path: Path | str) -> bool:
+    """``PRAGMA integrity_check`` on a read-only connection says ok."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
 
 
 def _connect_readonly(path: Path, field: str) -> sqlite3.Connection:

@@ -390,20 +390,28 @@ def _read_file(path_text: str, target_column: str | None) -> Dataset:
         raise SpecError("--dataset", f"file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        if target_column is not None:
-            raise SpecError("--target-column", "applies to .csv and .parquet files; a .npz file holds arrays X and y")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                missing = [k for k in ("X", "y") if k not in archive.files]
-                if missing:
-                    raise SpecError("--dataset", f"{path} has no array {' or '.join(missing)}; a .npz needs arrays X and y (found: {', '.join(archive.files) or 'none'})")
-                X, y = archive["X"], archive["y"]
-        except SpecError:
-            raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise SpecError("--dataset", f"cannot read {path} as .npz (corrupt or truncated?): {detail}") from None
-        return _dataset(str(path), X, y, shaped=True)
+        return _read_npz(path, target_column)
+    return _read_table(path, suffix, target_column)
+
+
+def _read_npz(path: Path, target_column: str | None) -> Dataset:
+    if target_column is not None:
+        raise SpecError("--target-column", "applies to .csv and .parquet files; a .npz file holds arrays X and y")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in ("X", "y") if k not in archive.files]
+            if missing:
+                raise SpecError("--dataset", f"{path} has no array {' or '.join(missing)}; a .npz needs arrays X and y (found: {', '.join(archive.files) or 'none'})")
+            X, y = archive["X"], archive["y"]
+    except SpecError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise SpecError("--dataset", f"cannot read {path} as .npz (corrupt or truncated?): {detail}") from None
+    return _dataset(str(path), X, y, shaped=True)
+
+
+def _read_table(path: Path, suffix: str, target_column: str | None) -> Dataset:
     import pandas as pd
 
     try:
@@ -414,6 +422,8 @@ def _read_file(path_text: str, target_column: str | None) -> Dataset:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise SpecError("--dataset", f"cannot read {path}: {detail}") from None
     column = target_column or "y"
+    if frame.empty:
+        raise SpecError("--dataset", f"{path} has a header but no rows")
     if column not in frame.columns:
         flagname = "--target-column" if target_column else "--dataset"
         raise SpecError(flagname, f"{path} has no column {column!r}; columns: {', '.join(map(str, frame.columns))} (choose one with --target-column)")
