@@ -15,11 +15,11 @@ import threading
 from typing import Sequence
 
 from harness.version import __version__
-from harness.commands import analyze, asv, compare, export, fit, merge, overhead, report, run, runs, tune
+from harness.commands import analyze, asv, cbs, compare, export, fit, merge, overhead, report, run, runs, tune
 from harness.commands.flags import Parser
 from harness.errors import SpecError, StoreError, UserError
 
-COMMANDS = {module.NAME: module for module in (run, tune, analyze, compare, report, fit, overhead, merge, runs, export, asv)}
+COMMANDS = {module.NAME: module for module in (run, tune, cbs, analyze, compare, report, fit, overhead, merge, runs, export, asv)}
 
 REPEATABLE = {"--run", "--log"}
 
@@ -78,6 +78,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batchbench: interrupted; {INTERRUPTED.get(args.command, 'nothing partial was written')}", file=sys.stderr)
         return 130
     return code
+
+
+def console() -> None:
+    """The ``batchbench`` program: ``main``, then exit with its code. After Ctrl-C (130) the
+    process ends at once, once its output is flushed: the store and every output file were
+    closed whole before, and interpreter shutdown with native threads (torch, plotting) mid-way
+    through their work can crash instead of exiting."""
+    code = main()
+    if code == 130:
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
 
 
 def _quiet_stdout() -> None:

@@ -48,6 +48,13 @@ def output_path(path: str | Path, field: str, keep: Keep = ()) -> Path:
     return target
 
 
+def _discard(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
 def write_output(path: str | Path, payload: str | bytes, field: str, keep: Keep = ()) -> Path:
     """Write ``payload`` to ``path`` whole (a temporary file renamed into place; folders made as
     needed); an OS error is one line and leaves whatever was at ``path`` as it was."""
@@ -63,11 +70,11 @@ def write_output(path: str | Path, payload: str | bytes, field: str, keep: Keep 
             os.fsync(handle.fileno())
         os.replace(temporary, target)
     except OSError as exc:
-        try:
-            temporary.unlink()
-        except OSError:
-            pass
+        _discard(temporary)
         raise StoreError(field, f"cannot write {target}: {exc.strerror or exc} (nothing was written there)") from None
+    except BaseException:  # Ctrl-C mid-write: the target is as it was, and no part is left beside it
+        _discard(temporary)
+        raise
     if replacing:
         print(f"batchbench: replaced the existing {target}", file=sys.stderr)
     return target

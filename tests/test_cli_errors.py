@@ -120,7 +120,7 @@ def test_one_device_commands_exit_2_with_one_line(cli, args, field):
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and err.startswith(f"batchbench: error: {field}:"), err
 
 
-@pytest.mark.parametrize("command", ["run", "tune", "report", "analyze", "compare", "fit", "overhead", "merge", "export", "runs", "asv", "asv init"])
+@pytest.mark.parametrize("command", ["run", "tune", "cbs", "report", "analyze", "compare", "fit", "overhead", "merge", "export", "runs", "asv", "asv init"])
 def test_every_commands_help_prints(cli, command):
     code, out, err = cli(*command.split(), "--help")
     assert code == 0 and "usage: batchbench " + command in out and err == ""

@@ -26,7 +26,15 @@ def run(args: argparse.Namespace) -> int:
 
     with Store.open_existing(args.store) as store:
         runs = store.select_runs(args.runs)
-        points, checks = store.load("points", runs), store.load("checks", runs)
+        points, checks, stored = store.load("points", runs), store.load("checks", runs), store.load("runs", runs)
+    from harness.analysis.cbs import measured, tolerance_of
+
+    found = measured(points, checks, tolerance_of(stored))
+    if found is not None:  # a cbs run: its curve and ramp, as `batchbench cbs` printed them
+        from harness.commands.cbs import cbs_text
+
+        print(to_json(found.as_dict()) if args.json else cbs_text(found))
+        return 0
     groups = analyze(points, checks)
     print(analysis_json(groups) if args.json else analysis_text(groups, points))
     return 0

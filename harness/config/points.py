@@ -26,12 +26,18 @@ DERIVED = ("train_size", "check_size", "init_seed", "base_lr", "skip_reason")
 """Point fields no single axis gives: the split of the dataset size, the weights' seed, the
 learning rate before its policy scaled it, and why the point cannot run as asked."""
 
+LINEAGE = {"role": None, "start_sample": 0, "branch_factor": None}
+"""Where a point continues another (``batchbench cbs``): its role (base, branch, ramp,
+constant), the samples the run had seen where it starts (it begins from that point's snapshot,
+in the data order where that point was), and its batch as a multiple of the base's. A sweep's
+points hold the defaults, which their ids leave out (so ids are what they were)."""
+
 
 def _point_id(self) -> str:
     """Stable identity of the point: a hash of every field under its stored name
     (``compat.id_fields``: renamed fields under their old names, later ones left out where
     they mean what points did before), so stores keep resuming across versions."""
-    fields = compat.id_fields(as_text(self), type(self).axes)
+    fields = compat.id_fields({k: v for k, v in as_text(self).items() if not (k in LINEAGE and v == LINEAGE[k])}, type(self).axes)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -73,7 +79,8 @@ def point_class(axes: Sequence[Axis] = AXES) -> type:
         "axes": tuple(axes), "point_id": property(_point_id), "to_json": _to_json, "from_json": classmethod(_from_json),
         "per_rank_batch_size": property(_per_rank_batch_size), "backend": property(_backend), "epochs": property(_epochs),
     }
-    return dataclasses.make_dataclass("PointSpec", [(n, Any) for n in names], frozen=True, namespace=namespace)
+    lineage = [(n, Any, dataclasses.field(default=d)) for n, d in LINEAGE.items()]
+    return dataclasses.make_dataclass("PointSpec", [(n, Any) for n in names] + lineage, frozen=True, namespace=namespace)
 
 
 PointSpec = point_class()
@@ -105,7 +112,7 @@ def _point(cls, spec, at: dict[str, Any], options: list[Axis]):
     at.setdefault("skip_reason", None)
     at["init_seed"] = spec.seed  # shared by every point: batch sizes start from the same weights, repeats differ in data order
     at["base_lr"] = None if spec.lr_policy == "tuned" else spec.lr
-    return cls(**{f.name: at[f.name] for f in dataclasses.fields(cls)})
+    return cls(**{f.name: at[f.name] for f in dataclasses.fields(cls) if f.name not in LINEAGE})
 
 
 def recorded(point) -> dict[str, Any]:
@@ -113,7 +120,8 @@ def recorded(point) -> dict[str, Any]:
     what the point derives (split sizes, seeds, the learning rate before scaling, the ranks)."""
     out = {a.column_name: a.recorded(point) for a in type(point).axes if a.column_name}
     out.update(train_size=point.train_size, check_size=point.check_size, init_seed=point.init_seed, base_lr=point.base_lr,
-               per_rank_batch_size=point.per_rank_batch_size, global_batch_size=point.batch_size, backend=point.backend)
+               per_rank_batch_size=point.per_rank_batch_size, global_batch_size=point.batch_size, backend=point.backend,
+               role=point.role, start_sample=point.start_sample or None, branch_factor=point.branch_factor)
     return out
 
 

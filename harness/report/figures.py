@@ -350,3 +350,35 @@ def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[
 
 def device_limit(env: dict, device: str) -> int | None:
     return (env.get("device_memory_bytes") or {}).get(device)
+
+
+def cbs_figure(m) -> Figure | None:
+    """``batchbench cbs``: the critical batch size at each checkpoint against samples seen, the
+    noise scale B_simple on the same axes, and the ramp that was verified."""
+    if m is None or not m.curve:
+        return None
+    plt, _ = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    xs = [c.samples for c in m.curve]
+    ax.plot(xs, [c.batch_size for c in m.curve], marker="o", label="critical batch size (branches)")
+    bounds = [c for c in m.curve if c.lower_bound]
+    if bounds:
+        ax.scatter([c.samples for c in bounds], [c.batch_size for c in bounds], marker="^", s=60, zorder=3, label="every branch kept up (lower bound)")
+    if m.noise_scale:
+        ax.plot([s for s, _ in m.noise_scale], [b for _, b in m.noise_scale], linestyle="--", marker=".", label="noise scale B_simple")
+    if m.stages:
+        end = max([*xs, m.base_samples])
+        starts = [max(s.start_samples, 1) for s in m.stages] + [end]
+        ax.step(starts, [s.batch_size for s in m.stages] + [m.stages[-1].batch_size], where="post", color="black", alpha=0.6, label="ramp")
+    ax.set_xscale("log")
+    ax.set_yscale("log", base=2)
+    ax.set(xlabel="samples seen by the base run (log)", ylabel="batch size (log₂)")
+    ax.legend(fontsize=8)
+    return Figure(
+        "Critical batch size through training",
+        f"At each checkpoint of the base run (B={m.b0}), branches at 2x, 4x, ... the batch trained the same samples; the critical "
+        f"batch size is the largest whose loss stayed within {m.tolerance:.0%} of the smaller ones'. The dashed line is the gradient "
+        "noise scale measured on the base run, which estimates the same quantity from one batch; the black steps are the ramp.",
+        "Line chart of the measured critical batch size and the gradient noise scale against samples seen, both on log axes, with the batch-size ramp as steps.",
+        png(fig),
+    )

@@ -132,15 +132,45 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
     else:
         for name in names[1:-1]:
             sections[name].notes.append("No point finished with status ok, so there is nothing to plot.")
-    sections["Summary"].html = summary_html(data, ok, groups)
+    measured = cbs_measured(data)
+    if measured is not None:  # a cbs run has no target: its answer is the curve and the ramp, not a best batch size
+        groups = []
+    sections["Summary"].html = summary_html(data, ok, groups, target_note=measured is None)
     headline = figures.headline_figure(groups) if len(ok) else None
     if headline is not None:
         sections["Summary"].figures.append(headline)
+    if measured is not None:
+        sections["Summary"].figures.append(figures.cbs_figure(measured))
+        sections["Summary"].html += cbs_html(measured)
     sections["Points"].html = points_table(points) if len(points) else ""
     if not len(points):
         sections["Points"].notes.append("No points stored for this run.")
     runs = ", ".join(data.runs["run_id"]) if len(data.runs) else "no run"
     return html_page(title, f"{runs} · {len(points)} points", list(sections.values()))
+
+
+def cbs_measured(data):
+    """A ``batchbench cbs`` run's curve, ramp and verification (None for other runs), with the
+    tolerance the run used."""
+    from harness.analysis import cbs
+
+    if "role" not in data.points or not (data.points["role"] == "base").any():
+        return None
+    return cbs.measured(data.points, data.checks, cbs.tolerance_of(data.runs))
+
+
+def cbs_html(m) -> str:
+    """The verification of the ramp, as a table."""
+    rows = "".join(
+        f"<tr><td>{html.escape(v.name)}</td><td>{', '.join(map(str, dict.fromkeys(v.batches)))}</td><td>{v.steps:,}</td>"
+        f"<td>{'-' if v.final_loss is None else f'{v.final_loss:.4g}'}</td>"
+        f"<td>{'-' if v.steps_to_base_loss is None else f'{v.steps_to_base_loss:,}'}</td>"
+        f"<td>{'-' if v.train_s_to_base_loss is None else f'{v.train_s_to_base_loss:.3g} s'}</td></tr>" for v in m.verification)
+    corr = "-" if m.rank_correlation is None else f"{m.rank_correlation:.2f}"
+    return ("<h3>Critical batch size and the ramp</h3>"
+            f"<p>Rank correlation of the critical batch size with samples seen: {corr}. Branch compute: {m.branch_share:.1f}x the base "
+            "run's samples.</p><table class=\"rec\"><thead><tr><th>run</th><th>batches</th><th>steps</th><th>final loss</th>"
+            "<th>steps to the base run's final loss</th><th>training time to it</th></tr></thead><tbody>" + rows + "</tbody></table>")
 
 
 def target_notes(groups) -> list[str]:
@@ -169,7 +199,6 @@ def html_page(title: str, subtitle: str, sections: list[Section]) -> str:
 
 
 def write(data: ReportData, output: str | Path, title: str = "batchbench report") -> Path:
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(data, title), encoding="utf-8")
-    return path
+    from harness.outputs import write_output
+
+    return write_output(output, render(data, title), "-o")

@@ -65,7 +65,7 @@ def _lr(group) -> str:
     return f"<br><small>at lr {lr:.4g}</small>"
 
 
-def summary_html(data, ok: pd.DataFrame, groups) -> str:
+def summary_html(data, ok: pd.DataFrame, groups, target_note: bool = True) -> str:
     """Environment, swept axes and, per device and dataset size, the recommendations (``data``:
     the ``ReportData`` being rendered)."""
     points = data.points
@@ -110,7 +110,7 @@ def summary_html(data, ok: pd.DataFrame, groups) -> str:
     note = ""
     if len(points) and ok.empty:
         note = "<p class=\"warn\">No point finished with status ok; the figures are empty. See the errors in the table of points.</p>"
-    elif len(ok) and ok["steps_to_target"].isna().all():
+    elif target_note and len(ok) and ok["steps_to_target"].isna().all():
         note = "<p class=\"note\">No target was reached, so time-to-target and the critical batch size are empty (set --target-loss, --target-accuracy or --target rel:F).</p>"
     answers = []
     for g, label in zip(groups, labels):

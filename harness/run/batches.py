@@ -12,7 +12,8 @@ from harness.config.points import PointSpec
 Fetch = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
 
-def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle", device: torch.device | None = None) -> Iterator[torch.Tensor]:
+def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle", device: torch.device | None = None,
+                  start: int = 0) -> Iterator[torch.Tensor]:
     """The index stream of a point, from its own generator (never the global RNG), so the
     indices are the same on every device.
 
@@ -22,9 +23,16 @@ def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle",
     uniform indices. The new permutation is drawn lazily, inside the ``data`` phase it costs.
     With ``device`` (a training set resident there) the indices are moved to it: a
     permutation once per epoch, as a hand-written loop would, not a copy every step.
+
+    ``start``: begin after that many samples of the stream. With ``shuffle`` the stream is the
+    same concatenation of permutations at every batch size, so a point that continues another
+    from a snapshot reads exactly the samples it would have read next (``run.snapshot``); with
+    ``replacement`` the skipped draws are the same only at the same batch size.
     """
     generator = torch.Generator().manual_seed(seed)
     if sampling == "replacement":
+        for _ in range(start // batch_size):
+            torch.randint(n, (batch_size,), generator=generator)
         while True:
             drawn = torch.randint(n, (batch_size,), generator=generator)
             yield drawn if device is None else drawn.to(device, non_blocking=True)
@@ -33,8 +41,10 @@ def batch_indices(n: int, batch_size: int, seed: int, sampling: str = "shuffle",
         perm = torch.randperm(n, generator=generator)
         return perm if device is None else perm.to(device, non_blocking=True)
 
+    for _ in range(start // n):  # whole epochs already read
+        torch.randperm(n, generator=generator)
     perm = permutation()
-    pos = 0
+    pos = start % n
     while True:
         if pos == n:
             perm = permutation()
@@ -84,7 +94,7 @@ def fetcher(point: PointSpec, X: torch.Tensor, y: torch.Tensor, device: torch.de
     pinned host memory, copy asynchronously: the caching host allocator reuses a buffer only
     once its copy is done) or ``device`` (``X``, ``y`` already on the device, indexed there)."""
     resident = point.data_placement == "device" and device.type != "cpu" and point.loader != "dataloader"
-    batches = batch_indices(point.train_size, point.batch_size, point.seed, point.sampling, device if resident else None)
+    batches = batch_indices(point.train_size, point.batch_size, point.seed, point.sampling, device if resident else None, point.start_sample)
     if rank is not None:
         per_rank = point.batch_size // rank[1]
         low = rank[0] * per_rank

@@ -46,6 +46,8 @@ from harness.run.memory import PeakMemory, analytic_bytes
 from harness.run.parts import matmul_precision, recipe_of
 from harness.run.prepare import Built, Prepared, build, prepare
 from harness.run.sampler import ProcessSource, Sampler, max_of, nvml_source
+from harness.run import snapshot
+from harness.run.snapshot import Snapshot
 from harness.run.schedule import LOSS_EVERY, CappedChecks, due, fit_window
 from harness.run.step import Step, derivative_of, update_of
 from harness.store.schema import PointResult
@@ -96,6 +98,11 @@ class PointOptions:
     """Told ``(done, steps)`` at every loss check (between steps, outside timing)."""
     timeout_s: float | None = None
     """Ends a point that runs longer as an ``error`` (``--point-timeout``; main thread only)."""
+    start: Snapshot | None = None
+    """Continue from this snapshot (model, optimizer, RNG) instead of the initial weights; the
+    point's ``start_sample`` places it in the data order."""
+    snapshots: list | None = None
+    """Where to keep a ``Snapshot`` at every loss check after the first (``batchbench cbs``)."""
 
 
 def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> PointResult:
@@ -113,6 +120,7 @@ def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> Po
     origin_ns, cwd = time.perf_counter_ns(), os.getcwd()
     peaks = PeakMemory(point.device)
     run = Run(point, split, opts.now_ns, opts.rank, peaks, opts.progress)
+    run.start, run.snapshots = opts.start, opts.snapshots
     with _deadline(opts.timeout_s):
         status, error, trace, readings = _attempt(run, factory, opts.prune, opts.timed_every, origin_ns)
     measurement = run.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
@@ -210,6 +218,8 @@ class Run:
         self.wall_ns = 0
         self.final: tuple[float | None, float | None] = (None, None)
         self.comm_s: float | None = None
+        self.start: Snapshot | None = None
+        self.snapshots: list | None = None
 
     def prepare(self, factory: Factory) -> None:
         """Model, optimizer, data and the untimed measurements (FLOPs, compile), then the step
@@ -217,6 +227,8 @@ class Run:
         point, rank = self.point, self.rank
         self.built = build(point, self.split, factory, self.device)
         self.parts = parts = prepare(point, self.split, self.built, self.device, rank)
+        if self.start is not None:  # continue another point from its snapshot (after the untimed counting steps)
+            snapshot.restore(self.start, parts.model, parts.optimizer, point.lr, self.device)
         derivative = derivative_of(parts.trained, parts.loss_fn, parts.autocast, parts.scaler, point.micro_batch_size)
         update = update_of(parts.optimizer, parts.scaler, recipe_of(point, parts.own_recipe))
         self.step = Step(fetcher(point, parts.X, parts.y, self.device, rank, self.split.train_items), derivative, update)
@@ -229,6 +241,9 @@ class Run:
         """A loss check after ``done`` steps; True when the point is to stop at its target."""
         outcome: Outcome = self.checker(done)
         self.checks.append(outcome.row)
+        if self.snapshots is not None and done > 0 and not outcome.diverged:
+            self.snapshots.append(snapshot.take(self.parts.model, self.parts.optimizer, done, (self.point.start_sample or 0) + done * self.point.batch_size,
+                                                outcome.row["eval_loss"], self.device))
         if self.progress is not None:
             self.progress(done, self.point.steps)
         if outcome.diverged:

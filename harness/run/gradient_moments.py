@@ -16,6 +16,8 @@ exact. The parameters, their ``.grad`` and the RNG state are left exactly as the
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Callable
 
 import torch
@@ -65,7 +67,9 @@ class NoiseScale:
         total = {name: torch.zeros(p.shape, dtype=torch.float64, device=p.device) for name, p in params.items()}
         sum_sq = torch.zeros((), dtype=torch.float64, device=self.X.device)
         for start in range(0, self.X.shape[0], CHUNK):
-            grads = per_example(params, self.X[start : start + CHUNK], self.y[start : start + CHUNK])
+            with warnings.catch_warnings():  # torch says vmap over attention falls back to a loop: slower, still right; not the user's concern
+                warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
+                grads = per_example(params, self.X[start : start + CHUNK], self.y[start : start + CHUNK])
             for name, g in grads.items():
                 g = g.double()
                 total[name] += g.sum(0)

@@ -130,6 +130,9 @@ POINTS_LAID_OUT = {
     "workers": "INTEGER",  # DataLoader worker processes (--loader dataloader; 0: in the training process)
     "model_fingerprint": "TEXT",  # 12 hex digits of the parameter shapes in order (compare matches plug-ins by callable name and this, not path)
     "check_every_run": "TEXT",  # the check schedule that ran where --check-every auto spaced it out to keep the checks within a quarter of the point (null: check_every ran)
+    "role": "TEXT",  # batchbench cbs: base | branch | ramp | constant (null: a sweep's point)
+    "start_sample": "INTEGER",  # samples the run had seen where this point starts (it continues from a snapshot); null: from the initial weights
+    "branch_factor": "INTEGER",  # batchbench cbs: the point's batch as a multiple of the base run's
     "traceback": "TEXT",  # the Python traceback of a point whose status is error or oom (null otherwise)
     "accumulation_steps": "INTEGER",  # micro-batches a batch runs as (1: no gradient accumulation; see micro_batch_size)
 }
