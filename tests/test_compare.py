@@ -53,19 +53,21 @@ def _run_ids(store) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    """Three stores of two runs each: the plug-in as it was (5 ms a forward), the same again (an
+    """Three stores of three runs each: the plug-in as it was (5 ms a forward), the same again (an
     A/A pair), and, from another folder, the plug-in busy-waiting two milliseconds more. The
     known cost keeps the rest of the step (about 0.5 ms, which moves by up to half of itself
     between runs while another process keeps a core busy) small beside the 10% threshold. The
-    first store's runs are two processes (``--runs 2``)."""
+    first store's runs are three processes (``--runs 3``). Three runs a side, not two: with two,
+    Welch's interval has one degree of freedom, and on a loaded machine a real 2 ms slowdown
+    was once called "no significant change"."""
     from harness.cli import main
 
     tmp_path = tmp_path_factory.mktemp("compare")
     before, after = _model(tmp_path, "before", 0.005), _model(tmp_path, "after", 0.007)
     paths = {name: tmp_path / f"{name}.sqlite" for name in ("a", "a_again", "b")}
-    assert main(["run", *SWEEP, "--steps", "120", "--model", before, "--store", str(paths["a"]), "--runs", "2"]) == 0
+    assert main(["run", *SWEEP, "--steps", "120", "--model", before, "--store", str(paths["a"]), "--runs", "3"]) == 0
     for name, model in (("a_again", before), ("b", after)):
-        for _ in range(2):
+        for _ in range(3):
             assert main(["run", *SWEEP, "--steps", "120", "--model", model, "--store", str(paths[name])]) == 0
     return paths
 
@@ -77,7 +79,7 @@ def test_the_same_spec_twice_shows_no_significant_change_and_passes_the_gate(sto
     assert "no significant change at 2 of 2 configurations" in out
     code, out, _ = cli("compare", stores["a"], stores["a_again"], "--json")
     rows = json.loads(out)
-    assert [r["throughput_verdict"] for r in rows] == [SAME, SAME] and [(r["runs_a"], r["runs_b"]) for r in rows] == [(2, 2), (2, 2)]
+    assert [r["throughput_verdict"] for r in rows] == [SAME, SAME] and [(r["runs_a"], r["runs_b"]) for r in rows] == [(3, 3), (3, 3)]
 
 
 def test_two_extra_milliseconds_a_step_are_slower_and_fail_the_gate(stores, cli, tmp_path):

@@ -159,3 +159,16 @@ def test_accuracy_target_and_bad_target_input(cli, tmp_path):
         code, _, err = cli("run", "--store", store, "--quiet", *args)
         assert code == 2 and field in err and len(err.strip().splitlines()) == 1, (args, err)
     assert not store.exists()
+
+
+def test_a_batch_size_between_two_tied_ones_is_tied_too():
+    """Training time against batch size has one valley: a slower reading between two tied batch
+    sizes is a load spike on that point, so the tied set has no holes."""
+    from harness.analysis.uncertainty import tied
+
+    def t(s, spread=0.05):
+        return {"train_s": s, "train_low_s": s * (1 - spread), "train_high_s": s * (1 + spread)}
+
+    times = {4: t(1.02), 8: t(1.6), 16: t(1.0), 32: t(1.04), 64: t(2.0), 128: t(3.0)}
+    assert tied(times) == (16, [4, 8, 16, 32])
+    assert tied({8: t(1.0), 16: t(2.0)}) == (8, [8])

@@ -66,12 +66,18 @@ def batch_times(group, checks) -> dict[int, dict[str, float]]:
 
 def tied(times: dict[int, dict[str, float]]) -> tuple[int | None, list[int]]:
     """The batch size with the least training time to target, and every batch size whose
-    interval reaches the best's (itself included), in order."""
+    interval reaches the best's (itself included), in order, with the gaps between them filled.
+
+    Training time to target against batch size falls while steps fall faster than a step slows,
+    then rises: one valley. A batch size between two tied ones that reads slower measured a load
+    spike (one point's steps slowed by another process), not the workload: on a busy machine B=8
+    read slower than both 4 and 16 in one of three identical runs. It is tied too."""
     if not times:
         return None, []
     best = min(times, key=lambda b: times[b]["train_s"])
     ceiling = times[best]["train_high_s"]
-    return best, sorted(b for b, t in times.items() if t["train_low_s"] <= ceiling)
+    reached = [b for b, t in times.items() if t["train_low_s"] <= ceiling]
+    return best, sorted(b for b in times if min(reached) <= b <= max(reached))
 
 
 def _errors(log_bc: np.ndarray, batch_sizes: np.ndarray, log_steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
