@@ -701,3 +701,18 @@ def test_a_header_only_csv_and_a_folder_store_are_named_for_what_they_are(cli, t
     assert code == 2 and one_line(err, "--dataset", "no rows")
     code, _, err = cli("run", *SMALL, "--store", tmp_path)
     assert code == 2 and one_line(err, "--store", "is a folder")
+
+
+def test_a_report_that_fails_after_the_sweep_is_one_line_naming_what_was_kept(cli, tmp_path, monkeypatch):
+    """Too few file handles for the plots, say: the points are stored; the report is one line."""
+    from harness import report
+
+    def broken(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(report, "render", broken)
+    store = tmp_path / "s.sqlite"
+    code, _, err = cli("run", *SMALL[:-1], "--store", store, "--report", tmp_path / "r.html")
+    assert code == 3 and "Traceback" not in err and "is stored in" in err and "Too many open files" in err and "batchbench report --run" in err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("select count(*) from points where status = 'ok'").fetchone()[0] == 2
