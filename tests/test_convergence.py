@@ -172,3 +172,10 @@ def test_a_batch_size_between_two_tied_ones_is_tied_too():
     times = {4: t(1.02), 8: t(1.6), 16: t(1.0), 32: t(1.04), 64: t(2.0), 128: t(3.0)}
     assert tied(times) == (16, [4, 8, 16, 32])
     assert tied({8: t(1.0), 16: t(2.0)}) == (8, [8])
+
+
+def test_a_best_without_an_interval_is_tied_with_itself():
+    from harness.analysis.uncertainty import tied
+
+    nan = float("nan")
+    assert tied({8: {"train_s": 1.0, "train_low_s": nan, "train_high_s": nan}, 16: {"train_s": 2.0, "train_low_s": 1.9, "train_high_s": 2.1}}) == (8, [8])

@@ -76,7 +76,7 @@ def tied(times: dict[int, dict[str, float]]) -> tuple[int | None, list[int]]:
         return None, []
     best = min(times, key=lambda b: times[b]["train_s"])
     ceiling = times[best]["train_high_s"]
-    reached = [b for b, t in times.items() if t["train_low_s"] <= ceiling]
+    reached = [best, *(b for b, t in times.items() if t["train_low_s"] <= ceiling)]  # best itself, whatever NaN its interval holds
     return best, sorted(b for b in times if min(reached) <= b <= max(reached))
 
 
