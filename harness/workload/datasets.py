@@ -10,7 +10,7 @@ Built-ins (``name: natural size``):
 - ``mnist-like`` (5000): 784 features (28x28), 10 classes, synthetic.
 - ``cifar-like`` (2000): ``(3, 32, 32)`` images, 10 classes, synthetic: smooth colour
   prototypes per class plus pixel noise (for ``--model resnet``).
-- ``text`` (4096): byte-level sequences of ``TEXT_CONTEXT`` tokens, targets the next byte of each
+- ``text`` (4096): byte-level sequences of ``generated.TEXT_CONTEXT`` tokens, targets the next byte of each
   (vocabulary 256), cut at seeded offsets from the Python standard library's own source files,
   which every machine with Python has offline (for ``--model gpt``). The same Python version
   gives the same data.
@@ -43,18 +43,14 @@ import numpy as np
 import torch
 
 from harness.errors import SpecError
-from harness.workload import pipelines, plugins
+from harness.workload import generated, pipelines, plugins
 from harness.workload.pipelines import Pipeline
 from harness.config.policies import DataInfo, split_sizes
 
 BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000, "cifar-like": 2000, "text": 4096}
 GENERATED_FEATURES = {"blobs": 2, "linreg": 16, "mnist-like": 784, "cifar-like": 3 * 32 * 32, "text": 64}
-TEXT_CONTEXT = 64
-TEXT_CORPUS_BYTES = 2_000_000
-"""The text corpus: the first this many bytes of the standard library's .py files, by sorted path."""
 """Features of the data sets generated at any size (what their memory grows with)."""
 FILE_SUFFIXES = (".npz", ".csv", ".parquet")
-LINREG_FEATURES = 16
 
 
 class _Samples:
@@ -177,22 +173,11 @@ def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None 
     rng = np.random.default_rng(data_seed)
     if source is not None:
         return _subsample(source, size, rng)
-    if name == "blobs":
-        from sklearn.datasets import make_blobs
-
-        X, y = make_blobs(n_samples=size, centers=3, n_features=2, cluster_std=2.0, random_state=data_seed)
-        return _dataset(name, X, y)
-    if name == "linreg":
-        X = rng.standard_normal((size, LINREG_FEATURES)) * (1 + np.arange(LINREG_FEATURES)) ** -0.5
-        w = np.random.default_rng(10_000 + data_seed).standard_normal(LINREG_FEATURES)
-        y = X @ w + 0.1 * rng.standard_normal(size)
-        return _dataset(name, X, y.astype(np.float64))
-    if name == "mnist-like":
-        return _dataset(name, *_mnist_like(size, data_seed))
-    if name == "cifar-like":
-        return _dataset(name, *_cifar_like(size, data_seed), shaped=True)
-    if name == "text":
-        return _text(size, data_seed)
+    if name in generated.GENERATORS:
+        X, y = generated.GENERATORS[name](size, data_seed)
+        if name == "text":  # next-byte ids over a vocabulary of 256, as given
+            return Dataset(name, torch.from_numpy(X), torch.from_numpy(y), "classification", 256)
+        return _dataset(name, X, y, shaped=name == "cifar-like")
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -278,54 +263,6 @@ def linreg_optimum(data: Dataset) -> tuple[np.ndarray, float]:
     y = data.y.double().numpy()
     w, *_ = np.linalg.lstsq(X, y, rcond=None)
     return w, float(np.mean((X @ w - y) ** 2))
-
-
-def _mnist_like(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ten smooth random 28x28 class prototypes plus pixel noise: image-shaped, learnable,
-    not separable at a glance (the noise is as large as the prototypes' spread)."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.standard_normal((10, 7, 7))
-    prototypes = np.kron(coarse, np.ones((4, 4))).reshape(10, 784)
-    y = rng.integers(0, 10, size=size)
-    X = prototypes[y] + 1.5 * rng.standard_normal((size, 784))
-    return X, y
-
-
-def _cifar_like(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ten smooth random colour prototypes (8x8, upsampled to 32x32) plus pixel noise."""
-    rng = np.random.default_rng(seed)
-    prototypes = np.kron(rng.standard_normal((10, 3, 8, 8)), np.ones((1, 1, 4, 4)))
-    y = rng.integers(0, 10, size=size)
-    X = prototypes[y] + 1.5 * rng.standard_normal((size, 3, 32, 32))
-    return X.astype(np.float32), y
-
-
-@functools.lru_cache(maxsize=1)
-def _corpus() -> bytes:
-    import sysconfig
-
-    root = Path(sysconfig.get_paths()["stdlib"])
-    chunks, total = [], 0
-    for path in sorted(root.glob("*.py")):
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        chunks.append(data)
-        total += len(data)
-        if total >= TEXT_CORPUS_BYTES:
-            break
-    corpus = b"".join(chunks)[:TEXT_CORPUS_BYTES]
-    if len(corpus) < 10 * (TEXT_CONTEXT + 1):
-        raise SpecError("--dataset", f"text: found only {len(corpus)} bytes of Python source under {root}")
-    return corpus
-
-
-def _text(size: int, seed: int) -> Dataset:
-    corpus = np.frombuffer(_corpus(), dtype=np.uint8)
-    starts = np.random.default_rng(seed).integers(0, len(corpus) - TEXT_CONTEXT - 1, size=size)
-    windows = corpus[starts[:, None] + np.arange(TEXT_CONTEXT + 1)].astype(np.int64)
-    return Dataset("text", torch.from_numpy(windows[:, :-1].copy()), torch.from_numpy(windows[:, 1:].copy()), "classification", 256)
 
 
 def _dataset(name: str, X: np.ndarray, y: np.ndarray, *, shaped: bool = False) -> Dataset:
