@@ -119,8 +119,7 @@ def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> Po
     torch.set_num_threads(point.threads)
     origin_ns, cwd = time.perf_counter_ns(), os.getcwd()
     peaks = PeakMemory(point.device)
-    run = Run(point, split, opts.now_ns, opts.rank, peaks, opts.progress)
-    run.start, run.snapshots = opts.start, opts.snapshots
+    run = Run(point, split, peaks, opts)
     with _deadline(opts.timeout_s):
         status, error, trace, readings = _attempt(run, factory, opts.prune, opts.timed_every, origin_ns)
     measurement = run.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
@@ -197,11 +196,11 @@ class Run:
     """One point's live state. Only this module writes it; ``measurement()`` freezes what it
     measured into a ``Measurement``, also when training failed midway."""
 
-    def __init__(self, point: PointSpec, split: Split, now_ns: Callable[[], int], rank: tuple[int, int] | None, peaks: PeakMemory,
-                 progress: Callable[[int, int], None] | None = None):
-        self.point, self.split, self.now_ns, self.rank, self.peaks, self.progress = point, split, now_ns, rank, peaks, progress
+    def __init__(self, point: PointSpec, split: Split, peaks: PeakMemory, opts: PointOptions):
+        self.point, self.split, self.peaks = point, split, peaks
+        self.now_ns, self.rank, self.progress, self.start, self.snapshots = opts.now_ns, opts.rank, opts.progress, opts.start, opts.snapshots
         self.device = torch.device(point.device)
-        self.clock = PhaseClock(point.timing_mode, self.device, now_ns)
+        self.clock = PhaseClock(point.timing_mode, self.device, opts.now_ns)
         self.losses = BatchLosses(self.device)
         self.built: Built | None = None
         self.parts: Prepared | None = None
@@ -212,14 +211,12 @@ class Run:
         self.timed: list[int] = []
         self.timed_every = 1
         self.steps_done = 0
-        self.loop_start_ns = self.measure_start_ns = now_ns()
+        self.loop_start_ns = self.measure_start_ns = opts.now_ns()
         self.paused_ns = 0
         self.measured_ns: int | None = None
         self.wall_ns = 0
         self.final: tuple[float | None, float | None] = (None, None)
         self.comm_s: float | None = None
-        self.start: Snapshot | None = None
-        self.snapshots: list | None = None
 
     def prepare(self, factory: Factory) -> None:
         """Model, optimizer, data and the untimed measurements (FLOPs, compile), then the step
