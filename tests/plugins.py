@@ -452,3 +452,23 @@ def hangs_at_b8(n_features, n_outputs):
 
 def float_loss(n_features, n_outputs):
     return nn.Linear(n_features, n_outputs), lambda out, target: 1.5
+
+
+class SlowCheck(nn.Module):
+    """A linear model whose evaluation (eval mode) costs ``BATCHBENCH_TEST_CHECK_S`` (default 20
+    ms) a call and whose training forward costs 0.3 ms: a loss check worth about 60 steps, as on
+    a real model. The cost changes no number: the reference run checks every step at no cost."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        import os
+
+        busy_wait(0.0003 if self.training else float(os.environ.get("BATCHBENCH_TEST_CHECK_S", "0.02")))
+        return self.linear(x)
+
+
+def slow_check(n_features, n_outputs):
+    return SlowCheck(n_features, n_outputs)

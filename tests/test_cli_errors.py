@@ -150,4 +150,5 @@ def test_a_reader_that_stops_early_gets_no_broken_pipe_traceback(tmp_path):
 def test_tune_help_lists_only_the_flags_tune_takes(cli):
     code, out, _ = cli("tune", "--help")
     assert code == 0 and "--lr-grid" in out and "--target" in out
-    assert not any(flag in out for flag in ("--lr-policy", "--stop-at-target", "--world-sizes", "--repeats", "--shard", "--base-batch-size"))
+    assert not any(flag in out for flag in ("--lr-policy", "--stop-at-target", "--world-sizes", "--repeats", "--shard"))
+    assert "--base-batch-size" in out and "LightningModule" in out  # the batch a module's own rates are for

@@ -63,3 +63,25 @@ def test_opening_a_0_4_2_store_to_write_records_its_format(tmp_path):
         pass
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_FORMAT
+
+
+def test_adamw_defaults_to_torchs_weight_decay_and_an_older_adamw_run_resumes_as_written(tmp_path, cli):
+    """Since 0.6 `--optimizer adamw` means weight decay 0.01, as torch's AdamW. A run written
+    before (weight decay 0, as `--weight-decay 0` still writes it), interrupted, resumes with the
+    same flags as it was written: its missing point trains with weight decay 0 and joins it."""
+    flags = ("run", "--devices", "cpu", "--dataset", "blobs", "--dataset-sizes", "100", "--batch-sizes", "4,8", "--steps", "12",
+             "--optimizer", "adamw", "--lr", "0.01", "--quiet", "--no-report")
+    new = tmp_path / "new.sqlite"
+    assert cli(*flags, "--store", new)[0] == 0
+    with Store(new, readonly=True) as s:
+        assert set(s.load("points")["weight_decay"]) == {0.01}
+    old = tmp_path / "old.sqlite"
+    assert cli(*flags, "--weight-decay", "0", "--store", old)[0] == 0  # what 0.5 wrote for these flags
+    with sqlite3.connect(old) as conn:
+        conn.execute("delete from points where batch_size = 8")
+        conn.execute("update runs set finished_at = null")
+    code, _, err = cli(*flags, "--store", old, "--resume")
+    assert code == 0 and "resuming as the run was written" in err and "weight decay 0" in err, err
+    with Store(old, readonly=True) as s:
+        points = s.load("points")
+        assert len(s.load("runs")) == 1 and sorted(points["batch_size"]) == [4, 8] and set(points["weight_decay"]) == {0.0}

@@ -1,6 +1,7 @@
 """The HTML report, checked as a reader gets it: in a real headless browser."""
 
 import json
+import sqlite3
 import os
 import re
 import subprocess
@@ -133,16 +134,25 @@ def test_batch_size_ticks_never_overlap_and_a_narrow_log_range_still_has_ticks()
 
 
 def test_analyze_and_the_report_state_the_target_and_warn_on_coarse_checks(tmp_path, cli):
+    """Checks every 100 steps: the crossings are refined after the sweep (no warning); a store
+    from before refinement gets the warning, in analyze, the answer and the report."""
     store = tmp_path / "s.sqlite"
     sweep = ("run", "--devices", "cpu", "--dataset-sizes", "400", "--batch-sizes", "8,64,256", "--steps", "300", "--quiet", "--store", store)
-    assert cli(*sweep, "--check-every", "100", "--report", tmp_path / "coarse.html")[0] == 0
-    code, out, _ = cli("analyze", "--store", store)
-    assert code == 0 and "  target: eval loss ≤ " in out and "(rel:0.1:" in out
-    assert "warning: the loss checks are coarse against steps-to-target" in out and "--check-every log:40" in out
-    page = (tmp_path / "coarse.html").read_text()
-    assert "Target: eval loss ≤" in page and "Warning for digits · 400 samples · cpu" in page
-    assert cli(*sweep, "--report", tmp_path / "fine.html")[0] == 0  # the default: 40 checks spaced geometrically
+    code, _, err = cli(*sweep, "--check-every", "100", "--report", tmp_path / "coarse.html")
+    assert code == 0 and "crossed the relative target between coarse checks" in err
     code, out, _ = cli("analyze", "--store", store, "--json")
     (group,) = json.loads(out)
-    assert group["target"].startswith("eval loss ≤") and group["coarse_checks"] is False and group["check_resolution"] < 0.25
-    assert "Warning for" not in (tmp_path / "fine.html").read_text()
+    assert group["target"].startswith("eval loss ≤") and "(rel:0.1:" in group["target"] and group["coarse_checks"] is False
+    assert "Warning for" not in (tmp_path / "coarse.html").read_text()
+    with sqlite3.connect(store) as conn:  # as a store written before refinement holds it
+        assert conn.execute("select count(*) from points where refine_steps > 0").fetchone()[0] >= 1
+        conn.execute("update points set steps_to_target_low = null, refine_steps = null")
+    code, out, _ = cli("analyze", "--store", store)
+    assert code == 0 and "  target: eval loss ≤ " in out
+    assert "warning: the loss checks are coarse against steps-to-target" in out and "run the sweep again" in out
+    assert "Caveats: steps to target are known only coarsely" in out
+    assert cli("report", "--store", store, "-o", tmp_path / "old.html")[0] == 0
+    page = (tmp_path / "old.html").read_text()
+    assert "Target: eval loss ≤" in page and "Warning for digits · 400 samples · cpu" in page
+
+

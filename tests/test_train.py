@@ -219,8 +219,10 @@ def test_a_short_point_still_times_a_measured_step():
 def test_auto_checks_stay_within_their_share_of_a_point():
     """A check worth ten steps: ``auto`` spaces 200 steps' checks out from 40 to 5, so the checks
     take about a fifth of the point, not two thirds; a schedule the user gave is kept as given,
-    and cheap checks (the default sweep's) are all kept."""
-    from harness.run.schedule import CHECK_SHARE
+    and cheap checks (the default sweep's) follow the fine schedule, every interval within 5% of
+    its end (or one step), so steps to target need no refining."""
+    from harness.run.refine import resolved
+    from harness.run.schedule import CHECK_SHARE, fine_count
 
     (auto,) = _run(model=plugin("costly_check"), steps=200, sample_interval=0, noise_samples=0)
     assert auto.point["check_every"] == "log:40" and auto.point["check_every_run"] == "log:5" and len(auto.checks) == 6  # step 0 and 5
@@ -228,8 +230,10 @@ def test_auto_checks_stay_within_their_share_of_a_point():
     assert share <= CHECK_SHARE + 0.05, share
     (given,) = _run(model=plugin("costly_check"), steps=20, check_every="log:40", sample_interval=0)
     assert given.point["check_every"] == "log:40" and given.point["check_every_run"] is None and len(given.checks) == 21
-    (cheap,) = _run(steps=40)
-    assert cheap.point["check_every_run"] is None and len(cheap.checks) == 41
+    (cheap,) = _run(steps=300)
+    assert cheap.point["check_every_run"] == f"log:{fine_count(300)}" and len(cheap.checks) == fine_count(300) + 1
+    marks = [c["step"] for c in cheap.checks]
+    assert all(resolved(a, b) for a, b in zip(marks, marks[1:])), marks
 
 
 def test_a_loss_that_grows_tenfold_is_diverged_and_stops():

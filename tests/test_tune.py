@@ -65,12 +65,12 @@ def test_tune_with_a_relative_target_runs_a_pilot_and_reads_like_any_run(cli, tm
     flags = [f for f in WORKLOAD if f not in ("--target-loss", "0.3")]
     code, out, err = cli("tune", "--dataset", blobs, *flags, "--target", "rel:0.2", "--store", store)
     assert code == 0, err
-    assert "pilot B=" in err and "trial" in err and out.startswith(f"{blobs} · 1024 samples · cpu: batch size ")
+    assert "pilot B=" in err and "trial" in err and out.startswith(f"{blobs} · 1024 samples · cpu: ")
     trials = _points(store)
     assert trials["target_loss"].nunique() == 1  # the pilot's curve fixed one target for every trial
     code, analyzed, _ = cli("analyze", "--store", store, "--json")
     group = json.loads(analyzed)[0]
-    assert group["recommendation"]["batch_size"] == int(out.split("batch size ")[1].split()[0])
+    assert out.startswith(f"{blobs} · 1024 samples · cpu: {group['recommendation']['headline']}")  # tune answers as analyze does
 
 
 def test_a_target_reached_in_the_first_tenth_of_the_pilot_is_called_trivial(cli, tmp_path, blobs):
@@ -87,6 +87,9 @@ def test_tune_refuses_to_run_without_a_target(cli, tmp_path, blobs):
 
 
 def test_a_bare_run_recommends_a_batch_size_for_every_dataset_size(cli, tmp_path):
+    from harness.run.refine import resolved
+    from harness.run.schedule import fine_count
+
     store = tmp_path / "s.sqlite"
     code, out, err = cli("run", "--devices", "cpu", "--store", store, "--no-report")
     assert code == 0, err
@@ -100,6 +103,7 @@ def test_a_bare_run_recommends_a_batch_size_for_every_dataset_size(cli, tmp_path
         assert advice["sentence"] in out and advice["steps_to_target"] > 1
     assert points["steps_to_target"].notna().mean() >= 0.5
     assert (points["check_every"] == "log:40").all()
-    with sqlite3.connect(store) as conn:  # geometric checks: every early step, then about 13% apart
+    with sqlite3.connect(store) as conn:  # geometric checks: every early step, then 5% apart (cheap checks resolve steps to target)
         steps = [row[0] for row in conn.execute("SELECT DISTINCT step FROM checks ORDER BY step")]
-    assert steps[:10] == list(range(10)) and steps[-1] == 500 and len(steps) <= 41
+    assert steps[:10] == list(range(10)) and steps[-1] == 500 and len(steps) <= fine_count(500) + 1
+    assert all(resolved(a, b) for a, b in zip(steps, steps[1:]))

@@ -73,3 +73,65 @@ def test_a_hugging_face_output_object_trains_checks_and_scores(cli, tmp_path, na
     assert checks["eval_loss"].iloc[-1] < checks["eval_loss"].iloc[0] - 0.5  # a falling loss
     if name == "hf_gpt2":
         assert checks["eval_acc"].notna().all()  # accuracy read from the output's logits
+
+
+@lightning_only
+def test_lightning_accuracy_and_recipe_are_the_modules_own(cli, tmp_path):
+    """Accuracy comes from the module's own forward (inside its training_step), and the answer
+    and the report describe the recipe the points recorded: AdamW with weight decay, the
+    OneCycleLR's peak rate, never the spec's sgd/constant defaults."""
+    store, report = tmp_path / "o.sqlite", tmp_path / "o.html"
+    code, out, err = cli("run", "--devices", "cpu", "--dataset-sizes", "400", "--batch-sizes", "16,64", "--steps", "150",
+                         "--model", model("lightning_onecycle"), "--store", store, "--report", report)
+    assert code == 0, err
+    points = _points(store)
+    assert set(points["lr"]) == {0.003} and set(points["lr_schedule"]) == {"OneCycleLR/step"}  # the peak (max_lr), not its 0.00012 start
+    assert points["final_eval_acc"].notna().all() and (points["final_eval_acc"] > 0.5).all()
+    answer = [line for line in out.splitlines() if "batch size" in line][-1]
+    recipe = "peak lr 0.003 with its OneCycleLR stepped every step"
+    assert "adamw (weight decay 0.05" in answer and recipe in answer, answer  # (OneCycleLR cycles Adam's beta1: recorded as it started)
+    assert "constant" not in answer and "sgd" not in answer
+    import re
+
+    page = re.sub(r"base64,[A-Za-z0-9+/=]+", "", report.read_text())  # the words, not the figures' bytes
+    assert recipe in page and "lr policy constant" not in page and "sgd" not in page
+
+
+@lightning_only
+def test_tune_searches_batch_sizes_with_the_modules_own_recipe(cli, tmp_path):
+    """AdamW + a per-step cosine: tune trains every trial with the module's optimizer and
+    scheduler, its rates times sqrt(B / --base-batch-size)."""
+    store = tmp_path / "t.sqlite"
+    code, out, err = cli("tune", "--devices", "cpu", "--dataset-sizes", "400", "--batch-sizes", "8..128", "--steps", "120", "--target-loss", "0.6",
+                         "--model", model("lightning_mlp"), "--base-batch-size", "16", "--store", store, "--no-report")
+    assert code == 0, err
+    points = _points(store)
+    assert set(points["optimizer"]) == {"adamw"} and set(points["lr_schedule"]) == {"CosineAnnealingLR/step"}
+    for row in points.to_dict("records"):
+        assert row["lr_scale"] == pytest.approx((row["batch_size"] / 16) ** 0.5) or (row["batch_size"] == 16 and row["lr_scale"] is None)
+        assert row["lr"] == pytest.approx(0.01 * (row["lr_scale"] or 1.0))
+    assert set(points["lr_policy"]) == {"sqrt"} and "scaled with the batch size by the sqrt rule (adamw (weight decay 0.02, betas 0.9,0.95)" in out, out
+    code, runs, _ = cli("runs", "--store", store)
+    assert " tune " in runs
+
+
+@lightning_only
+@pytest.mark.parametrize("command", ["tune", "cbs"])
+def test_a_fixed_length_or_any_schedule_is_refused_by_name(cli, tmp_path, command):
+    flags = ["--target-loss", "0.5"] if command == "tune" else []
+    code, _, err = cli(command, "--devices", "cpu", "--dataset-sizes", "400", "--batch-sizes", "16", "--steps", "50", *flags,
+                       "--model", model("lightning_onecycle"), "--store", tmp_path / "s.sqlite", "--no-report")
+    assert code == 2 and err.count("\n") == 1 and "OneCycleLR" in err and "--lr-policy" not in err, err
+
+
+@lightning_only
+def test_cbs_branches_move_the_modules_own_rate_by_its_rule(cli, tmp_path):
+    store = tmp_path / "c.sqlite"
+    code, out, err = cli("cbs", "--devices", "cpu", "--dataset-sizes", "400", "--batch-sizes", "16", "--epochs", "4", "--checkpoints", "2",
+                         "--largest-batch", "64", "--rates", "1", "--model", model("lightning_plain"), "--store", store, "--no-report")
+    assert code == 0, err
+    points = _points(store)
+    branches = points[points["role"] == "branch"]
+    assert len(branches) and list(branches["lr"]) == pytest.approx(list(0.05 * branches["branch_factor"]))  # SGD: linear in k
+    code, runs, _ = cli("runs", "--store", store)
+    assert " cbs " in runs

@@ -39,6 +39,53 @@ def lightning_mlp(n_features, n_outputs):
     return LitMLP()
 
 
+def lightning_onecycle(n_features, n_outputs):
+    """AdamW(lr 3e-3, weight decay 0.05) with OneCycleLR stepped every step: a schedule bound to
+    its total_steps (200), as users write it."""
+    pl = _lightning()
+
+    class LitOneCycle(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, n_outputs))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.AdamW(self.parameters(), lr=3e-3, weight_decay=0.05)
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=200)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    return LitOneCycle()
+
+
+def lightning_plain(n_features, n_outputs):
+    """SGD with momentum and no scheduler: what ``cbs`` takes."""
+    pl = _lightning()
+
+    class LitPlain(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, n_outputs))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+    return LitPlain()
+
+
 def _gpt2(n_outputs):
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -18,8 +18,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from harness.analysis.caveats import caveats, excluded
 from harness.analysis.keys import GROUP_KEYS
-from harness.analysis.uncertainty import MIN_FIT_BATCH_SIZES, batch_times, fit_interval, fit_log, tied
+from harness.analysis.recipe import describe
+from harness.analysis.uncertainty import MIN_FIT_BATCH_SIZES, batch_times, fit_interval, fit_log, point_bounds, tied
 
 TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
 
@@ -34,17 +36,29 @@ def reached(check: Mapping[str, Any], target_loss: float | None, target_accuracy
     return False
 
 
-def to_target(checks: Iterable[Mapping[str, Any]], batch_size: int, *, target_loss: float | None = None, target_accuracy: float | None = None) -> dict[str, Any]:
-    """Steps/samples/time to the first check that reaches the target; nulls when none does."""
-    for check in checks:
-        if reached(check, target_loss, target_accuracy):
-            return {
-                "steps_to_target": int(check["step"]),
-                "samples_to_target": int(check["step"]) * batch_size,
-                "time_to_target_s": check["wall_s"],
-                "compute_to_target_s": check["compute_s"],
-            }
-    return dict.fromkeys(TARGET_COLUMNS)
+def to_target(checks: Iterable[Mapping[str, Any]], batch_size: int, *, target_loss: float | None = None, target_accuracy: float | None = None,
+              crossing: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Steps/samples/time to the target, and the earliest step it may have been reached
+    (``steps_to_target_low``); nulls when no check reached it.
+
+    Without ``crossing`` the steps are the first check's that reached it (known to the check
+    before). With ``crossing`` = (step, low), found between two checks (``run.refine``), the
+    steps are that step, and the times are the check before's plus the training between it and
+    the check that saw the target, in proportion to the steps (checks, and the refinement, are
+    not training)."""
+    rows = list(checks)
+    hit = next((i for i, check in enumerate(rows) if reached(check, target_loss, target_accuracy)), None)
+    if hit is None:
+        return dict.fromkeys((*TARGET_COLUMNS, "steps_to_target_low"))
+    after = rows[hit]
+    step, low = (int(after["step"]), int(rows[hit - 1]["step"]) + 1 if hit else 0) if crossing is None else crossing
+    wall, compute = after["wall_s"], after["compute_s"]
+    if hit and step < after["step"]:
+        before = rows[hit - 1]
+        training = (step - before["step"]) / (after["step"] - before["step"]) * (after["compute_s"] - before["compute_s"])
+        wall, compute = before["wall_s"] + training, before["compute_s"] + training
+    return {"steps_to_target": step, "samples_to_target": step * batch_size, "time_to_target_s": wall, "compute_to_target_s": compute,
+            "steps_to_target_low": min(low, step)}
 
 
 def relative_target(initial_loss: float, reference_loss: float, fraction: float) -> float:
@@ -174,8 +188,8 @@ def check_resolution(points, checks) -> float | None:
         hit = record.get("steps_to_target")
         if hit is None or hit != hit or hit <= 0:
             continue
-        before = checks[(checks["point_id"] == record["point_id"]) & (checks["step"] < hit)]["step"]
-        gaps.append((hit - (before.max() if len(before) else 0)) / hit)
+        low, high = point_bounds(record, checks)
+        gaps.append((high - low + 1) / high)
     return float(np.median(gaps)) if gaps else None
 
 
@@ -200,6 +214,13 @@ class GroupAnalysis:
     steps to target: how finely the checks pin steps-to-target down. Above
     ``COARSE_CHECKS`` steps-to-target mostly measures the check schedule."""
 
+    caveats: tuple[str, ...] = ()
+    """What the answer cannot promise (``analysis.caveats``), most serious first."""
+    excluded: tuple[tuple[int, str], ...] = ()
+    """Batch sizes left out of the ranking, with why (a step time from the burn-in only)."""
+    recipe: str | None = None
+    """The training recipe the points recorded, in words (``analysis.recipe``)."""
+
     @property
     def coarse_checks(self) -> bool:
         return self.check_resolution is not None and self.check_resolution > COARSE_CHECKS
@@ -207,15 +228,16 @@ class GroupAnalysis:
     def coarse_note(self) -> str:
         """Why steps-to-target of this group mean little, and what to do."""
         return (f"the loss checks are coarse against steps-to-target: the check before the target came a median "
-                f"{100 * self.check_resolution:.0f}% of the steps earlier, so steps-to-target (and B_crit) mostly measure the check "
-                f"schedule; run with --check-every log:40 (checks a constant ratio apart) or a smaller interval")
+                f"{100 * self.check_resolution:.0f}% of the steps earlier and the crossing was not refined between them (a store "
+                f"from before refinement, or data-parallel points), so steps-to-target (and B_crit) mostly measure the check "
+                f"schedule; run the sweep again: single-process points find the step that crossed the target to within 5%")
 
 
 def analyze(points, checks) -> list[GroupAnalysis]:
     """Per group of points (data set, size, device, model, optimizer, sampling, policy): a row
     per batch size (best learning rate when tuned; medians over repeats), its training time to
     target with its interval and whether it is tied with the best, the critical-batch fit, the
-    best batch sizes, and the noise scale at the start and at target."""
+    best batch sizes, the noise scale at the start and at target, the recipe and the caveats."""
     if len(points) == 0:
         return []
     ok = points[points["status"] == "ok"]
@@ -225,18 +247,34 @@ def analyze(points, checks) -> list[GroupAnalysis]:
     keys = [k for k in GROUP_KEYS if k in chosen.columns]
     out = []
     for key_values, group in chosen.groupby(keys, dropna=False, sort=True):
+        key = dict(zip(keys, key_values if isinstance(key_values, tuple) else (key_values,)))
         point_checks = checks[checks["point_id"].isin(set(group["point_id"]))] if len(checks) else checks
         table, best, ties = _batch_table(group, point_checks)
         start, at_target = _noise_scales(group, point_checks)
+        left_out = excluded(group)
+        everything = _members(points, key)
+        notes = tuple(f"B={b} is left out of the ranking: it {why}" for b, why in left_out.items())
         out.append(GroupAnalysis(
-            key=dict(zip(keys, key_values if isinstance(key_values, tuple) else (key_values,))), table=table,
-            fit=fit_critical_batch(table["batch_size"], table["steps_to_target"]), best_batch=best, tied=tuple(ties),
+            key=key, table=table, fit=fit_critical_batch(table["batch_size"], table["steps_to_target"]), best_batch=best, tied=tuple(ties),
             best_batch_by_time=_argbest(table, "time_to_target_s", min), best_batch_by_compute=_argbest(table, "compute_to_target_s", min),
             best_batch_by_throughput=_argbest(table, "samples_per_s", max), noise_start=median_ci(start)[0] if start else None,
             noise_at_target=median_ci(at_target)[0], target=target_text(group),
             check_resolution=check_resolution(group, point_checks) if len(point_checks) else None,
+            caveats=notes + caveats(group, _members(ok, key), everything, point_checks, best), excluded=tuple(left_out.items()),
+            recipe=describe(group.to_dict("records")),
         ))
     return out
+
+
+def _members(points, key: dict):
+    """The points of one group (any status), nulls matching nulls."""
+    mask = np.ones(len(points), dtype=bool)
+    for column, value in key.items():
+        if column not in points:
+            continue
+        values = points[column]
+        mask &= values.isna().to_numpy() if value is None or (isinstance(value, float) and math.isnan(value)) else (values == value).to_numpy()
+    return points[mask]
 
 
 def _batch_table(group, point_checks):

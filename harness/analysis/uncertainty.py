@@ -40,17 +40,28 @@ def steps_bounds(steps_to_target: float, check_steps: Sequence[int]) -> tuple[in
     return (int(max(before)) + 1 if before else 1), int(steps_to_target)
 
 
+def point_bounds(record: dict, checks) -> tuple[int, int]:
+    """A point's (lowest, highest) steps to target: as refined (``steps_to_target_low``), or
+    from its checks where a store from before 0.6 has no refined columns."""
+    low = record.get("steps_to_target_low")
+    if low is not None and low == low:
+        return int(low), int(record["steps_to_target"])
+    own = checks[checks["point_id"] == record["point_id"]]["step"].tolist() if len(checks) else []
+    return steps_bounds(record["steps_to_target"], own)
+
+
 def batch_times(group, checks) -> dict[int, dict[str, float]]:
     """Per batch size of a group of points (repeats pooled) that reached the target: its steps
     (median, and the lowest and highest the checks and repeats allow), its median step time
     with a relative uncertainty, and the training time to target with its interval."""
     out: dict[int, dict[str, float]] = {}
     reached = group[group["steps_to_target"].notna() & group["step_wall_s"].notna()]
+    if "flags" in reached:  # a step time from the burn-in only is a warm-up time, not the point's (analysis.caveats)
+        reached = reached[~reached["flags"].fillna("").astype(str).str.contains("burn_in_only")]
     for batch, per_b in reached.groupby("batch_size", sort=True):
         lows, highs = [], []
         for record in per_b.to_dict("records"):
-            own = checks[checks["point_id"] == record["point_id"]]["step"].tolist() if len(checks) else []
-            low, high = steps_bounds(record["steps_to_target"], own)
+            low, high = point_bounds(record, checks)
             lows.append(low)
             highs.append(high)
         step_s = per_b["step_wall_s"].astype(float)

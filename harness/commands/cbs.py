@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if spec.dataset_sizes and len(spec.dataset_sizes) != 1:
         raise SpecError("--dataset-sizes", "cbs runs at one dataset size")
     the_plan = plan(dataclasses.replace(spec, target=None, lr_policy="constant", repeats=1, world_sizes=(1,)))
+    own = the_plan.own_recipe
+    if own is not None and own.scheduler is not None:
+        raise SpecError("--model", f"{spec.model} steps a {own.scheduler}: cbs compares branches at constant learning rates (each at its "
+                                   f"optimizer's rule); give it a module without a scheduler, or compare batch sizes with `batchbench run`")
     if len({p.dataset_size for p in the_plan.points}) > 1:  # no --dataset-sizes: the data set's own size
         the_plan = dataclasses.replace(the_plan, points=tuple(p for p in the_plan.points if p.dataset_size == max(q.dataset_size for q in the_plan.points)))
     keep = kept_inputs(args, the_plan.spec)

@@ -77,6 +77,8 @@ def _run_here(the_plan, store_path: str, args: argparse.Namespace) -> int:
     with Store(store_path) as store:
         if store.migrated:
             say(f"migrated {store.path} from an older batchbench ({'; '.join(store.migrated)})")
+        if args.resume:
+            the_plan = as_written(the_plan, store, say)
         run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False, say=say, logs=args.log_targets)
         points, checks = store.load("points", [run_id]), store.load("checks", [run_id])
     if not args.quiet:
@@ -94,6 +96,23 @@ def _run_here(the_plan, store_path: str, args: argparse.Namespace) -> int:
         say(f"every point failed ({', '.join(sorted(set(points['status'])))})")
         return 1
     return 0
+
+
+def as_written(the_plan, store, say):
+    """The plan to resume: this one, or, where the store holds a run of these flags as an older
+    batchbench read them (a default changed since: ``compat.earlier_meanings``), that one, so
+    the run continues with the points it was started with."""
+    from harness.config.compat import earlier_meanings
+    from harness.drivers.plan import plan
+
+    if store.find_run(the_plan.sweep_hash, *the_plan.old_hashes) is not None:
+        return the_plan
+    for spec, why in earlier_meanings(the_plan.spec):
+        older = plan(spec)
+        if store.find_run(older.sweep_hash, *older.old_hashes) is not None:
+            say(f"resuming as the run was written: {why}")
+            return older
+    return the_plan
 
 
 def failure_summary(points) -> list[str]:
@@ -171,13 +190,13 @@ def recommendations_text(points, checks) -> str:
     """Per group (device x dataset size x ...), the batch size that reaches the target soonest,
     or why there is none."""
     from harness.analysis.convergence import analyze
-    from harness.analysis.recommend import recommend
+    from harness.analysis.recommend import no_answer, recommend
 
     groups = analyze(points, checks)
     lines = []
     for group, label in zip(groups, short_labels(groups)):
         advice = recommend(group)
-        lines.append(f"{label}: " + (advice.sentence() if advice is not None else "no batch size reached the target; see `batchbench analyze`"))
+        lines.append(f"{label}: " + (advice.sentence() if advice is not None else no_answer(group)))
     return "\n".join(lines)
 
 

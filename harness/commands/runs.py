@@ -26,8 +26,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+KINDS = ("tune", "cbs")
+"""Run kinds other than a sweep, named by their ``spec_hash``'s prefix (``tune:...``);
+``overhead`` stores no run."""
+
+
+def run_kind(spec_hash) -> str:
+    """``sweep``, or the command that wrote the run (its hash carries the command's prefix)."""
+    prefix = str(spec_hash or "").partition(":")
+    return prefix[0] if prefix[1] and prefix[0] in KINDS else "sweep"
+
+
 def runs_summary(runs, points) -> list[dict]:
-    """Per stored run: id, kind (sweep or tune), start and end, points (ok of all) and what it swept."""
+    """Per stored run: id, kind (sweep, tune or cbs), start and end, points (ok of all) and what it swept."""
     out = []
     for run_row in runs.to_dict("records"):
         mine = points[points["run_id"] == run_row["run_id"]] if len(points) else points
@@ -38,7 +49,7 @@ def runs_summary(runs, points) -> list[dict]:
 
         out.append({
             "run_id": run_row["run_id"],
-            "kind": "tune" if str(run_row.get("spec_hash") or "").startswith("tune:") else "sweep",
+            "kind": run_kind(run_row.get("spec_hash")),
             "started_at": run_row["started_at"],
             "finished_at": run_row["finished_at"] if isinstance(run_row["finished_at"], str) else None,  # null while unfinished
             "points": int(len(mine)),

@@ -19,9 +19,10 @@ DESCRIPTION = ("Adaptive search for the batch size (and its learning rate from -
                "Every trial is a stored point (status pruned when stopped early).")
 
 
-NOT_FOR_TUNE = ("lr_policy", "base_batch_size", "stop_at_target", "repeats", "world_sizes", "scaling", "shard")
+NOT_FOR_TUNE = ("lr_policy", "stop_at_target", "repeats", "world_sizes", "scaling", "shard")
 """Flags of ``run`` that tune decides itself (the rate is searched, every trial stops at the
-target, finalists get their own seeds) or that do not apply (trials are single-process, whole)."""
+target, finalists get their own seeds) or that do not apply (trials are single-process, whole).
+``--base-batch-size`` stays: the batch a LightningModule's own rates are for."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.drivers.tune.runner import tune, tune_spec
     from harness.store.sqlite import Store
 
-    the_plan = plan(tune_spec(sweep_spec(args, FIELDS)))
+    the_plan = plan(tune_spec(sweep_spec(args, FIELDS)), decided=("lr_policy",))
     keep = kept_inputs(args, the_plan.spec)
     if args.report and not args.no_report:
         output_path(args.report, "--report", keep)

@@ -25,8 +25,10 @@ STORE_FORMAT = 1
 ID_NAMES = {"burn_in_steps": "warmup_steps", "sample_interval_s": "sample_interval"}
 """Point fields renamed since 0.1 -> the name their ids hash them under."""
 
-BEFORE = {"data_placement": ("host", "pageable"), "precision": ("fp32",), "peak_tflops": (None,), "workers": (0,), "compile": ("off",)}
-"""Point fields added in 0.3, and their values that mean what points did before."""
+BEFORE = {"data_placement": ("host", "pageable"), "precision": ("fp32",), "peak_tflops": (None,), "workers": (0,), "compile": ("off",),
+          "weight_decay": (0.0,)}
+"""Point fields added since 0.3, and their values that mean what points did before (weight
+decay: none, which every point had before 0.5, and every point but AdamW's has by default)."""
 
 FROZEN_AT = (0, 4, 2)
 """Ids were fixed as of this version: an axis added after it is left out at its default."""
@@ -71,3 +73,15 @@ def model_fingerprints(points):
     have = points["model_fingerprint"] if "model_fingerprint" in points else None
     stand_in = "n" + points["n_params"].astype(str)
     return stand_in if have is None else have.where(have.notna(), stand_in)
+
+
+def earlier_meanings(spec) -> list:
+    """The same flags as an older batchbench read them, where a default has changed since: a
+    ``--resume`` of a run written then continues it as it was written. Before 0.6, ``--optimizer
+    adamw`` without ``--weight-decay`` trained with weight decay 0."""
+    import dataclasses
+
+    if spec.optimizer == "adamw" and spec.weight_decay is None:
+        return [(dataclasses.replace(spec, weight_decay=0.0), "--optimizer adamw without --weight-decay had weight decay 0 before 0.6")]
+    return []
+

@@ -26,11 +26,13 @@ DERIVED = ("train_size", "check_size", "init_seed", "base_lr", "skip_reason")
 """Point fields no single axis gives: the split of the dataset size, the weights' seed, the
 learning rate before its policy scaled it, and why the point cannot run as asked."""
 
-LINEAGE = {"role": None, "start_sample": 0, "branch_factor": None}
-"""Where a point continues another (``batchbench cbs``): its role (base, branch, ramp,
-constant), the samples the run had seen where it starts (it begins from that point's snapshot,
-in the data order where that point was), and its batch as a multiple of the base's. A sweep's
-points hold the defaults, which their ids leave out (so ids are what they were)."""
+LINEAGE = {"role": None, "start_sample": 0, "branch_factor": None, "lr_scale": 1.0}
+"""What a command sets on a point beyond the axes. Where it continues another (``batchbench
+cbs``): its role (base, branch, ramp, constant), the samples the run had seen where it starts (it
+begins from that point's snapshot, in the data order where that point was), and its batch as a
+multiple of the base's. And ``lr_scale``: the factor ``tune`` and ``cbs`` apply to a
+LightningModule's own learning rates (its optimizer's rule across batch sizes). A sweep's points
+hold the defaults, which their ids leave out (so ids are what they were)."""
 
 
 def _point_id(self) -> str:
@@ -121,7 +123,8 @@ def recorded(point) -> dict[str, Any]:
     out = {a.column_name: a.recorded(point) for a in type(point).axes if a.column_name}
     out.update(train_size=point.train_size, check_size=point.check_size, init_seed=point.init_seed, base_lr=point.base_lr,
                per_rank_batch_size=point.per_rank_batch_size, global_batch_size=point.batch_size, backend=point.backend,
-               role=point.role, start_sample=point.start_sample or None, branch_factor=point.branch_factor)
+               role=point.role, start_sample=point.start_sample or None, branch_factor=point.branch_factor,
+               lr_scale=None if point.lr_scale == 1.0 else point.lr_scale)
     return out
 
 

@@ -201,6 +201,18 @@ def check_every(spec, at: dict) -> v.CheckEvery:
     return v.CheckEvery("steps", max(1, at["steps"] // AUTO_CHECKS), auto=True)
 
 
+ADAMW_WEIGHT_DECAY = 0.01
+"""torch's AdamW default (since 0.6; before, batchbench's AdamW had no weight decay unless given:
+``compat.earlier_meanings``)."""
+
+
+def weight_decay(spec, at: dict) -> float:
+    """As given, or the optimizer's own default: 0.01 for AdamW (as torch), 0 for SGD and Adam."""
+    if spec.weight_decay is not None:
+        return spec.weight_decay
+    return ADAMW_WEIGHT_DECAY if spec.optimizer == "adamw" else 0.0
+
+
 def noise_samples(spec, at: dict) -> int:
     """At most the training set; none for data-parallel points (one process's model only)."""
     return min(spec.noise_samples, at["train_size"]) if at["world_size"] == 1 else 0

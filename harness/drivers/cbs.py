@@ -72,6 +72,8 @@ class _Runner:
 
     def __init__(self, plan: Plan, store: Store, run_id: str):
         self.plan, self.store, self.run_id = plan, store, run_id
+        self.own_rates = plan.own_recipe is not None
+        """A LightningModule: branches move its own rates (``lr_scale``), not ``--lr``."""
 
     def run(self, point: PointSpec, start: Snapshot | None = None) -> tuple[PointResult, list[Snapshot]]:
         snapshots: list[Snapshot] = []
@@ -92,14 +94,17 @@ def measure(plan: Plan, store: Store, settings: CbsSettings = CbsSettings(), say
     run_id, _ = store.start_run(spec_json, HASH_PREFIX + plan.sweep_hash, environment, resume=False)
     runner = _Runner(plan, store, run_id)
     largest = min(settings.largest or base.train_size, base.train_size)
-    exponent = 0.5 if base.optimizer in ADAPTIVE else 1.0
+    own = plan.own_recipe  # a LightningModule: its own rates, times the rule's factor (lr_scale)
+    exponent = 0.5 if (own.optimizer if own else base.optimizer) in ADAPTIVE else 1.0
     base_point = dataclasses.replace(base, role="base", check_every=CheckEvery("log", settings.checkpoints + 1), stop_at_target=False,
                                      noise_samples=base.noise_samples or min(NOISE_SAMPLES, base.train_size))
-    say(f"base run: B={base.batch_size}, lr {base.lr:g}, {base.steps:,} steps, {settings.checkpoints} checkpoints")
+    rate = f"{own.optimizer}'s own rates" if own else f"lr {base.lr:g}"
+    say(f"base run: B={base.batch_size}, {rate}, {base.steps:,} steps, {settings.checkpoints} checkpoints")
     result, snapshots = runner.run(base_point)
     if result.status != "ok":
         store.finish_run(run_id)
-        raise RunError("--lr", f"the base run ended {result.status} ({result.point.get('error')}); give a smaller --lr or another --batch-sizes")
+        smaller = "smaller rates in its configure_optimizers" if own else "a smaller --lr"
+        raise RunError("--model" if own else "--lr", f"the base run ended {result.status} ({result.point.get('error')}); give {smaller} or another --batch-sizes")
     factors = [2**i for i in range(int(math.log2(max(1, largest // base.batch_size))) + 1)]
     delta = settings.branch_samples or base.train_size
     for snap in snapshots[:-1]:  # the last is the end of the budget: nothing to branch into
@@ -107,18 +112,20 @@ def measure(plan: Plan, store: Store, settings: CbsSettings = CbsSettings(), say
             _branch(runner, base_point, snap, k, delta, exponent, settings.rates)
         found = runner.measured(settings.tolerance).curve[-1]
         say(f"  after {snap.samples:,} samples (check loss {snap.check_loss:.4g}): critical batch {found.text()}")
-    stages = ramp(runner.measured(settings.tolerance).curve, base.batch_size, base.lr, exponent, largest)
+    stages = ramp(runner.measured(settings.tolerance).curve, base.batch_size, 1.0, exponent, largest)  # each stage's rate as a factor of B0's
     say("ramp: " + " -> ".join(f"B={s.batch_size} from {s.start_samples:,}" for s in stages) + "; verifying it")
     _verify(runner, base_point, stages)
     store.finish_run(run_id)
     return CbsResult(run_id, runner.measured(settings.tolerance))
 
 
-def _stage(base: PointSpec, role: str, batch: int, lr: float, steps: int, start_sample: int) -> PointSpec:
-    """A point that continues the base run's workload at another batch, rate and length."""
-    return dataclasses.replace(base, role=role, batch_size=batch, lr=lr, steps=steps, start_sample=start_sample, noise_samples=0,
+def _stage(base: PointSpec, role: str, batch: int, factor: float, steps: int, start_sample: int, own_rates: bool = False) -> PointSpec:
+    """A point that continues the base run's workload at another batch, length and rate: the
+    base's times ``factor`` (``own_rates``, a LightningModule: ``lr_scale`` over its own rates)."""
+    rate = {"lr_scale": factor} if own_rates else {"lr": base.lr * factor}
+    return dataclasses.replace(base, role=role, batch_size=batch, steps=steps, start_sample=start_sample, noise_samples=0,
                                branch_factor=batch // base.batch_size, burn_in_steps=min(base.burn_in_steps, steps // 2),
-                               check_every=CheckEvery("steps", max(1, steps // BRANCH_CHECKS)))
+                               check_every=CheckEvery("steps", max(1, steps // BRANCH_CHECKS)), **rate)
 
 
 def _branch(runner: _Runner, base: PointSpec, snap: Snapshot, factor: int, delta: int, exponent: float, rates: int) -> None:
@@ -126,7 +133,7 @@ def _branch(runner: _Runner, base: PointSpec, snap: Snapshot, factor: int, delta
     batch = base.batch_size * factor
     steps = max(1, math.ceil(delta / batch))
     for j in range(rates):
-        runner.run(_stage(base, "branch", batch, base.lr * factor**exponent / 2**j, steps, snap.samples), start=snap)
+        runner.run(_stage(base, "branch", batch, factor**exponent / 2**j, steps, snap.samples, runner.own_rates), start=snap)
 
 
 def _verify(runner: _Runner, base: PointSpec, stages: tuple[Stage, ...]) -> None:
@@ -137,12 +144,13 @@ def _verify(runner: _Runner, base: PointSpec, stages: tuple[Stage, ...]) -> None
     for i, stage in enumerate(stages):
         end = stages[i + 1].start_samples if i + 1 < len(stages) else budget
         steps = max(1, round((end - stage.start_samples) / stage.batch_size))
-        result, snapshots = runner.run(_stage(base, "ramp", stage.batch_size, stage.lr, steps, stage.start_samples), start=start)
+        result, snapshots = runner.run(_stage(base, "ramp", stage.batch_size, stage.lr, steps, stage.start_samples, runner.own_rates), start=start)
         if result.status != "ok" or not snapshots:
             return
         start = snapshots[-1]
     final = stages[-1]
     if final.batch_size != base.batch_size:
         steps = max(1, round(budget / final.batch_size))
-        point = dataclasses.replace(_stage(base, "constant", final.batch_size, final.lr, steps, 0), check_every=CheckEvery("steps", max(1, steps // 40)))
+        point = dataclasses.replace(_stage(base, "constant", final.batch_size, final.lr, steps, 0, runner.own_rates),
+                                    check_every=CheckEvery("steps", max(1, steps // 40)))
         runner.run(point)

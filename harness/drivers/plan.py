@@ -24,6 +24,7 @@ from harness.config.points import PointSpec, expand, shard_of
 from harness.config.policies import AUTO_DEVICE_SHARE
 from harness.config.spec import SweepSpec, as_text, build_spec
 from harness.drivers.preflight import check_output
+from harness.workload.lightning import RecipeSummary
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Plan:
     """Train/check data per dataset size, loaded once and shared by that size's points."""
     factory: models.Factory
     devices: tuple[str, ...]
+    own_recipe: RecipeSummary | None = None
+    """A LightningModule's own optimizer and scheduler (None for other models)."""
 
     def split(self, point: PointSpec) -> Split:
         return self.splits[point.dataset_size]
@@ -53,10 +56,11 @@ class Plan:
         return (compat.spec_hash_0_1(as_text(self.spec), AXES),)
 
 
-def plan(spec: SweepSpec, *, factory: models.Factory | None = None, source: datasets.Dataset | None = None) -> Plan:
+def plan(spec: SweepSpec, *, factory: models.Factory | None = None, source: datasets.Dataset | None = None, decided: tuple[str, ...] = ()) -> Plan:
     """Validate ``spec`` against this machine and its data; raise ``SpecError`` on any problem.
     ``factory`` and ``source``: a model and a data set handed over as objects (the Python API),
-    in place of resolving ``spec.model`` and ``spec.dataset`` by name."""
+    in place of resolving ``spec.model`` and ``spec.dataset`` by name. ``decided``: the spec's
+    fields the command set itself (``tune``'s lr policy), which no error blames on the user."""
     if spec.target_column is not None and not datasets.is_file(spec.dataset):
         raise SpecError("--target-column", f"applies to .csv and .parquet files, not the built-in {spec.dataset!r}")
     info = datasets.info(spec.dataset, spec.target_column, source, holdout_fraction=spec.holdout_fraction, check_set=spec.check_set)
@@ -78,9 +82,9 @@ def plan(spec: SweepSpec, *, factory: models.Factory | None = None, source: data
     if spec.target_accuracy is not None and first.task != "classification":
         raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
     _check_widths(spec, first)
-    check_output(spec, factory, first, devices=sorted({p.device for p in points}))
+    own = check_output(spec, factory, first, devices=sorted({p.device for p in points}), decided=decided)
     devices = tuple(dict.fromkeys(p.device for p in points))
-    return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices)
+    return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices, own_recipe=own)
 
 
 def _through_pipeline(point: PointSpec, split: Split) -> PointSpec:

@@ -17,29 +17,33 @@ from harness.errors import SpecError
 from harness.run.parts import logits_of
 from harness.config.axes import BY_NAME
 from harness.config.values import flag
-from harness.workload.lightning import LightningModel
+from harness.workload.lightning import LightningModel, RecipeSummary, recipe_of
 from harness.workload import models
 from harness.workload.datasets import Split
 
 ROWS = 2
 
 
-def check_output(spec, factory: models.Factory, split: Split, devices: Sequence[str] = ("cpu",)) -> None:
+def check_output(spec, factory: models.Factory, split: Split, devices: Sequence[str] = ("cpu",), decided: Sequence[str] = ()) -> RecipeSummary | None:
     """The model's output on two training rows is what the loss needs: K logits per target for
     K classes (``(B, K)``, or ``(B, T, K)`` for per-token targets), one value per target for
-    regression, or a scalar from the plug-in's own loss."""
+    regression, or a scalar from the plug-in's own loss. Returns a LightningModule's own recipe
+    (None for other models); ``decided``: fields the command set, not the user."""
     _check_input_kind(spec, split)
     with torch.random.fork_rng():
         model, own_loss = models.build_with_loss(spec.model, factory, n_features=split.n_features, n_outputs=split.n_outputs,
                                                  hidden=spec.hidden, input_shape=split.input_shape)
+    own = None
     if isinstance(model, LightningModel):
-        _check_lightning_flags(spec)
+        _check_lightning_flags(spec, decided)
+        with torch.random.fork_rng():
+            own = recipe_of(model.module).summary()
     out, value = _forward(spec, model, own_loss, split, ["cpu", *(d for d in devices if d != "cpu")][:2])
     if own_loss is not None:
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             shape = f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""
             raise SpecError("--model", f"the loss of {spec.model} returns a {type(value).__name__}{shape}, not a scalar tensor")
-        return
+        return own
     try:
         out = logits_of(out)
     except TypeError:
@@ -47,15 +51,16 @@ def check_output(spec, factory: models.Factory, split: Split, devices: Sequence[
     if out.ndim == 0:
         raise SpecError("--model", f"{spec.model} returns a scalar, not a (batch, outputs) tensor")
     _check_shape(spec, out, split)
+    return own
 
 
 LIGHTNING_OWNS = ("optimizer", "lr", "momentum", "weight_decay", "betas", "eps", "lr_schedule", "lr_floor", "warmup_steps", "lr_policy")
 """The flags a LightningModule's ``configure_optimizers`` decides: given too, they would contradict it."""
 
 
-def _check_lightning_flags(spec) -> None:
+def _check_lightning_flags(spec, decided: Sequence[str] = ()) -> None:
     for name in LIGHTNING_OWNS:
-        if getattr(spec, name) != BY_NAME[name].default:
+        if name not in decided and getattr(spec, name) != BY_NAME[name].default:
             raise SpecError(flag(name), f"{spec.model} is a LightningModule: its configure_optimizers sets the optimizer, the "
                                         f"learning rate and its schedule; leave {flag(name)} out (or change configure_optimizers)")
 

@@ -22,6 +22,7 @@ from harness.workload import models
 from harness.analysis.convergence import relative_targets
 from harness.workload.datasets import Split
 from harness.parallel.launch import ExternalRanks, launch
+from harness.drivers import crossings
 from harness.drivers.capacity import resolve_micro_batches
 from harness.integrations.logs import LogTarget, open_logs
 from harness.drivers.plan import Plan, plan_flags
@@ -101,7 +102,7 @@ def _sweep(plan: Plan, store: Store | None, opts: SweepOptions) -> str:
                 _keep(store, run_id, point, result, writers, opts, bar if show else None)
             bar.update(1)
     if writes:
-        finalise(plan, store, run_id)
+        finalise(plan, store, run_id, opts.say)
     return run_id
 
 
@@ -224,12 +225,14 @@ def resume_note(plan: Plan, store: Store) -> str:
     return f"no earlier run of this sweep in {store.path}{detail}; starting a new run"
 
 
-def finalise(plan: Plan, store: Store, run_id: str) -> None:
+def finalise(plan: Plan, store: Store, run_id: str, say: Callable[[str], None] = lambda line: None) -> None:
     """What is known only once every point is in: each point's relative target (``--target
-    rel:F``) and the to-target columns it gives; then the run is marked finished."""
+    rel:F``) and the to-target columns it gives, refined where the checks were coarse
+    (``drivers.crossings``); then the run is marked finished."""
     if plan.spec.target is not None:
-        updates = relative_targets(store.load("points", [run_id]), store.load("checks", [run_id]), plan.spec.target.fraction)
-        store.update_points(run_id, updates)
+        checks = store.load("checks", [run_id])
+        updates = relative_targets(store.load("points", [run_id]), checks, plan.spec.target.fraction)
+        store.update_points(run_id, crossings.refine_all(plan, updates, checks, say))
     store.finish_run(run_id)
 
 

@@ -10,6 +10,7 @@ import json
 import pandas as pd
 
 from harness.analysis.keys import shown_columns
+from harness.analysis.recipe import describe
 from harness.analysis.recommend import recommend
 
 from harness.store.schema import display
@@ -65,6 +66,17 @@ def _lr(group) -> str:
     return f"<br><small>at lr {lr:.4g}</small>"
 
 
+def _recipe(points: pd.DataFrame, run_id: str, spec: dict) -> str:
+    """The recipe a run's points recorded (a LightningModule's own, a plug-in's), and how the
+    rate moves across batch sizes; the spec's words only where the run has no point yet."""
+    mine = points[points["run_id"] == run_id] if len(points) and "run_id" in points else points
+    if not len(mine):
+        return f"{spec.get('optimizer')}, lr policy {spec.get('lr_policy', 'constant')}"
+    policies = ", ".join(sorted(set(mine["lr_policy"].dropna().astype(str)))) or "constant"
+    across = {"constant": "the same rate at every batch size", "tuned": "the rate tuned per batch size"}.get(policies, f"the rate scaled by the {policies} rule")
+    return f"{describe(mine.to_dict('records'))}; {across}"
+
+
 def summary_html(data, ok: pd.DataFrame, groups, target_note: bool = True) -> str:
     """Environment, swept axes and, per device and dataset size, the recommendations (``data``:
     the ``ReportData`` being rendered)."""
@@ -77,8 +89,8 @@ def summary_html(data, ok: pd.DataFrame, groups, target_note: bool = True) -> st
         parts.append(
             "<dl class=\"env\">"
             f"<dt>run</dt><dd>{html.escape(record['run_id'])}, started {html.escape(str(record['started_at']))}</dd>"
-            f"<dt>workload</dt><dd>{html.escape(str(spec.get('model')))} on {html.escape(str(spec.get('dataset')))}, {html.escape(str(spec.get('optimizer')))}, "
-            f"lr policy {html.escape(str(spec.get('lr_policy', 'constant')))}, sampling {html.escape(', '.join(spec.get('sampling') or []) if isinstance(spec.get('sampling'), list) else str(spec.get('sampling')))}</dd>"
+            f"<dt>workload</dt><dd>{html.escape(str(spec.get('model')))} on {html.escape(str(spec.get('dataset')))}, {html.escape(_recipe(points, record['run_id'], spec))}, "
+            f"sampling {html.escape(', '.join(spec.get('sampling') or []) if isinstance(spec.get('sampling'), list) else str(spec.get('sampling')))}</dd>"
             f"<dt>machine</dt><dd>{html.escape(str(env.get('cpu_model')))}, {env.get('cpu_count')} CPUs; devices: {html.escape(devices)}</dd>"
             f"<dt>software</dt><dd>torch {html.escape(str(env.get('torch_version')))}, Python {html.escape(str(env.get('python')))}, "
             f"batchbench {html.escape(str(env.get('batchbench_version')))}, {env.get('threads')} thread(s)"

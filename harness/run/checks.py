@@ -20,6 +20,7 @@ from harness.analysis.noise_scale import b_simple
 from harness.run.parts import logits_of, summed_loss
 from harness.run.memory import PeakMemory
 from harness.config.points import PointSpec
+from harness.workload.lightning import LightningModel
 
 EVAL_CHUNK = 8192
 """Rows per forward pass in a loss check, to bound its memory on large check sets."""
@@ -43,20 +44,26 @@ def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str
     """Mean loss (and accuracy for classes) on a whole set, in chunks, in eval mode: per target
     element with the built-in losses; with a user's ``loss_fn`` (a mean over its batch), the
     mean of its chunk values weighted by their rows. Accuracy where the output is one row of
-    logits per target (argmax over its last dimension)."""
+    logits per target (argmax over its last dimension); a LightningModule's output is what its
+    own forward returned inside its ``training_step``."""
     was_training = model.training
     model.eval()
     loss_sum = summed_loss(task)
     total = torch.zeros((), dtype=torch.float64, device=X.device)
     correct = torch.zeros((), dtype=torch.int64, device=X.device)
     scored = task == "classification"
+    own = model.outputs if isinstance(model, LightningModel) else None  # its loss and its outputs come from its training_step
     for start in range(0, X.shape[0], EVAL_CHUNK):
         xb, yb = X[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
         out = model(xb)
         if loss_fn is None:
             total += loss_sum(out, yb).double()
-        else:
+        elif own is None:
             total += loss_fn(out, yb).double() * xb.shape[0]
+        else:
+            with own() as seen:
+                total += loss_fn(out, yb).double() * xb.shape[0]
+            out = model.predict(xb, seen) if scored else None
         scored = scored and isinstance(logits := _logits(out), torch.Tensor) and logits.shape[:-1] == yb.shape
         if scored:
             correct += (logits.argmax(dim=-1) == yb).sum()

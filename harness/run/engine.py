@@ -23,15 +23,13 @@ point is started by ``harness.parallel.launch``, whose ranks each call ``run_poi
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import gc
 import os
-import signal
-import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,16 +37,19 @@ import torch
 from harness.config.points import PointSpec
 from harness.parallel.collectives import all_max, all_mean, exposed_comm_s
 from harness.run.batches import fetcher
+from harness.analysis.convergence import reached
 from harness.run.checks import BatchLosses, CheckSet, LossCheck, Outcome, evaluate
 from harness.run.clock import PhaseClock, sample_every, split_steps, synchronize
 from harness.run.measurement import Measurement, result
 from harness.run.memory import PeakMemory, analytic_bytes
 from harness.run.parts import matmul_precision, recipe_of
 from harness.run.prepare import Built, Prepared, build, prepare
-from harness.run.sampler import ProcessSource, Sampler, max_of, nvml_source
+from harness.run.guard import deadline, one_line, out_of_memory, start_sampler
+from harness.run.refine import Refiner, Replay, resolved
+from harness.run.sampler import max_of
 from harness.run import snapshot
 from harness.run.snapshot import Snapshot
-from harness.run.schedule import LOSS_EVERY, CappedChecks, due, fit_window
+from harness.run.schedule import LOSS_EVERY, CappedChecks, due, first_timed, fit_window, next_check
 from harness.run.step import Step, derivative_of, update_of
 from harness.store.schema import PointResult
 from harness.workload.datasets import Split
@@ -77,10 +78,6 @@ class PointInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-class TimedOut(Exception):
-    """The point ran past ``--point-timeout`` (a plug-in that hangs)."""
-
-
 @dataclass(frozen=True)
 class PointOptions:
     """How ``run_point`` runs a point, beside the point itself."""
@@ -103,6 +100,17 @@ class PointOptions:
     point's ``start_sample`` places it in the data order."""
     snapshots: list | None = None
     """Where to keep a ``Snapshot`` at every loss check after the first (``batchbench cbs``)."""
+    check_at: tuple[int, ...] | None = None
+    """Check at exactly these steps (and step 0), whatever the point's schedule: a replay that
+    finds where an earlier run of the point crossed a target it learnt only afterwards
+    (``drivers.sweep.refine_crossings``). It ends at the target, without a measured run-on."""
+
+
+MEASURED_AFTER_TARGET = 20
+"""A point that stops at its target (``--stop-at-target``, a tune trial) before it has timed this
+many steps past its burn-in trains on to there (every k-th step is timed: this costs about 20 x
+100 marks' time), its steps to target already fixed: a step time measured only in the burn-in is
+a warm-up time, not the point's."""
 
 
 def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> PointResult:
@@ -120,7 +128,7 @@ def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> Po
     origin_ns, cwd = time.perf_counter_ns(), os.getcwd()
     peaks = PeakMemory(point.device)
     run = Run(point, split, peaks, opts)
-    with _deadline(opts.timeout_s):
+    with deadline(opts.timeout_s):
         status, error, trace, readings = _attempt(run, factory, opts.prune, opts.timed_every, origin_ns)
     measurement = run.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
     if status != "ok":
@@ -158,37 +166,27 @@ def _attempt(run: "Run", factory: Factory, prune: Prune | None, timed_every: int
     return status, error, trace, readings
 
 
-@contextlib.contextmanager
-def _deadline(timeout_s: float | None) -> Iterator[None]:
-    """Raise ``TimedOut`` in this thread after ``timeout_s`` (a SIGALRM timer; the main thread
-    only, where signals are delivered)."""
-    if not timeout_s or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise TimedOut(f"timed out after {timeout_s:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def train(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | None) -> None:
-    """The point's training, in the order it happens."""
-    with matmul_precision(run.point):
+    """The point's training, in the order it happens. A point that stops at its target before
+    ``MEASURED_AFTER_TARGET`` timed steps after its burn-in trains on to there (no more checks)
+    for its step time."""
+    point, burn_in = run.point, run.point.burn_in_steps
+    with matmul_precision(point):
         run.prepare(factory)
         stopped = run.check(0)
-        burn_in = run.point.burn_in_steps
         if not stopped:
             stopped = run.run_steps(range(0, burn_in), 1, prune)
+        measure = stopped and run.check_at is None
+        if measure:
+            run.due = lambda done: False
+            run.run_steps(range(run.steps_done, burn_in), 1, None)
         run.start_measuring(timed_every)
         if not stopped:
-            run.run_steps(range(burn_in, run.point.steps), run.timed_every, prune)
+            stopped = run.run_steps(range(burn_in, point.steps), run.timed_every, prune)
+        if stopped and run.check_at is None:
+            run.due = lambda done: False
+            end = first_timed(burn_in, run.timed_every) + (MEASURED_AFTER_TARGET - 1) * run.timed_every + 1
+            run.run_steps(range(run.steps_done, min(point.steps, end)), run.timed_every, None)
         run.finish()
 
 
@@ -199,6 +197,8 @@ class Run:
     def __init__(self, point: PointSpec, split: Split, peaks: PeakMemory, opts: PointOptions):
         self.point, self.split, self.peaks = point, split, peaks
         self.now_ns, self.rank, self.progress, self.start, self.snapshots = opts.now_ns, opts.rank, opts.progress, opts.start, opts.snapshots
+        self.check_at = opts.check_at
+        self.refiner: Refiner | None = None
         self.device = torch.device(point.device)
         self.clock = PhaseClock(point.timing_mode, self.device, opts.now_ns)
         self.losses = BatchLosses(self.device)
@@ -219,20 +219,28 @@ class Run:
         self.comm_s: float | None = None
 
     def prepare(self, factory: Factory) -> None:
-        """Model, optimizer, data and the untimed measurements (FLOPs, compile), then the step
-        and the loss check; the clock starts from here."""
-        point, rank = self.point, self.rank
-        self.built = build(point, self.split, factory, self.device)
-        self.parts = parts = prepare(point, self.split, self.built, self.device, rank)
-        if self.start is not None:  # continue another point from its snapshot (after the untimed counting steps)
-            snapshot.restore(self.start, parts.model, parts.optimizer, point.lr, self.device)
+        """Model, optimizer, data and the untimed measurements (FLOPs, compile), then the step,
+        the loss check and, with a target, the refiner of its crossing; the clock starts from here."""
+        point, rank, device = self.point, self.rank, self.device
+        self.built = build(point, self.split, factory, device)
+        self.parts = parts = prepare(point, self.split, self.built, device, rank)
+        if self.start is not None:  # continue another point from its snapshot (after the untimed counting steps), at its own rate
+            snapshot.restore(self.start, parts.model, parts.optimizer, device, own_rates=True)
         derivative = derivative_of(parts.trained, parts.loss_fn, parts.autocast, parts.scaler, point.micro_batch_size)
         update = update_of(parts.optimizer, parts.scaler, recipe_of(point, parts.own_recipe))
-        self.step = Step(fetcher(point, parts.X, parts.y, self.device, rank, self.split.train_items), derivative, update)
-        self.due = due(point, self.now_ns)
-        check_set = CheckSet(parts.model, self.split.X_check.to(self.device), self.split.y_check.to(self.device), self.split.task, parts.own_loss)
+        self.step = Step(fetcher(point, parts.X, parts.y, device, rank, self.split.train_items), derivative, update)
+        self.due = due(point, self.now_ns) if self.check_at is None else frozenset(self.check_at).__contains__
+        check_set = CheckSet(parts.model, self.split.X_check.to(device), self.split.y_check.to(device), self.split.task, parts.own_loss)
         self.checker = LossCheck(point, check_set, self.losses, self.now_ns, noise=parts.noise, peaks=self.peaks,
-                                 all_mean=None if rank is None else (lambda value: all_mean(value, self.device)))
+                                 all_mean=None if rank is None else (lambda value: all_mean(value, device)))
+        if (point.target_loss is not None or point.target_accuracy is not None) and rank is None:
+            def fetch_from(sample: int):
+                return fetcher(dataclasses.replace(point, start_sample=sample), parts.X, parts.y, device, None, self.split.train_items)
+
+            self.refiner = Refiner(Replay(parts.model, parts.optimizer, derivative, update, fetch_from, check_set.evaluate,
+                                          lambda loss, acc: reached({"eval_loss": loss, "eval_acc": acc}, point.target_loss, point.target_accuracy),
+                                          device, parts.own_recipe.scheduler if parts.own_recipe else None, parts.scaler,
+                                          point.start_sample or 0, point.batch_size), self.now_ns)
 
     def check(self, done: int) -> bool:
         """A loss check after ``done`` steps; True when the point is to stop at its target."""
@@ -246,11 +254,25 @@ class Run:
         if outcome.diverged:
             raise Diverged(outcome.diverged)
         if done == 0:
-            if self.point.check_every.auto and self.rank is None:  # ranks must check at the same steps: no timing-dependent schedule
+            if self.point.check_every.auto and self.rank is None and self.check_at is None:  # ranks check at the same steps: no timing-dependent schedule
                 self.due = CappedChecks(self.point, self.now_ns, self.checker.check_ns[-1] / 1e9)
             self.loop_start_ns = self.now_ns()
             self.measure_start_ns = self.checker.start_ns
+        if self.refiner is not None:
+            self.checker.aside(lambda: self.refiner.at_check(done, outcome.reached, self.coarse_after(done)))
         return outcome.reached and self.point.stop_at_target
+
+    def coarse_after(self, done: int) -> bool:
+        """Whether the interval to the next check is too wide to give steps to target within
+        ``refine.RESOLUTION`` (or it is not known yet: ``auto`` settles after step 1)."""
+        point = self.point
+        if self.check_at is not None:
+            upcoming = next((s for s in sorted(self.check_at) if s > done), point.steps)
+        elif isinstance(self.due, CappedChecks):
+            upcoming = self.due.upcoming(done)
+        else:
+            upcoming = next_check(point, point.check_every, done)
+        return upcoming is None or not resolved(done, upcoming)
 
     def run_steps(self, steps: range, every: int, prune: Prune | None) -> bool:
         """Train ``steps``, timing those whose number is a multiple of ``every``, with the loss
@@ -351,6 +373,7 @@ class Run:
             steps_done=self.steps_done, wall_ns=self.wall_ns, measured_ns=self.measured_ns, final_train_loss=self.final[0],
             final_train_acc=self.final[1], facts=facts, memory=memory, readings=tuple(readings),
             check_every=self.due.effective.text() if isinstance(self.due, CappedChecks) and self.due.effective != self.point.check_every else None,
+            crossing=None if self.refiner is None else self.refiner.crossing,
         )
 
 
@@ -364,33 +387,3 @@ def _phases(clock: PhaseClock, offset_ns: int) -> dict[str, np.ndarray]:
     return joined
 
 
-def start_sampler(point: PointSpec, origin_ns: int) -> Sampler | None:
-    """The background sampler of the point's process (and its GPU, through NVML), or None at
-    ``--sample-interval 0``."""
-    if point.sample_interval_s <= 0:
-        return None
-    sources: list = [ProcessSource()]
-    if point.device.startswith("cuda") and torch.cuda.is_available():
-        index = torch.device(point.device).index or 0
-        bus = getattr(torch.cuda.get_device_properties(index), "pci_bus_id", None)
-        gpu = nvml_source(index, bus if isinstance(bus, str) else None)
-        if gpu is not None:
-            sources.append(gpu)
-    return Sampler(point.sample_interval_s, sources, origin_ns=origin_ns).start()
-
-
-OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate", "not enough memory")
-"""How allocators say it: CUDA and MPS ("out of memory"), torch's CPU allocator ("can't
-allocate memory"), the C library ("cannot allocate memory"), other backends."""
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether a failure is an allocation failure, on any device: the point's status is ``oom``."""
-    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return True
-    return isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in OOM_MESSAGES)
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:500]

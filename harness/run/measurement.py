@@ -21,6 +21,7 @@ from harness.analysis.convergence import to_target
 from harness.config.points import recorded
 from harness.env import device_name
 from harness.run.flops import peak_tflops
+from harness.run.refine import Crossing, as_columns
 from harness.run.sampler import mean_of
 from harness.store.schema import PointResult, point_row
 
@@ -68,7 +69,10 @@ class Measurement:
     readings: tuple[dict[str, Any], ...] = ()
     """The sampler's readings (the ``samples`` table)."""
     check_every: str | None = None
-    """The check schedule that ran, where ``auto`` spaced it out (``run.schedule.CappedChecks``)."""
+    """The check schedule that ran, where ``auto`` chose another (``run.schedule.CappedChecks``)."""
+    crossing: Crossing | None = None
+    """Where the point first reached its target, refined between checks (``run.refine``);
+    None without an absolute target or before it reached it."""
 
 
 def result(point, m: Measurement, status: str, error: str | None) -> PointResult:
@@ -79,7 +83,9 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
         n_classes=m.n_classes, device_name=name, steps=m.steps_done, epochs=m.steps_done * point.batch_size / point.train_size,
         samples_seen=m.steps_done * point.batch_size, peak_tflops=peak_tflops(name, point.precision, point.peak_tflops),
         cpu_util_mean_pct=mean_of(m.readings, "cpu_pct"), gpu_util_mean_pct=mean_of(m.readings, "gpu_util_pct"),
-        **to_target(m.checks, point.batch_size, target_loss=point.target_loss, target_accuracy=point.target_accuracy),
+        **to_target(m.checks, point.batch_size, target_loss=point.target_loss, target_accuracy=point.target_accuracy,
+                    crossing=None if m.crossing is None else (m.crossing.step, m.crossing.low)),
+        **as_columns(m.crossing),
     )
     micro = point.micro_batch_size
     row["accumulation_steps"] = -(-point.per_rank_batch_size // micro) if isinstance(micro, int) else 1

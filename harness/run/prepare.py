@@ -71,6 +71,8 @@ def prepare(point: PointSpec, split: Split, built: Built, device: torch.device, 
     model = built.model
     torch.manual_seed(point.seed)  # dropout and the like follow the repeat's seed
     own_recipe = recipe_of(model.module) if isinstance(model, LightningModel) else None  # its configure_optimizers
+    if own_recipe is not None:
+        own_recipe.scale(point.lr_scale)  # tune and cbs move its rates by its optimizer's rule
     optimizer = own_recipe.optimizer if own_recipe else make_optimizer(point, model.parameters())
     new_optimizer = (lambda params: own_recipe.fresh(params)) if own_recipe else (lambda params: make_optimizer(point, params))
     trained = model

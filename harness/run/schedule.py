@@ -14,9 +14,11 @@ point's first step), so that no setting moves them but their own:
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from harness.config.policies import log_check_steps
+from harness.run.refine import EXPECTED_CHECKS, resolved
 
 LOSS_EVERY = 8
 """Every this many steps a batch loss is read for the checks' ``train_loss``: a fixed rule, so
@@ -65,7 +67,7 @@ def due(point, now_ns: Callable[[], int]) -> Callable[[int], bool]:
 
         return due_seconds
     if every.kind == "log":
-        return frozenset(log_check_steps(point.steps, every.count)).__contains__
+        return frozenset(_log_steps(point.steps, every.count)).__contains__
     count = every.count
     return lambda done: done % count == 0
 
@@ -77,26 +79,60 @@ spent 9.8 of its 10.9 s in 40 checks). The first check and the last always run."
 
 CHECKS_WORTH_CAPPING_S = 1.0
 """...when they would take more than this in all: below it (the default sweep's checks take
-10 ms a point) ``auto`` keeps every check, so the same training checks at the same steps on any
-machine and its steps-to-target stay comparable; the cap is for checks that cost real time."""
+10 ms a point) ``auto`` keeps every check of its fine schedule; the cap is for checks that
+cost real time."""
 
 CHECK_COUNTS = (40, 20, 10, 5, 2)
-"""The numbers of checks ``auto`` chooses from: coarse, so that runs of one point whose timings
-differ a little check at the same steps (their steps-to-target stay comparable)."""
+"""The numbers of checks ``auto`` spaces a point's checks out to when they cost real time:
+coarse, so that runs of one point whose timings differ a little check at the same steps.
+Steps to target do not depend on it: a coarse interval is refined (``run.refine``)."""
 
 
-def checks_within_share(steps: int, step_s: float, check_s: float, most: int) -> int:
-    """The most checks (of ``CHECK_COUNTS``, at most ``most``) whose time stays within
-    ``CHECK_SHARE`` of the point's: N c <= share / (1 - share) x steps x s."""
-    allowed = CHECK_SHARE / (1 - CHECK_SHARE) * steps * step_s / check_s if check_s > 0 else float("inf")
-    return next((n for n in CHECK_COUNTS if n <= min(most, allowed)), CHECK_COUNTS[-1])
+@functools.lru_cache(maxsize=256)
+def _log_steps(steps: int, count: int) -> tuple[int, ...]:
+    return tuple(log_check_steps(steps, count))
+
+
+def fine_count(steps: int) -> int:
+    """The fewest checks of a ``log:N`` schedule over ``steps`` whose every interval pins
+    steps-to-target down to ``refine.RESOLUTION``: what ``auto`` checks at with a target when
+    checks are cheap (no interval then needs refining)."""
+    count = 1
+    while True:
+        marks = (0, *_log_steps(steps, count))
+        if all(resolved(a, b) for a, b in zip(marks, marks[1:])):
+            return count
+        count = count + 1 if count < 16 else int(count * 1.1)
+
+
+def next_check(point, every, done: int) -> int | None:
+    """The step of the check after the one at ``done`` (at the latest the point's last step,
+    which ``finish`` checks); None where it depends on the clock (``Ts``)."""
+    steps = point.steps
+    if every.kind == "seconds":
+        return None
+    if every.kind == "log":
+        return next((s for s in _log_steps(steps, every.count) if s > done), steps)
+    if every.kind == "epoch":
+        per_epoch, batch = point.train_size, point.batch_size
+        return min(steps, -(-((done * batch) // per_epoch + 1) * per_epoch // batch))
+    return min(steps, (done // every.count + 1) * every.count)
+
+
+def checks_within_share(steps: int, step_s: float, check_s: float, counts: tuple[int, ...], reserve: int = 0) -> int:
+    """The most checks of ``counts`` (largest first) whose time, with ``reserve`` more for a
+    refinement, stays within ``CHECK_SHARE`` of the point's: (N + reserve) c <= share / (1 - share)
+    x steps x s."""
+    allowed = CHECK_SHARE / (1 - CHECK_SHARE) * steps * step_s / check_s - reserve if check_s > 0 else float("inf")
+    return next((n for n in counts if n <= allowed), counts[-1])
 
 
 class CappedChecks:
     """``due`` for a schedule resolved from ``auto``: at the first step's end (the step 0 check
-    already priced, the first step's time now known) it keeps the schedule, or, where the checks
-    would take more than ``CHECKS_WORTH_CAPPING_S``, spaces it out to ``checks_within_share``
-    checks. ``effective`` is the schedule that ran."""
+    already priced, the first step's time now known) it settles the schedule. With a target it
+    is the fine log schedule (``fine_count``) where its checks take under
+    ``CHECKS_WORTH_CAPPING_S`` or within their share; otherwise, and without a target, it spaces
+    the checks out to ``checks_within_share``. ``effective`` is the schedule that ran."""
 
     def __init__(self, point, now_ns: Callable[[], int], check_s: float):
         self.point, self.now_ns, self.check_s = point, now_ns, check_s
@@ -109,14 +145,26 @@ class CappedChecks:
             self._due = self._decide((self.now_ns() - self.start_ns) / 1e9)
         return self._due(done)
 
+    def upcoming(self, done: int) -> int | None:
+        """The step of the check after ``done``; None before the schedule is settled."""
+        return None if self._due is None else next_check(self.point, self.effective, done)
+
     def _decide(self, step_s: float):
         from dataclasses import replace
 
         every, steps = self.point.check_every, self.point.steps
-        most = every.count if every.kind == "log" else max(1, steps // max(1, every.count))
-        if most * self.check_s < CHECKS_WORTH_CAPPING_S:
-            return due(self.point, self.now_ns)
-        count = checks_within_share(steps, step_s, self.check_s, most)
-        if count < most:
-            self.effective = replace(every, count=count) if every.kind == "log" else replace(every, count=max(1, steps // count))
+        if every.kind == "log":
+            most = fine_count(steps)
+            counts = (most, *(n for n in CHECK_COUNTS if n < most))
+        else:
+            most = max(1, steps // max(1, every.count))
+            counts = tuple(n for n in CHECK_COUNTS if n < most) or (most,)
+        count = most
+        if most * self.check_s >= CHECKS_WORTH_CAPPING_S:
+            refines = self.point.target_loss is not None or self.point.target_accuracy is not None
+            count = min(most, checks_within_share(steps, step_s, self.check_s, counts, EXPECTED_CHECKS if refines else 0))
+        if every.kind == "log":
+            self.effective = replace(every, count=count)
+        elif count < most:
+            self.effective = replace(every, count=max(1, steps // count))
         return due(replace(self.point, check_every=self.effective), self.now_ns)

@@ -106,32 +106,33 @@ class Recipe:
         return self.warmup_steps > 0 or self.schedule != "constant"
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer, scaler, recipe: Recipe) -> Callable[[], None]:
-    """The parameter update itself: the optimizer's step (fp16: through the scaler), after
-    clipping where the recipe clips, followed by a LightningModule's scheduler where it has one."""
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler, recipe: Recipe) -> Callable[[int], None]:
+    """The parameter update itself, ``step_once(step)``: the optimizer's step (fp16: through the
+    scaler), after clipping where the recipe clips, followed by a LightningModule's scheduler
+    where it has one (stepped after every ``scheduler_every``-th update, counted by the step
+    number, so a point that goes back to a snapshot steps it as it did the first time)."""
     if scaler is None:
-        step_once = optimizer.step
+        def step_once(step: int) -> None:
+            optimizer.step()
     else:
-        def step_once() -> None:
+        def step_once(step: int) -> None:
             scaler.step(optimizer)
             scaler.update()
     if recipe.grad_clip is not None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         unclipped, max_norm = step_once, recipe.grad_clip
 
-        def step_once() -> None:
+        def step_once(step: int) -> None:
             if scaler is not None:
                 scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, max_norm)
-            unclipped()
+            unclipped(step)
     if recipe.scheduler is not None:
         unscheduled, scheduler, every = step_once, recipe.scheduler, recipe.scheduler_every
-        done = [0]
 
-        def step_once() -> None:
-            unscheduled()
-            done[0] += 1
-            if done[0] % every == 0:
+        def step_once(step: int) -> None:
+            unscheduled(step)
+            if (step + 1) % every == 0:
                 scheduler.step()
     return step_once
 
@@ -142,18 +143,27 @@ def update_of(optimizer: torch.optim.Optimizer, scaler=None, recipe: Recipe = Re
     hand-written loop."""
     step_once, zero, groups = _optimizer_step(optimizer, scaler, recipe), optimizer.zero_grad, optimizer.param_groups
     if not recipe.scheduled:
-        def update(step: int) -> None:
-            step_once()
+        if scaler is None and recipe.grad_clip is None and recipe.scheduler is None:
+            step_plain = optimizer.step  # the two lines of a hand-written loop
+
+            def update(step: int) -> None:
+                step_plain()
+                zero(set_to_none=True)
+
+            return update
+
+        def update_steps(step: int) -> None:
+            step_once(step)
             zero(set_to_none=True)
 
-        return update
+        return update_steps
     peaks = [group["lr"] for group in groups]  # each parameter group's own rate is its peak
 
     def update_scheduled(step: int) -> None:
         factor = lr_factor(step, recipe.warmup_steps, recipe.schedule, recipe.steps, recipe.floor)
         for group, peak in zip(groups, peaks):
             group["lr"] = peak * factor
-        step_once()
+        step_once(step)
         zero(set_to_none=True)
 
     return update_scheduled

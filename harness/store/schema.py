@@ -129,12 +129,17 @@ POINTS_LAID_OUT = {
     "compile_s": "REAL",  # seconds torch.compile took (an untimed step before the first), outside every other time
     "workers": "INTEGER",  # DataLoader worker processes (--loader dataloader; 0: in the training process)
     "model_fingerprint": "TEXT",  # 12 hex digits of the parameter shapes in order (compare matches plug-ins by callable name and this, not path)
-    "check_every_run": "TEXT",  # the check schedule that ran where --check-every auto spaced it out to keep the checks within a quarter of the point (null: check_every ran)
+    "check_every_run": "TEXT",  # the check schedule that ran where --check-every auto chose another: finer to resolve steps to target, or spaced out to keep the checks within a quarter of the point (null: check_every ran)
     "role": "TEXT",  # batchbench cbs: base | branch | ramp | constant (null: a sweep's point)
     "start_sample": "INTEGER",  # samples the run had seen where this point starts (it continues from a snapshot); null: from the initial weights
     "branch_factor": "INTEGER",  # batchbench cbs: the point's batch as a multiple of the base run's
     "traceback": "TEXT",  # the Python traceback of a point whose status is error or oom (null otherwise)
     "accumulation_steps": "INTEGER",  # micro-batches a batch runs as (1: no gradient accumulation; see micro_batch_size)
+    "steps_to_target_low": "INTEGER",  # the earliest step the target may have been reached: one past the last step seen short of it (= steps_to_target when exact)
+    "refine_steps": "INTEGER",  # steps trained again to find where the target was crossed between two checks (outside every timed window; 0: the checks were fine enough)
+    "refine_checks": "INTEGER",  # whole check-set evaluations that refinement took
+    "refine_s": "REAL",  # seconds the refinement took, training and checks (set aside from every other time)
+    "lr_scale": "REAL",  # the factor tune and cbs applied to a LightningModule's own learning rates (null: its rates as written)
 }
 
 CHECKS = {

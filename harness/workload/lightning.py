@@ -14,8 +14,9 @@ MRO, so the extra stays optional.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -40,6 +41,27 @@ class LightningModel(nn.Module):
     def forward(self, xb: torch.Tensor) -> torch.Tensor:
         return xb
 
+    @contextlib.contextmanager
+    def outputs(self) -> Iterator[list]:
+        """What the module's own ``forward`` returns while inside (``training_step`` calling
+        ``self(x)``): a loss check scores accuracy on it without a second forward pass."""
+        seen: list = []
+        handle = self.module.register_forward_hook(lambda module, args, output: seen.append(output))
+        try:
+            yield seen
+        finally:
+            handle.remove()
+
+    def predict(self, xb: torch.Tensor, seen: list):
+        """The module's output on ``xb``: the one its ``training_step`` made, or its ``forward``
+        called directly where the step never called it; None where that fails."""
+        if seen:
+            return seen[-1]
+        try:
+            return self.module(xb)
+        except Exception:  # a forward that takes another input than the batch: no accuracy, not a failed check
+            return None
+
     def loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         """The module's ``training_step`` on the batch: its loss tensor (or a dict's ``loss``)."""
         out = self.module.training_step((xb, yb), self.calls)
@@ -60,6 +82,18 @@ def adapt(module: nn.Module) -> tuple[nn.Module, Any]:
 
 
 @dataclass(frozen=True)
+class RecipeSummary:
+    """What a plan needs to know of a LightningModule's own recipe, without keeping it."""
+
+    optimizer: str
+    """Its optimizer's class, lower case (``adamw``)."""
+    scheduler: str | None
+    """Its scheduler's class (``OneCycleLR``), or None."""
+    fixed_steps: int | None
+    """The step count a scheduler is bound to and cannot run past (OneCycleLR's ``total_steps``)."""
+
+
+@dataclass(frozen=True)
 class LightningRecipe:
     """What ``configure_optimizers`` returned, made usable by the loop."""
 
@@ -68,6 +102,24 @@ class LightningRecipe:
     interval: str
     """``step`` (the scheduler steps after every update) or ``epoch`` (after each pass over the training set)."""
     frequency: int
+
+    def scale(self, factor: float) -> None:
+        """Multiply every rate of the optimizer and its scheduler by ``factor`` (``tune`` and
+        ``cbs`` move a module's own rates by its optimizer's rule across batch sizes)."""
+        if factor == 1.0:
+            return
+        for group in self.optimizer.param_groups:
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] = group[key] * factor
+        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = [rate * factor for rate in self.scheduler.base_lrs]
+        if self.scheduler is not None and hasattr(self.scheduler, "_last_lr"):
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def summary(self) -> "RecipeSummary":
+        return RecipeSummary(type(self.optimizer).__name__.lower(), type(self.scheduler).__name__ if self.scheduler is not None else None,
+                             getattr(self.scheduler, "total_steps", None) if self.scheduler is not None else None)
 
     def fresh(self, params) -> torch.optim.Optimizer:
         """The same kind of optimizer with the same settings over other parameters (for the
@@ -78,16 +130,23 @@ class LightningRecipe:
         return type(self.optimizer)(params, **{k: v for k, v in self.optimizer.defaults.items() if k in accepted})
 
     def facts(self) -> dict[str, Any]:
-        """The recipe as the point's columns: the optimizer's class, its first group's rate,
-        weight decay and betas, and the scheduler's class with its interval."""
+        """The recipe as the point's columns: the optimizer's class, its first group's peak rate
+        (OneCycleLR's ``max_lr``; a decaying scheduler's starting rate), weight decay and betas,
+        and the scheduler's class with its interval."""
         group = self.optimizer.param_groups[0]
         betas = group.get("betas")
         return {
-            "optimizer": type(self.optimizer).__name__.lower(), "lr": float(group.get("initial_lr", group["lr"])),
+            "optimizer": type(self.optimizer).__name__.lower(), "lr": peak_rate(group),
             "weight_decay": float(group.get("weight_decay", 0.0)), "momentum": group.get("momentum"),
             "betas": ",".join(f"{b:g}" for b in betas) if betas else None, "eps": group.get("eps"),
             "lr_schedule": f"{type(self.scheduler).__name__}/{self.interval}" if self.scheduler is not None else "constant",
         }
+
+
+def peak_rate(group: dict) -> float:
+    """The highest rate a parameter group's scheduler gives it: OneCycleLR keeps it as
+    ``max_lr`` (its ``initial_lr`` is the low start), other schedulers as ``initial_lr``."""
+    return float(group.get("max_lr", group.get("initial_lr", group["lr"])))
 
 
 def recipe_of(module: nn.Module) -> LightningRecipe:

@@ -34,6 +34,7 @@ from harness.drivers.capacity import resolve_micro_batches
 from harness.drivers.plan import Plan
 from harness.drivers.tune import trials as tr
 from harness.drivers.tune.policy import Budget, Choice, Trial, nearest, search
+from harness.config.axes import BY_NAME
 from harness.errors import SpecError
 from harness.run.engine import run_point
 from harness.store.sqlite import Store
@@ -93,12 +94,35 @@ class TuneResult:
         a = self.advice
         if a is None:
             return f"no trial reached the target ({self.target}); {spent}. Try more --steps or a looser target."
-        return (f"batch size {a.batch_size} with lr {a.lr:g} ({a.tied_text()}) reaches {self.target} in {a.time_to_target_s:.3g} s of "
-                f"training ({a.steps_to_target:,.0f} steps x {a.step_s * 1e3:.3g} ms); {spent}")
+        caveats = " Caveats: " + "; ".join((*self.warnings, *a.caveats)) + "." if self.warnings or a.caveats else ""
+        return f"{a.headline()}{a.comparison()}; with {a.lr_note}; target {self.target}; {spent}.{caveats}"
+
+
+def own_rates(point: PointSpec, plan: Plan) -> PointSpec:
+    """A LightningModule's trial point at its batch size: its own optimizer and scheduler, every
+    rate times (B / --base-batch-size) ** e, e = 1/2 for Adam and AdamW, 1 for SGD."""
+    exponent = 0.5 if plan.own_recipe.optimizer in ADAPTIVE else 1.0
+    return dataclasses.replace(point, lr_scale=(point.batch_size / plan.spec.base_batch_size) ** exponent,
+                               lr_policy="sqrt" if exponent == 0.5 else "linear")
+
+
+def check_tunable(plan: Plan) -> None:
+    """A LightningModule whose scheduler is bound to a fixed step count cannot be tuned: each
+    trial stops at its own step, and such a schedule (OneCycleLR's ``total_steps``) can neither
+    stretch nor run past it. A ``--base-batch-size`` applies only to a module's own rates."""
+    own, spec = plan.own_recipe, plan.spec
+    if own is not None and own.fixed_steps:
+        raise SpecError("--model", f"{spec.model} steps a {own.scheduler} bound to total_steps={own.fixed_steps}: tune stops each trial at "
+                                   f"its own step, which that schedule can neither stretch to nor run past; give the module a schedule "
+                                   f"without a fixed length (CosineAnnealingLR, LambdaLR) or compare batch sizes with `batchbench run`")
+    if own is None and spec.base_batch_size != BY_NAME["base_batch_size"].default:
+        raise SpecError("--base-batch-size", "applies to a LightningModule's own learning rates; for other models tune searches --lr-grid "
+                                             "at every batch size")
 
 
 def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: None) -> tuple[str, list[TuneResult]]:
     """Search every group of the plan; every trial is committed to ``store`` as it ends."""
+    check_tunable(plan)
     plan = resolve_micro_batches(plan, say)
     environment = env.environment(list(plan.devices), plan.spec.threads)
     run_id, _ = store.start_run(plan.spec.to_json(), HASH_PREFIX + plan.sweep_hash, environment, resume=False)
@@ -107,7 +131,10 @@ def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: 
     for point in plan.points:
         if point.repeat == 0 and not point.skip_reason:
             key = (point.device, point.dataset_size, point.sampling, point.world_size, point.data_placement)
-            groups.setdefault(key, {})[(point.batch_size, point.lr)] = point
+            if plan.own_recipe is None:
+                groups.setdefault(key, {})[(point.batch_size, point.lr)] = point
+            else:  # a LightningModule: its own rates, moved by its optimizer's rule (one "rate" per batch size: the factor 1)
+                groups.setdefault(key, {}).setdefault((point.batch_size, 1.0), own_rates(point, plan))
     for (device, size, sampling, world, placement), grid in groups.items():
         key = {"device": device, "dataset_size": size, "sampling": sampling, "world_size": world, "data_placement": placement}
         say(f"tuning {plan.spec.dataset} · {size} samples · {device}: {len({b for b, _ in grid})} batch sizes x {len({lr for _, lr in grid})} learning rates")
@@ -135,7 +162,8 @@ class _Group:
         warm = dataclasses.replace(grid[(start, start_lr)], steps=min(WARM_UP_STEPS, grid[(start, start_lr)].steps), stop_at_target=False)
         run_point(warm, self.plan.split(warm), self.plan.factory)  # not stored: the process's first steps are slow, and trials are timed
         known = [] if self.goal["target_loss"] is not None or self.goal["target_accuracy"] is not None else [self._pilot(start, start_lr)]
-        exponent = 0.5 if spec.optimizer in ADAPTIVE else 1.0  # Adam's best rate grows as sqrt(B) (Malladi et al. 2022)
+        optimizer = spec.optimizer if self.plan.own_recipe is None else self.plan.own_recipe.optimizer
+        exponent = 0.5 if optimizer in ADAPTIVE else 1.0  # Adam's best rate grows as sqrt(B) (Malladi et al. 2022)
         choice = search(batches, rates, self.run_trial, start_batch=start, start_lr=start_lr, lr_exponent=exponent, known=known)
         self._repeat(choice.finalists)
         return self._result(key, choice, start, noise)
@@ -158,13 +186,15 @@ class _Group:
         self.ids.append(result.point["point_id"])
         trial = tr.as_trial(batch, lr, result, self.goal)
         step = f"{trial.step_s * 1e3:8.3g} ms" if trial.step_s else " " * 11
-        self.say(f"  {'trial' if not repeat else f'seed+{repeat}'} {batch:>6} x lr {lr:<8g} {trial.outcome:<8} {trial.steps:>7,} steps {step}")
+        rate = f"lr {lr:<8g}" if self.plan.own_recipe is None else f"its lr x {point.lr_scale:<5.3g}"
+        self.say(f"  {'trial' if not repeat else f'seed+{repeat}'} {batch:>6} x {rate} {trial.outcome:<8} {trial.steps:>7,} steps {step}")
         return trial
 
     def _repeat(self, finalists: tuple[Trial, ...]) -> None:
-        """The finalists again over more seeds, a round across all of them at a time, so their
-        step times are measured side by side and their steps become medians over data orders."""
-        if len(finalists) < 2:
+        """The finalists (the winner alone too) again over more seeds, a round across all of them at
+        a time, so their step times are measured side by side and their steps become medians
+        over data orders."""
+        if not finalists:
             return
         for repeat in range(1, REPEATS + 1):
             for trial in finalists:
