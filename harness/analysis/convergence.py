@@ -49,7 +49,10 @@ def to_target(checks: Iterable[Mapping[str, Any]], batch_size: int, *, target_lo
     rows = list(checks)
     hit = next((i for i, check in enumerate(rows) if reached(check, target_loss, target_accuracy)), None)
     if hit is None:
-        return dict.fromkeys((*TARGET_COLUMNS, "steps_to_target_low"))
+        out = dict.fromkeys((*TARGET_COLUMNS, "steps_to_target_low"))
+        if crossing is not None:  # a replay that bisected up to a check it never made itself (drivers.crossings)
+            out.update(steps_to_target=crossing[0], samples_to_target=crossing[0] * batch_size, steps_to_target_low=crossing[1])
+        return out
     after = rows[hit]
     step, low = (int(after["step"]), int(rows[hit - 1]["step"]) + 1 if hit else 0) if crossing is None else crossing
     wall, compute = after["wall_s"], after["compute_s"]

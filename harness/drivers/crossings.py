@@ -38,13 +38,13 @@ def refine(plan: Plan, point_id: str, target_loss: float, checks: list[dict], up
     replay = dataclasses.replace(spec, target_loss=target_loss, target_accuracy=None, stop_at_target=True, sample_interval_s=0,
                                  noise_samples=0)
     start = time.perf_counter()
-    result = run_point(replay, plan.split(spec), plan.factory, check_at=(before, hit))
+    result = run_point(replay, plan.split(spec), plan.factory, replay=(before, hit))
     seconds = time.perf_counter() - start
     row = result.point
     if result.status != "ok" or row.get("steps_to_target") is None:
         return update
     found = to_target(checks, spec.batch_size, target_loss=target_loss, crossing=(row["steps_to_target"], row["steps_to_target_low"]))
-    return {**update, **found, "refine_steps": int(row["steps"]) + int(row.get("refine_steps") or 0),
+    return {**update, **found, "refine_steps": before + int(row.get("refine_steps") or 0),
             "refine_checks": len(result.checks) + int(row.get("refine_checks") or 0), "refine_s": seconds}
 
 

@@ -100,10 +100,10 @@ class PointOptions:
     point's ``start_sample`` places it in the data order."""
     snapshots: list | None = None
     """Where to keep a ``Snapshot`` at every loss check after the first (``batchbench cbs``)."""
-    check_at: tuple[int, ...] | None = None
-    """Check at exactly these steps (and step 0), whatever the point's schedule: a replay that
-    finds where an earlier run of the point crossed a target it learnt only afterwards
-    (``drivers.sweep.refine_crossings``). It ends at the target, without a measured run-on."""
+    replay: tuple[int, int] | None = None
+    """(before, hit): an earlier run of this point checked at both and saw its target (learnt
+    only afterwards: ``drivers.crossings``) crossed at ``hit`` only. Train to ``before`` with no
+    other check, bisect (before, hit] from there (``run.refine``) and stop."""
 
 
 MEASURED_AFTER_TARGET = 20
@@ -173,17 +173,16 @@ def train(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | 
     point, burn_in = run.point, run.point.burn_in_steps
     with matmul_precision(point):
         run.prepare(factory)
-        stopped = run.check(0)
+        stopped = run.check(0) if run.replay is None else False
         if not stopped:
             stopped = run.run_steps(range(0, burn_in), 1, prune)
-        measure = stopped and run.check_at is None
-        if measure:
+        if stopped and run.replay is None:
             run.due = lambda done: False
             run.run_steps(range(run.steps_done, burn_in), 1, None)
         run.start_measuring(timed_every)
         if not stopped:
             stopped = run.run_steps(range(burn_in, point.steps), run.timed_every, prune)
-        if stopped and run.check_at is None:
+        if stopped and run.replay is None:
             run.due = lambda done: False
             end = first_timed(burn_in, run.timed_every) + (MEASURED_AFTER_TARGET - 1) * run.timed_every + 1
             run.run_steps(range(run.steps_done, min(point.steps, end)), run.timed_every, None)
@@ -197,7 +196,7 @@ class Run:
     def __init__(self, point: PointSpec, split: Split, peaks: PeakMemory, opts: PointOptions):
         self.point, self.split, self.peaks = point, split, peaks
         self.now_ns, self.rank, self.progress, self.start, self.snapshots = opts.now_ns, opts.rank, opts.progress, opts.start, opts.snapshots
-        self.check_at = opts.check_at
+        self.replay = opts.replay
         self.refiner: Refiner | None = None
         self.device = torch.device(point.device)
         self.clock = PhaseClock(point.timing_mode, self.device, opts.now_ns)
@@ -229,7 +228,7 @@ class Run:
         derivative = derivative_of(parts.trained, parts.loss_fn, parts.autocast, parts.scaler, point.micro_batch_size)
         update = update_of(parts.optimizer, parts.scaler, recipe_of(point, parts.own_recipe))
         self.step = Step(fetcher(point, parts.X, parts.y, device, rank, self.split.train_items), derivative, update)
-        self.due = due(point, self.now_ns) if self.check_at is None else frozenset(self.check_at).__contains__
+        self.due = due(point, self.now_ns) if self.replay is None else self.replay[0].__eq__
         check_set = CheckSet(parts.model, self.split.X_check.to(device), self.split.y_check.to(device), self.split.task, parts.own_loss)
         self.checker = LossCheck(point, check_set, self.losses, self.now_ns, noise=parts.noise, peaks=self.peaks,
                                  all_mean=None if rank is None else (lambda value: all_mean(value, device)))
@@ -240,7 +239,8 @@ class Run:
             self.refiner = Refiner(Replay(parts.model, parts.optimizer, derivative, update, fetch_from, check_set.evaluate,
                                           lambda loss, acc: reached({"eval_loss": loss, "eval_acc": acc}, point.target_loss, point.target_accuracy),
                                           device, parts.own_recipe.scheduler if parts.own_recipe else None, parts.scaler,
-                                          point.start_sample or 0, point.batch_size), self.now_ns)
+                                          point.start_sample or 0, point.batch_size), self.now_ns,
+                                   known_high=None if self.replay is None else self.replay[1])
 
     def check(self, done: int) -> bool:
         """A loss check after ``done`` steps; True when the point is to stop at its target."""
@@ -254,21 +254,21 @@ class Run:
         if outcome.diverged:
             raise Diverged(outcome.diverged)
         if done == 0:
-            if self.point.check_every.auto and self.rank is None and self.check_at is None:  # ranks check at the same steps: no timing-dependent schedule
+            if self.point.check_every.auto and self.rank is None:  # ranks check at the same steps: no timing-dependent schedule
                 self.due = CappedChecks(self.point, self.now_ns, self.checker.check_ns[-1] / 1e9)
             self.loop_start_ns = self.now_ns()
             self.measure_start_ns = self.checker.start_ns
         if self.refiner is not None:
             self.checker.aside(lambda: self.refiner.at_check(done, outcome.reached, self.coarse_after(done)))
+            if self.replay is not None and self.refiner.crossing is not None:
+                return True
         return outcome.reached and self.point.stop_at_target
 
     def coarse_after(self, done: int) -> bool:
         """Whether the interval to the next check is too wide to give steps to target within
         ``refine.RESOLUTION`` (or it is not known yet: ``auto`` settles after step 1)."""
         point = self.point
-        if self.check_at is not None:
-            upcoming = next((s for s in sorted(self.check_at) if s > done), point.steps)
-        elif isinstance(self.due, CappedChecks):
+        if isinstance(self.due, CappedChecks):
             upcoming = self.due.upcoming(done)
         else:
             upcoming = next_check(point, point.check_every, done)

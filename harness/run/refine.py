@@ -78,14 +78,20 @@ class Refiner:
     at the first check that finds the target, bisects back to the step that reached it.
     ``at_check(step, reached, coarse_next)`` after every check; ``crossing`` once found."""
 
-    def __init__(self, replay: Replay, now_ns: Callable[[], int]):
-        self.replay, self.now_ns = replay, now_ns
+    def __init__(self, replay: Replay, now_ns: Callable[[], int], known_high: int | None = None):
+        self.replay, self.now_ns, self.known_high = replay, now_ns, known_high
+        """``known_high``: a step an earlier run of this point saw at the target (a replay that
+        refines it: the first check short of it bisects at once, and the point stops)."""
         self.crossing: Crossing | None = None
         self.last_step: int | None = None
         self.kept: Snapshot | None = None
 
     def at_check(self, step: int, reached: bool, coarse_next: bool) -> None:
         if self.crossing is not None:
+            return
+        if not reached and self.known_high is not None and step < self.known_high:
+            self.kept = self._take(step)
+            self.crossing = self._bisect(step, self.known_high, come_back=False)
             return
         if reached:
             low = 0 if self.last_step is None else self.last_step + 1
@@ -106,11 +112,12 @@ class Refiner:
         r = self.replay
         snapshot.restore(snap, r.model, r.optimizer, r.device, scheduler=r.scheduler, scaler=r.scaler)
 
-    def _bisect(self, low: int, high: int) -> Crossing:
-        """The first step at the target in (low, high]: the state at ``high`` is put back after."""
+    def _bisect(self, low: int, high: int, come_back: bool = True) -> Crossing:
+        """The first step at the target in (low, high], from the snapshot at ``low``; with
+        ``come_back`` the live state is at ``high`` and is put back after, else it is at ``low``."""
         r, start = self.replay, self.now_ns()
-        at_high, at_low = self._take(high), self.kept
-        live, fetch, steps, checks = high, None, 0, 0
+        at_high, at_low = (self._take(high) if come_back else None), self.kept
+        live, fetch, steps, checks = (high if come_back else None), None, 0, 0
         while not resolved(low, high):
             middle = (low + high) // 2
             if live != low:
@@ -128,7 +135,8 @@ class Refiner:
                 high, live = middle, middle
             else:
                 low, live, at_low = middle, middle, self._take(middle)
-        self._restore(at_high)
+        if at_high is not None:
+            self._restore(at_high)
         return Crossing(high, low + 1, steps, checks, (self.now_ns() - start) / 1e9)
 
 
