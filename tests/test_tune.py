@@ -107,3 +107,33 @@ def test_a_bare_run_recommends_a_batch_size_for_every_dataset_size(cli, tmp_path
         steps = [row[0] for row in conn.execute("SELECT DISTINCT step FROM checks ORDER BY step")]
     assert steps[:10] == list(range(10)) and steps[-1] == 500 and len(steps) <= fine_count(500) + 1
     assert all(resolved(a, b) for a, b in zip(steps, steps[1:]))
+
+
+QUICK = ("--dataset", "linreg", "--dataset-sizes", "5120", "--model", "linear", "--lr-grid", ",".join(f"{2.0 ** -k:g}" for k in range(6, -1, -1)),
+         "--batch-sizes", "8..4096", "--target-loss", "0.3", "--devices", "cpu", "--no-report", "--quiet")
+
+
+def test_tune_on_a_target_reached_within_a_few_steps_agrees_with_itself_and_the_grid(cli, tmp_path):
+    """A linear regression that reaches its target in 2-9 steps at every batch size: its trials
+    end in or just after the burn-in, so the first at each batch size trains on after the target
+    for its step time (the others stop there), the steps are exact, and step times do not fall
+    with the batch. Two tune runs name overlapping
+    tied sets, and each answer ties with the full grid's best (or is within 15% of it)."""
+    code, _, err = cli("run", *QUICK, "--lr-policy", "tuned", "--stop-at-target", "--store", tmp_path / "grid.sqlite")
+    assert code == 0, err
+    code, out, _ = cli("analyze", "--store", tmp_path / "grid.sqlite", "--json")
+    (grid,) = json.loads(out)
+    grid_tied, grid_best = set(grid["best_batch_size"]["tied"]), grid["recommendation"]["time_to_target_s"]
+    answers = []
+    for n in range(2):
+        code, out, err = cli("tune", *QUICK, "--json", "--store", tmp_path / f"t{n}.sqlite")
+        assert code == 0, err
+        answers.append(json.loads(out))
+        trials = _points(tmp_path / f"t{n}.sqlite")  # every batch size that reached it has a step time measured past its burn-in
+        reached = set(trials[trials["steps_to_target"].notna()]["batch_size"])
+        assert reached and reached <= set(trials[trials["timed_steps"] >= 20]["batch_size"])
+    assert set(answers[0]["tied"]) & set(answers[1]["tied"]), [a["tied"] for a in answers]
+    for answer in answers:
+        assert answer["batch_size"] in grid_tied or answer["time_to_target_s"] <= 1.15 * grid_best, (answer["batch_size"], grid_tied)
+        edge = answer["lr"] == 1.0  # the grid's largest rate: said beside the answer
+        assert edge == ("is the largest tried" in " ".join(answer["recommendation"]["caveats"])), answer["recommendation"]["caveats"]

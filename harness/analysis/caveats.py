@@ -26,24 +26,22 @@ def _null(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def burn_in_only(record: dict) -> bool:
-    return "burn_in_only" in str(record.get("flags") or "")
-
-
-def excluded(group) -> dict[int, str]:
-    """Batch sizes left out of the ranking (none of their points has a measured step time
-    after the burn-in), with the reason."""
-    out: dict[int, str] = {}
-    reached = group[group["steps_to_target"].notna()]
-    for batch, per_b in reached.groupby("batch_size"):
-        if all(burn_in_only(r) for r in per_b.to_dict("records")):
-            out[int(batch)] = "reached the target inside its burn-in and stopped, so it has no measured step time"
-    return out
+def excluded(group, tried=None) -> dict[int, str]:
+    """Batch sizes left out of the ranking, with the reason: they reached the target, but no
+    point at their batch size (``tried``: every ok point of the group) has a step time measured
+    after its burn-in."""
+    tried = group if tried is None else tried
+    measured = set(tried[tried["step_wall_s"].notna() & ~tried["flags"].fillna("").astype(str).str.contains("burn_in_only")]["batch_size"])
+    return {int(b): "reached the target inside its burn-in and stopped, and no point at its batch size has a measured step time"
+            for b in sorted(set(group[group["steps_to_target"].notna()]["batch_size"])) if b not in measured}
 
 
 def failures(everything) -> str | None:
-    """``2 points failed and are not in the answer: B=512 oom, B=1024 diverged``."""
+    """``2 points failed and are not in the answer: B=512 oom, B=1024 diverged``. A rate that
+    diverged in a search of rates (``tuned``) is the search's answer about that rate, not a failure."""
     bad = everything[everything["status"].isin(FAILED)] if len(everything) else everything
+    if len(bad) and "lr_policy" in bad:
+        bad = bad[~((bad["lr_policy"] == "tuned") & (bad["status"] == "diverged"))]
     if not len(bad):
         return None
     said = ", ".join(f"B={int(r['batch_size'])} {r['status']}" for r in bad.sort_values("batch_size").to_dict("records")[:6])
@@ -59,7 +57,7 @@ def coarse(group, checks) -> str | None:
         if hit <= 0:
             continue
         low, high = point_bounds(record, checks)
-        if (high - low + 1) / high > COARSE:
+        if high - low > max(1, COARSE * high):  # more than one step, and more than a quarter of them, between the bounds
             wide.append((int(record["batch_size"]), low, high))
     if not wide:
         return None
@@ -68,11 +66,12 @@ def coarse(group, checks) -> str | None:
             f"point, or a store from before refinement); their ranking is uncertain")
 
 
-def lr_edge(group, best_batch: int | None) -> str | None:
-    """The best batch size's learning rate at the edge of the rates tried (a tuned search)."""
+def lr_edge(group, everything, best_batch: int | None) -> str | None:
+    """The best batch size's learning rate (the best of ``group``, its ok points) at the edge of
+    the rates tried (``everything``, whatever became of them) in a tuned search."""
     if best_batch is None or not (group["lr_policy"] == "tuned").any():
         return None
-    rates = sorted(set(group["lr"].dropna().astype(float)))
+    rates = sorted(set(everything["lr"].dropna().astype(float)))
     best = group[(group["batch_size"] == best_batch) & group["steps_to_target"].notna()]
     if len(rates) < 2 or best.empty:
         return None
@@ -101,5 +100,5 @@ def caveats(chosen, tried, everything, checks, best_batch: int | None) -> tuple[
     """Every caveat of one group's answer, most serious first: ``chosen``, the points it ranks
     (the best rate per batch size where tuned); ``tried``, every ok point; ``everything``, every
     point of the group whatever its status."""
-    found = (failures(everything), coarse(chosen, checks), lr_edge(tried, best_batch), thin_step_time(chosen, best_batch))
+    found = (failures(everything), coarse(chosen, checks), lr_edge(tried, everything, best_batch), thin_step_time(chosen, best_batch))
     return tuple(c for c in found if c)

@@ -184,15 +184,15 @@ def target_text(points) -> str | None:
 
 
 def check_resolution(points, checks) -> float | None:
-    """Median relative gap between the check that found the target and the one before it,
-    over the points that reached it (see ``GroupAnalysis.check_resolution``)."""
+    """Median over the points that reached the target of (highest - lowest step it may have been
+    reached) / highest: 0 where it is exact (see ``GroupAnalysis.check_resolution``)."""
     gaps = []
     for record in points.to_dict("records"):
         hit = record.get("steps_to_target")
         if hit is None or hit != hit or hit <= 0:
             continue
         low, high = point_bounds(record, checks)
-        gaps.append((high - low + 1) / high)
+        gaps.append((high - low) / high)  # 0 when exact (refined to one step, or checked every step)
     return float(np.median(gaps)) if gaps else None
 
 
@@ -213,9 +213,9 @@ class GroupAnalysis:
     target: str | None = None
     """The target as asked and as applied: ``eval loss ≤ 0.3412 (rel:0.1: ...)``; None without one."""
     check_resolution: float | None = None
-    """Median over points that reached the target of (steps to target - the check before) /
-    steps to target: how finely the checks pin steps-to-target down. Above
-    ``COARSE_CHECKS`` steps-to-target mostly measures the check schedule."""
+    """Median over points that reached the target of the width of its steps-to-target interval
+    over steps to target (``check_resolution``): 0 where exact. Above ``COARSE_CHECKS``
+    steps-to-target mostly measures the check schedule."""
 
     caveats: tuple[str, ...] = ()
     """What the answer cannot promise (``analysis.caveats``), most serious first."""
@@ -230,8 +230,8 @@ class GroupAnalysis:
 
     def coarse_note(self) -> str:
         """Why steps-to-target of this group mean little, and what to do."""
-        return (f"the loss checks are coarse against steps-to-target: the check before the target came a median "
-                f"{100 * self.check_resolution:.0f}% of the steps earlier and the crossing was not refined between them (a store "
+        return (f"the loss checks are coarse against steps-to-target: the step that reached the target is known only to a "
+                f"median {100 * self.check_resolution:.0f}% of the steps to it, as the crossing was not refined between the checks (a store "
                 f"from before refinement, or data-parallel points), so steps-to-target (and B_crit) mostly measure the check "
                 f"schedule; run the sweep again: single-process points find the step that crossed the target to within 5%")
 
@@ -252,9 +252,10 @@ def analyze(points, checks) -> list[GroupAnalysis]:
     for key_values, group in chosen.groupby(keys, dropna=False, sort=True):
         key = dict(zip(keys, key_values if isinstance(key_values, tuple) else (key_values,)))
         point_checks = checks[checks["point_id"].isin(set(group["point_id"]))] if len(checks) else checks
-        table, best, ties = _batch_table(group, point_checks)
+        tried = _members(ok, key)
+        table, best, ties = _batch_table(group, point_checks, tried)
         start, at_target = _noise_scales(group, point_checks)
-        left_out = excluded(group)
+        left_out = excluded(group, tried)
         everything = _members(points, key)
         notes = tuple(f"B={b} is left out of the ranking: it {why}" for b, why in left_out.items())
         out.append(GroupAnalysis(
@@ -263,7 +264,7 @@ def analyze(points, checks) -> list[GroupAnalysis]:
             best_batch_by_throughput=_argbest(table, "samples_per_s", max), noise_start=median_ci(start)[0] if start else None,
             noise_at_target=median_ci(at_target)[0], target=target_text(group),
             check_resolution=check_resolution(group, point_checks) if len(point_checks) else None,
-            caveats=notes + caveats(group, _members(ok, key), everything, point_checks, best), excluded=tuple(left_out.items()),
+            caveats=notes + caveats(group, tried, everything, point_checks, best), excluded=tuple(left_out.items()),
             recipe=describe(group.to_dict("records")),
         ))
     return out
@@ -280,8 +281,9 @@ def _members(points, key: dict):
     return points[mask]
 
 
-def _batch_table(group, point_checks):
-    """(a row per batch size, the best batch size, the tied ones)."""
+def _batch_table(group, point_checks, timing=None):
+    """(a row per batch size, the best batch size, the tied ones); ``timing``: the points whose
+    step times count (every ok point of the group, where ``group`` holds the best rate's)."""
     import pandas as pd
 
     rows = []
@@ -293,7 +295,7 @@ def _batch_table(group, point_checks):
             **{column: median_ci(per_b[column].tolist())[0]
                for column in ("samples_to_target", "time_to_target_s", "compute_to_target_s", "samples_per_s", "final_eval_loss")},
         })
-    times = batch_times(group, point_checks)
+    times = batch_times(group, point_checks, timing)
     best, ties = tied(times)
     table = pd.DataFrame(rows)
     for column in ("steps_low", "steps_high", "step_s", "step_uncertainty", "train_s", "train_low_s", "train_high_s"):

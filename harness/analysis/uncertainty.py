@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from harness.analysis.stats import nondecreasing
+
 STEP_TIME_FLOOR = 0.05
 """The least relative uncertainty given a median step time: the points of one run, measured one
 after another, drifted by 2-3% at the median step here (12 identical points, 4 runs, a busy
@@ -50,25 +52,48 @@ def point_bounds(record: dict, checks) -> tuple[int, int]:
     return steps_bounds(record["steps_to_target"], own)
 
 
-def batch_times(group, checks) -> dict[int, dict[str, float]]:
+def measured(points):
+    """The points whose step time was measured after their burn-in (``flags`` burn_in_only: a
+    point that stopped at its target in its burn-in, whose step time is a warm-up time)."""
+    timed = points[points["step_wall_s"].notna()]
+    if "flags" in timed:
+        timed = timed[~timed["flags"].fillna("").astype(str).str.contains("burn_in_only")]
+    return timed
+
+
+def step_times(points) -> dict[int, float]:
+    """Per batch size, its median step time over the points with a measured one (any learning
+    rate: the step does the same work), made non-decreasing in the batch size
+    (``stats.nondecreasing``, weighted by points)."""
+    timed = measured(points)
+    if timed.empty:
+        return {}
+    per_b = timed.groupby("batch_size")["step_wall_s"].agg(["median", "size"]).sort_index()
+    fitted = nondecreasing(per_b["median"].astype(float).tolist(), per_b["size"].tolist())
+    return {int(b): value for b, value in zip(per_b.index, fitted)}
+
+
+def batch_times(group, checks, timing=None) -> dict[int, dict[str, float]]:
     """Per batch size of a group of points (repeats pooled) that reached the target: its steps
     (median, and the lowest and highest the checks and repeats allow), its median step time
-    with a relative uncertainty, and the training time to target with its interval."""
+    (``step_times`` of ``timing``, the group's points by default) with a relative uncertainty,
+    and the training time to target with its interval. Steps and step time are measured apart:
+    a point that reached the target in its burn-in gives its steps, measured points at its batch
+    size the step time; a batch size with none of those is left out (``analysis.caveats``)."""
     out: dict[int, dict[str, float]] = {}
-    reached = group[group["steps_to_target"].notna() & group["step_wall_s"].notna()]
-    if "flags" in reached:  # a step time from the burn-in only is a warm-up time, not the point's (analysis.caveats)
-        reached = reached[~reached["flags"].fillna("").astype(str).str.contains("burn_in_only")]
-    for batch, per_b in reached.groupby("batch_size", sort=True):
-        lows, highs = [], []
-        for record in per_b.to_dict("records"):
-            low, high = point_bounds(record, checks)
-            lows.append(low)
-            highs.append(high)
-        step_s = per_b["step_wall_s"].astype(float)
-        own_u = (per_b["step_wall_ci_pct"].astype(float) / 100).fillna(0).max() if "step_wall_ci_pct" in per_b else 0.0
+    timing = group if timing is None else timing
+    fitted, timed = step_times(timing), measured(timing)
+    for batch, per_b in group[group["steps_to_target"].notna()].groupby("batch_size", sort=True):
+        if int(batch) not in fitted:
+            continue
+        lows, highs = zip(*(point_bounds(record, checks) for record in per_b.to_dict("records")))
+        step_s = timed[timed["batch_size"] == batch]["step_wall_s"].astype(float)
+        own = timed[timed["batch_size"] == batch]
+        own_u = (own["step_wall_ci_pct"].astype(float) / 100).fillna(0).max() if "step_wall_ci_pct" in own else 0.0
         spread = float((step_s.max() - step_s.min()) / 2 / step_s.median()) if len(step_s) > 1 else 0.0
-        u = max(STEP_TIME_FLOOR, float(own_u), spread)
-        steps, median_step = float(per_b["steps_to_target"].median()), float(step_s.median())
+        median_step = fitted[int(batch)]
+        u = max(STEP_TIME_FLOOR, float(own_u), spread, abs(median_step - float(step_s.median())) / median_step)  # covers its own reading too
+        steps = float(per_b["steps_to_target"].median())
         out[int(batch)] = {"steps": steps, "steps_low": float(min(lows)), "steps_high": float(max(highs)), "step_s": median_step,
                            "step_uncertainty": u, "train_s": steps * median_step, "train_low_s": min(lows) * median_step * (1 - u),
                            "train_high_s": max(highs) * median_step * (1 + u)}

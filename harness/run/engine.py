@@ -100,6 +100,9 @@ class PointOptions:
     point's ``start_sample`` places it in the data order."""
     snapshots: list | None = None
     """Where to keep a ``Snapshot`` at every loss check after the first (``batchbench cbs``)."""
+    measure_after_target: bool = True
+    """Train on past an early target to ``MEASURED_AFTER_TARGET`` timed steps (False: a tune
+    trial at a batch size whose step time another trial already measured)."""
     replay: tuple[int, int] | None = None
     """(before, hit): an earlier run of this point checked at both and saw its target (learnt
     only afterwards: ``drivers.crossings``) crossed at ``hit`` only. Train to ``before`` with no
@@ -173,16 +176,17 @@ def train(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | 
     point, burn_in = run.point, run.point.burn_in_steps
     with matmul_precision(point):
         run.prepare(factory)
+        measure_on = run.replay is None and run.measure_after_target
         stopped = run.check(0) if run.replay is None else False
         if not stopped:
             stopped = run.run_steps(range(0, burn_in), 1, prune)
-        if stopped and run.replay is None:
+        if stopped and measure_on:  # reached in the burn-in: the rest of it, no more checks
             run.due = lambda done: False
             run.run_steps(range(run.steps_done, burn_in), 1, None)
         run.start_measuring(timed_every)
         if not stopped:
             stopped = run.run_steps(range(burn_in, point.steps), run.timed_every, prune)
-        if stopped and run.replay is None:
+        if stopped and measure_on:
             run.due = lambda done: False
             end = first_timed(burn_in, run.timed_every) + (MEASURED_AFTER_TARGET - 1) * run.timed_every + 1
             run.run_steps(range(run.steps_done, min(point.steps, end)), run.timed_every, None)
@@ -196,7 +200,7 @@ class Run:
     def __init__(self, point: PointSpec, split: Split, peaks: PeakMemory, opts: PointOptions):
         self.point, self.split, self.peaks = point, split, peaks
         self.now_ns, self.rank, self.progress, self.start, self.snapshots = opts.now_ns, opts.rank, opts.progress, opts.start, opts.snapshots
-        self.replay = opts.replay
+        self.replay, self.measure_after_target = opts.replay, opts.measure_after_target
         self.refiner: Refiner | None = None
         self.device = torch.device(point.device)
         self.clock = PhaseClock(point.timing_mode, self.device, opts.now_ns)
@@ -323,12 +327,12 @@ class Run:
         return stop
 
     def median_step_s(self) -> float | None:
-        """The median wall time of the timed steps so far, the burn-in's left out where others exist."""
+        """The median wall time of the timed steps after the burn-in so far; None before any
+        (a burn-in step's time is a warm-up time: a trial pruned by it was pruned by the warm-up)."""
         walls = self.clock.closed_steps_s()
         numbers = self.timed[: len(walls)]
         measured = [w for w, step in zip(walls, numbers) if step >= self.point.burn_in_steps]
-        pool = measured or list(walls)
-        return float(np.median(pool)) if pool else None
+        return float(np.median(measured)) if measured else None
 
     def start_measuring(self, timed_every: int | None) -> None:
         """End the burn-in: close its window (the measured window starts on an idle device),

@@ -22,9 +22,9 @@ What the theory gives (McCandlish et al. 2018; Shallue et al. 2019; Malladi et a
 - Every trial gets a budget (``Budget``): at its batch size, the fewest steps another rate
   already needed (more cannot win there, whatever the clock says: a deterministic prune); across
   batch sizes, the best time so far with ``PRUNE_SLACK``.
-- The batch size stops growing once time to target stops improving and steps-to-target stopped
-  falling (by less than ``STILL_FALLING``) for ``PATIENCE`` + 1 doublings, or rose. Going down
-  is tried only when growing found nothing better than the start.
+- The batch size stops growing once time to target is no longer within ``FINALIST_RATIO`` of the
+  best and steps-to-target stopped falling (by less than ``STILL_FALLING``) for ``PATIENCE`` + 1
+  doublings, or rose. Going down is tried only when growing found nothing better than the start.
 - ``finalists``: the batch sizes within ``FINALIST_RATIO`` of the best time; the caller repeats
   their best trials over seeds, interleaved, and takes the answer, with the batch sizes tied with
   it, from all of them (``analysis.recommend``).
@@ -36,6 +36,8 @@ import math
 from dataclasses import dataclass
 from statistics import median
 from typing import Callable, Sequence
+
+from harness.analysis.stats import nondecreasing
 
 PATIENCE = 1
 """Growing, one more batch size is tried after one that neither won nor cut the steps, as long
@@ -145,9 +147,18 @@ class _Search:
         self.order: list[Trial] = list(known)
 
     def step_s(self, batch: int) -> float | None:
-        """The median step time of a batch size, pooled over its trials that finished."""
-        times = [t.step_s for t in self.order if t.batch_size == batch and t.step_s]
-        return median(times) if times else None
+        """The median step time of a batch size, pooled over its trials that finished, made
+        non-decreasing across the batch sizes tried (``analysis.stats.nondecreasing``: a
+        smaller batch's slower reading is noise, as ``analyze`` reads it)."""
+        per_batch: dict[int, list[float]] = {}
+        for t in self.order:
+            if t.step_s:
+                per_batch.setdefault(t.batch_size, []).append(t.step_s)
+        if batch not in per_batch:
+            return None
+        sizes = sorted(per_batch)
+        fitted = nondecreasing([median(per_batch[b]) for b in sizes], [len(per_batch[b]) for b in sizes])
+        return fitted[sizes.index(batch)]
 
     def time_s(self, trial: Trial) -> float | None:
         step = self.step_s(trial.batch_size)
@@ -194,7 +205,7 @@ def _walk(batches, rates, results, state: _Search, first: int, direction: int, l
         b = batches[position]
         hint = nearest(rates, rates[results[previous][1]] * (b / previous) ** lr_exponent)
         results[b] = best_rate(lambda i, b=b: state.trial(b, i), len(rates), hint)
-        if _best_batch(results, state) != b and not _still_falling(results[previous][0], results[b][0], direction):
+        if _best_batch(results, state) != b and not _still_falling(results[previous][0], results[b][0], direction) and not _near_best(results[b][0], state):
             if patience == 0 or _rising(results[previous][0], results[b][0]):
                 break
             patience -= 1
@@ -253,6 +264,14 @@ def _best_batch(results: dict[int, tuple[Trial, int]], state: _Search) -> int:
         return (0, time) if time is not None else (1, -trial.progress if math.isfinite(trial.progress) else math.inf)
 
     return min(results, key=key)
+
+
+def _near_best(trial: Trial, state: _Search) -> bool:
+    """Within ``FINALIST_RATIO`` of the best time: a batch size that still reads as a finalist
+    keeps the walk going (a few steps' time is noisy, and a coarse learning-rate grid flattens
+    S(B) for a doubling or two: on a linear regression, 5 steps at B=32 and 64, then 3 from 128)."""
+    time, best = state.time_s(trial), state.best_time()
+    return time is not None and best is not None and time <= FINALIST_RATIO * best
 
 
 def _still_falling(smaller_side: Trial, larger_side: Trial, direction: int) -> bool:

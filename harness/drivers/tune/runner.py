@@ -152,6 +152,8 @@ class _Group:
         self.goal: dict[str, Any] = {"target_loss": spec.target_loss, "target_accuracy": spec.target_accuracy}
         self.ids: list[str] = []
         self.warnings: list[str] = []
+        self.timed: set[int] = set()
+        """Batch sizes with a measured step time (a trial's after its burn-in)."""
 
     def tune(self, key: dict) -> TuneResult:
         spec, grid = self.plan.spec, self.grid
@@ -181,10 +183,13 @@ class _Group:
     def run_trial(self, batch: int, lr: float, budget: Budget, repeat: int = 0) -> Trial:
         base = self.grid[(batch, lr)]
         point = dataclasses.replace(base, stop_at_target=True, seed=base.seed + repeat, repeat=repeat, **self.goal)
-        result = run_point(point, self.plan.split(point), self.plan.factory, prune=tr.prune_for(budget))
+        timed = repeat == 0 and batch in self.timed  # its step time is known: stop at the target (the repeats measure side by side)
+        result = run_point(point, self.plan.split(point), self.plan.factory, prune=tr.prune_for(budget), measure_after_target=not timed)
         self.store.add_point(self.run_id, result)
         self.ids.append(result.point["point_id"])
         trial = tr.as_trial(batch, lr, result, self.goal)
+        if trial.step_s:
+            self.timed.add(batch)
         step = f"{trial.step_s * 1e3:8.3g} ms" if trial.step_s else " " * 11
         rate = f"lr {lr:<8g}" if self.plan.own_recipe is None else f"its lr x {point.lr_scale:<5.3g}"
         self.say(f"  {'trial' if not repeat else f'seed+{repeat}'} {batch:>6} x {rate} {trial.outcome:<8} {trial.steps:>7,} steps {step}")

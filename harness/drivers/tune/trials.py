@@ -53,10 +53,11 @@ def prune_for(budget: Budget) -> Callable[[dict, float | None], str | None]:
 def as_trial(batch: int, lr: float, result: PointResult, goal: dict[str, Any]) -> Trial:
     """What a stored point tells the search."""
     row, checks = result.point, result.checks
+    step_s = None if "burn_in_only" in str(row.get("flags") or "") else row.get("step_wall_s")  # a warm-up time is not its step time
     if row["status"] == "ok" and row.get("steps_to_target") is not None:
-        return Trial(batch, lr, "reached", int(row["steps_to_target"]), row.get("step_wall_s"), 1.0)
+        return Trial(batch, lr, "reached", int(row["steps_to_target"]), step_s, 1.0)
     outcome = {"ok": "missed", "pruned": "pruned"}.get(row["status"], "failed")
-    return Trial(batch, lr, outcome, int(row.get("steps") or 0), row.get("step_wall_s"), progress(checks, goal))
+    return Trial(batch, lr, outcome, int(row.get("steps") or 0), step_s, progress(checks, goal))
 
 
 def progress(checks: list[dict], goal: dict[str, Any]) -> float:
