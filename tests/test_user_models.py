@@ -1,6 +1,7 @@
 """Models as users have them: a LightningModule's own recipe, a Hugging Face output object.
 Skipped only where the package is missing (CI installs the test extra, which has both)."""
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -135,3 +136,33 @@ def test_cbs_branches_move_the_modules_own_rate_by_its_rule(cli, tmp_path):
     assert len(branches) and list(branches["lr"]) == pytest.approx(list(0.05 * branches["branch_factor"]))  # SGD: linear in k
     code, runs, _ = cli("runs", "--store", store)
     assert " cbs " in runs
+
+
+def test_a_gpt2_from_a_config_gets_exact_steps_measured_winners_and_a_coherent_answer(cli, tmp_path):
+    """The GPT-2 trial, smaller: a check on the holdout costs many steps, so auto checks are few;
+    still every point that reached the target knows its step to 5% (refined after the sweep),
+    the winner's step time was measured past its burn-in, and the sentence calls slower only
+    batch sizes outside its tied set."""
+    import re
+
+    pytest.importorskip("transformers")
+    store = tmp_path / "g.sqlite"
+    code, out, err = cli("run", "--devices", "cpu", "--dataset", "text", "--dataset-sizes", "1024", "--batch-sizes", "4,16,64", "--steps", "80",
+                         "--optimizer", "adamw", "--lr", "0.003", "--model", model("hf_gpt2"), "--store", store, "--no-report")
+    assert code == 0, err
+    points = _points(store)
+    reached = points[points["steps_to_target"].notna()]
+    assert len(reached) >= 2 and (reached["refine_steps"] > 0).any()  # checks were too costly to be fine: some crossings were refined
+    for row in reached.to_dict("records"):
+        assert row["steps_to_target"] - row["steps_to_target_low"] <= max(1, 0.05 * row["steps_to_target"]), row
+    code, analyzed, _ = cli("analyze", "--store", store, "--json")
+    (group,) = json.loads(analyzed)
+    advice = group["recommendation"]
+    winner = points[points["batch_size"] == advice["batch_size"]].iloc[0]
+    assert winner["timed_steps"] >= 1 and "burn_in_only" not in str(winner["flags"])
+    sentence = advice["sentence"]
+    assert sentence in out
+    for slower in re.findall(r"faster than B=(\d+)", sentence):
+        assert int(slower) not in advice["tied"], sentence
+    if len(advice["tied"]) > 2:
+        assert "are equally fast to the target within noise" in sentence
