@@ -11,9 +11,10 @@ Per device x dataset size (x sampling, ranks, placement) of the plan:
    first 10% of its budget is flagged (it measures the first plateau).
 3. The search (``policy.search``): trials judged by steps to target, batch sizes by steps times
    their median step time; losing trials stop at a check (status ``pruned``).
-4. The finalists (within 1.3x of the best) are run again over ``REPEATS`` more seeds, in rounds
-   across the finalists, so that their steps are medians over data orders and their step times
-   were measured side by side in time.
+4. The finalists (within 1.3x of the best; the winner alone too) are run again over ``REPEATS``
+   more seeds, in rounds across the finalists, so that their steps are medians over data orders.
+   A trial trains on past its target for a step time only at a batch size no trial has timed
+   yet (step time does not depend on the rate or the seed); the others stop at the target.
 5. The answer comes from all the trials, as ``batchbench analyze`` would give it for this run:
    the least steps x step time, and the batch sizes tied with it (``analysis.recommend``).
 """
@@ -183,7 +184,7 @@ class _Group:
     def run_trial(self, batch: int, lr: float, budget: Budget, repeat: int = 0) -> Trial:
         base = self.grid[(batch, lr)]
         point = dataclasses.replace(base, stop_at_target=True, seed=base.seed + repeat, repeat=repeat, **self.goal)
-        timed = repeat == 0 and batch in self.timed  # its step time is known: stop at the target (the repeats measure side by side)
+        timed = batch in self.timed  # its step time is measured: stop at the target (a run-on past it is for a step time)
         result = run_point(point, self.plan.split(point), self.plan.factory, prune=tr.prune_for(budget), measure_after_target=not timed)
         self.store.add_point(self.run_id, result)
         self.ids.append(result.point["point_id"])
@@ -197,8 +198,8 @@ class _Group:
 
     def _repeat(self, finalists: tuple[Trial, ...]) -> None:
         """The finalists (the winner alone too) again over more seeds, a round across all of them at
-        a time, so their step times are measured side by side and their steps become medians
-        over data orders."""
+        a time, so their steps become medians over data orders (and the step times of those that
+        train past their burn-in are measured side by side)."""
         if not finalists:
             return
         for repeat in range(1, REPEATS + 1):
