@@ -28,11 +28,10 @@ def coarse(update: dict[str, Any]) -> bool:
     return hit is not None and low is not None and hit > 0 and not resolved(low - 1, hit)
 
 
-def refine(plan: Plan, point_id: str, target_loss: float, checks: list[dict], update: dict[str, Any]) -> dict[str, Any]:
+def refine(plan: Plan, spec, target_loss: float, checks: list[dict], update: dict[str, Any]) -> dict[str, Any]:
     """``update`` (a point's target and to-target columns) with the crossing found by replaying
-    the point between the check before the target and the check that saw it."""
-    spec = next((p for p in plan.points if p.point_id == point_id), None)
-    if spec is None or spec.world_size > 1:  # not this plan's point, or ranks (a replay runs one process)
+    the point (``spec``) between the check before the target and the check that saw it."""
+    if spec is None or spec.world_size > 1 or not coarse(update):  # not this plan's point, ranks (a replay runs one process), or fine already
         return update
     before, hit = update["steps_to_target_low"] - 1, update["steps_to_target"]
     replay = dataclasses.replace(spec, target_loss=target_loss, target_accuracy=None, stop_at_target=True, sample_interval_s=0,
@@ -58,5 +57,6 @@ def refine_all(plan: Plan, updates: list[dict[str, Any]], checks, say: Callable[
     refined = {}
     for update in todo:
         own = checks[checks["point_id"] == update["point_id"]].sort_values("step").to_dict("records")
-        refined[update["point_id"]] = refine(plan, update["point_id"], update["target_loss"], own, update)
+        spec = next((p for p in plan.points if p.point_id == update["point_id"]), None)
+        refined[update["point_id"]] = refine(plan, spec, update["target_loss"], own, update)
     return [refined.get(u["point_id"], u) for u in updates]

@@ -15,6 +15,7 @@ import torch
 from harness.analysis.convergence import relative_target, to_target
 from harness.analysis.noise_scale import b_simple
 from harness.config.points import PointSpec
+from harness.drivers import crossings
 from harness.drivers.plan import Plan
 from harness.drivers.tune.policy import Budget, Trial
 from harness.errors import RunError
@@ -81,7 +82,8 @@ def pilot(point: PointSpec, plan: Plan, fraction: float, store, run_id: str) -> 
         raise RunError("--target", f"the pilot trial (B={point.batch_size}, lr {point.lr:g}) ended {result.status} before a loss check; "
                                    f"give --target-loss instead ({result.point.get('error') or 'no check'})")
     target = relative_target(losses[0], min(losses), fraction)
-    result.point.update(target_loss=target, **to_target(result.checks, point.batch_size, target_loss=target))
+    found = {"point_id": result.point["point_id"], "target_loss": target, **to_target(result.checks, point.batch_size, target_loss=target)}
+    result.point.update(crossings.refine(plan, point, target, result.checks, found))  # the target is known only now: find its step
     store.add_point(run_id, result)
     hit = result.point.get("steps_to_target")
     warning = None
