@@ -20,7 +20,7 @@ import torch
 from harness.workload import models
 from harness.drivers.plan import Plan, plan_flags
 from harness.run.checks import evaluate
-from harness.run.schedule import due as due_checks
+from harness.run.schedule import fine_count, due as due_checks
 from harness.run.clock import MARKS_PER_STEP, PhaseClock, synchronize
 from harness.run.engine import run_point
 from harness.run.parts import make_loss, make_optimizer
@@ -61,15 +61,18 @@ def _quartiles(values: np.ndarray) -> tuple[float, float]:
 
 
 OVERHEAD_POINT = {"dataset": "blobs", "dataset_sizes": 10_000, "model": "mlp", "hidden": "32", "threads": 1, "noise_samples": 0,
-                  "check_every": "auto", "data_placement": "device"}
+                  "data_placement": "device"}
 """The point both sides of a comparison train: a small MLP on blobs, its training set on the
-device, one thread, the default loss-check schedule."""
+device, one thread, the loss checks ``--check-every auto`` makes of cheap checks (its fine log
+schedule, given explicitly so that the plain loop checks at the same steps)."""
 
 
 def overhead_plan(batch_size: int, *, steps: int | None = None, device: str = "cpu", **flags) -> Plan:
     """The plan of the overhead point at ``batch_size`` (``OVERHEAD_POINT``, ``flags`` as
     ``batchbench run`` flags overriding it), ``default_steps`` unless given."""
-    return plan_flags(**{**OVERHEAD_POINT, **flags, "batch_sizes": batch_size, "steps": steps or default_steps(device), "devices": device})
+    steps = steps or default_steps(device)
+    return plan_flags(**{**OVERHEAD_POINT, "check_every": f"log:{fine_count(steps)}", **flags, "batch_sizes": batch_size, "steps": steps,
+                         "devices": device})
 
 
 CPU_STEPS, ACCELERATOR_STEPS = 600, 2000
