@@ -22,6 +22,7 @@ from harness.errors import SpecError, StoreError, UserError
 COMMANDS = {module.NAME: module for module in (run, tune, cbs, analyze, compare, report, fit, overhead, merge, runs, export, asv)}
 
 REPEATABLE = {"--run", "--log"}
+"""Options that may be given more than once; any other given twice is an error (not "last wins")."""
 
 INTERRUPTED = {
     "run": "finished points are stored, and the point in flight as interrupted (rerun with --resume to continue)",
@@ -29,7 +30,6 @@ INTERRUPTED = {
     "merge": "each source store is merged whole or not at all; run the merge again to finish",
 }
 """What Ctrl-C leaves behind, per command (the others write whole files or nothing)."""
-"""Options that may be given more than once; any other given twice is an error (not "last wins")."""
 
 
 def parser() -> Parser:

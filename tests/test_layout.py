@@ -113,3 +113,23 @@ def test_the_run_package_starts_no_process():
     for name in (n for n in MODULES if n.startswith("harness.run")):
         text = MODULES[name].read_text()
         assert "subprocess" not in text and "torch.distributed.run" not in text, name
+
+
+STATUS_WORDS = "ok|oom|diverged|error|skipped|pruned|interrupted"
+
+
+def test_statuses_are_compared_only_through_the_status_type():
+    """A status is a ``store.schema.Status``; a literal compared against one outside that module
+    (``status == "ok"``, an SQL ``status = 'interrupted'``) would miss a renamed or added status."""
+    import re
+
+    literal = re.compile(rf"""(?:status["']?\]?\)?\s*(?:==|!=|IS NOT|=)\s*["']({STATUS_WORDS})["'])|(?:isin\(\(["']({STATUS_WORDS})["'])""")
+    found = []
+    for path in (ROOT / "harness").rglob("*.py"):
+        if path.name == "schema.py" and path.parent.name == "store":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if literal.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+

@@ -288,3 +288,12 @@ def test_noisy_means_the_median_is_uncertain_not_that_steps_jitter():
     rng = np.random.default_rng(0)
     assert median_uncertainty(1e-4 * (1 + 0.3 * rng.uniform(-1, 1, 500))) < 0.05
     assert median_uncertainty([1e-3] * 10) is None  # too few steps to say
+
+
+def test_a_point_leaves_torchs_thread_count_as_the_caller_had_it():
+    import torch
+
+    torch.set_num_threads(2)
+    (result,) = _run(steps=10, threads=1)
+    assert result.point["threads"] == 1 and torch.get_num_threads() == 2
+

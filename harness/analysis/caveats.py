@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from harness.analysis.uncertainty import point_bounds
+from harness.store.schema import Status, FAILED
 
 FEW_TIMED_STEPS = 10
 """A step time from fewer timed steps after the burn-in than this is said to be thin."""
@@ -19,7 +20,6 @@ COARSE = 0.25
 """Steps to target known only to an interval wider than this share of themselves (a store from
 before refinement, a data-parallel point): said beside the answer."""
 
-FAILED = ("oom", "diverged", "error", "interrupted")
 
 
 def _null(value: Any) -> bool:
@@ -39,9 +39,9 @@ def excluded(group, tried=None) -> dict[int, str]:
 def failures(everything) -> str | None:
     """``2 points failed and are not in the answer: B=512 oom, B=1024 diverged``. A rate that
     diverged in a search of rates (``tuned``) is the search's answer about that rate, not a failure."""
-    bad = everything[everything["status"].isin(FAILED)] if len(everything) else everything
+    bad = everything[everything["status"].isin((*FAILED, Status.INTERRUPTED))] if len(everything) else everything
     if len(bad) and "lr_policy" in bad:
-        bad = bad[~((bad["lr_policy"] == "tuned") & (bad["status"] == "diverged"))]
+        bad = bad[~((bad["lr_policy"] == "tuned") & (bad["status"] == Status.DIVERGED))]
     if not len(bad):
         return None
     said = ", ".join(f"B={int(r['batch_size'])} {r['status']}" for r in bad.sort_values("batch_size").to_dict("records")[:6])

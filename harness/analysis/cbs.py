@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Sequence
+from harness.store.schema import Status
 
 DEFAULT_TOLERANCE = 0.05
 """A branch keeps up when its loss is at most (1 + this) x the best loss of the smaller branches."""
@@ -215,7 +216,7 @@ def measured(points, checks, tolerance: float = DEFAULT_TOLERANCE) -> Measured |
     for start, at in branches.groupby("start_sample"):
         best: dict[int, Branch] = {}
         for row in at.to_dict("records"):
-            loss = smoothed(_losses(by_point[row["point_id"]])) if row["status"] == "ok" and row["point_id"] in by_point else None
+            loss = smoothed(_losses(by_point[row["point_id"]])) if row["status"] == Status.OK and row["point_id"] in by_point else None
             kept = best.get(int(row["batch_size"]))
             if kept is None or (loss is not None and (kept.loss is None or loss < kept.loss)):
                 best[int(row["batch_size"])] = Branch(int(row["branch_factor"]), int(row["batch_size"]), float(row["lr"]), loss)

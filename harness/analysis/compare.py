@@ -30,6 +30,7 @@ import pandas as pd
 
 from harness.analysis.keys import MATCH_KEYS
 from harness.config.compat import model_fingerprints
+from harness.store.schema import Status
 
 POOLED = ("seed", "repeat")
 """Keys that tell measurements of one configuration apart: pooled, never matched."""
@@ -91,7 +92,7 @@ def config_frame(points: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
     """The ok points with the derived keys (``model_name``, ``target``) and every key as text,
     so that nulls match nulls and 0.1 matches 0.1 whatever the store's float type; ``config``
     joins ``keys``."""
-    out = points[points["status"] == "ok"].copy()
+    out = points[points["status"] == Status.OK].copy()
     out["step_s"] = out["step_wall_s"].where(out["step_wall_s"].notna(), out["batch_size"] / out["samples_per_s"]).astype(float)
     out["model_name"] = out["model"].astype(str).str.rsplit(":", n=1).str[-1]
     out["model_fingerprint"] = model_fingerprints(out)

@@ -22,6 +22,7 @@ from harness.analysis.caveats import caveats, excluded
 from harness.analysis.keys import GROUP_KEYS
 from harness.analysis.recipe import describe
 from harness.analysis.uncertainty import MIN_FIT_BATCH_SIZES, batch_times, fit_interval, fit_log, point_bounds, tied
+from harness.store.schema import Status
 
 TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
 
@@ -243,7 +244,7 @@ def analyze(points, checks) -> list[GroupAnalysis]:
     best batch sizes, the noise scale at the start and at target, the recipe and the caveats."""
     if len(points) == 0:
         return []
-    ok = points[points["status"] == "ok"]
+    ok = points[points["status"] == Status.OK]
     if len(ok) == 0:
         return []
     chosen = best_trials(ok) if (ok["lr_policy"] == "tuned").any() else ok
@@ -321,7 +322,7 @@ def _noise_scales(group, point_checks) -> tuple[list[float], list[float]]:
 def scaling_efficiency(points):
     """Per data-parallel point: throughput at world size N over N x the single process's at the
     same per-rank batch (1.0: perfect scaling), and exposed communication as a share of the step."""
-    ok = points[(points["status"] == "ok") & points["samples_per_s"].notna()]
+    ok = points[(points["status"] == Status.OK) & points["samples_per_s"].notna()]
     if ok.empty or ok["world_size"].fillna(1).max() <= 1:
         return ok.iloc[:0]
     keys = ["dataset", "dataset_size", "device", "model", "per_rank_batch_size"]

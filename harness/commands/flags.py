@@ -10,8 +10,8 @@ import difflib
 from typing import Sequence
 
 from harness.config.axes import AXES, GROUPS, Axis
+from harness.store.sqlite import DEFAULT_STORE
 
-DEFAULT_STORE = "results/batchbench.sqlite"
 
 
 class Parser(argparse.ArgumentParser):

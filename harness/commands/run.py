@@ -17,7 +17,7 @@ from harness.errors import SpecError
 from harness.config.values import parse_int
 from harness.integrations.logs import parse_logs
 from harness.outputs import output_path, write_output
-from harness.store.schema import display
+from harness.store.schema import display, FAILED, Status
 
 NAME = "run"
 HELP = "run a sweep and store its points"
@@ -85,14 +85,14 @@ def _run_here(the_plan, store_path: str, args: argparse.Namespace) -> int:
         print(points_table(points) + "\n")
     if points[["target_loss", "target_accuracy"]].notna().any().any():
         print(recommendations_text(points, checks))
-    failed = int((points["status"] != "ok").sum())
+    failed = int((points["status"] != Status.OK).sum())
     note = f", {failed} not ok (see the status column)" if failed else ""
     print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
     if not args.no_report:
         print(f"report: {write_run_report(store.path, run_id, args.report, keep=args.keep)}")
     for line in failure_summary(points):
         say(line)
-    if len(points) and not (points["status"] == "ok").any():
+    if len(points) and not (points["status"] == Status.OK).any():
         say(f"every point failed ({', '.join(sorted(set(points['status'])))})")
         return 1
     return 0
@@ -118,7 +118,7 @@ def as_written(the_plan, store, say):
 def failure_summary(points) -> list[str]:
     """The failed points grouped by their reason, most frequent first: ``3 points: error:
     RuntimeError: Given groups=1 ...``."""
-    failed = points[points["status"].isin(("error", "oom", "diverged"))]
+    failed = points[points["status"].isin(FAILED)]
     if failed.empty:
         return []
     counts = failed.groupby(["status", "error"], dropna=False).size().sort_values(ascending=False)
@@ -151,7 +151,7 @@ def _run_in_processes(runs: int, store_path: str, args: argparse.Namespace) -> i
         with Store.open_existing(store_path) as reader:
             page = report.render(report.load(reader, new))
         print(f"report: {write_output(args.report or f'reports/{new[-1]}.html', page, '--report', args.keep)}")
-    return 0 if (points["status"] == "ok").any() else 1
+    return 0 if (points["status"] == Status.OK).any() else 1
 
 
 def child_flags(args: argparse.Namespace, store_path: str) -> list[str]:

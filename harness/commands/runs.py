@@ -7,6 +7,7 @@ import json
 
 from harness.commands.flags import store_flag
 from harness.commands.text import layout, to_json
+from harness.store.schema import Status
 
 NAME = "runs"
 HELP = "list the runs in a store: when, what, how many points"
@@ -53,7 +54,7 @@ def runs_summary(runs, points) -> list[dict]:
             "started_at": run_row["started_at"],
             "finished_at": run_row["finished_at"] if isinstance(run_row["finished_at"], str) else None,  # null while unfinished
             "points": int(len(mine)),
-            "ok": int((mine["status"] == "ok").sum()) if len(mine) else 0,
+            "ok": int((mine["status"] == Status.OK).sum()) if len(mine) else 0,
             "dataset": spec.get("dataset"),
             "model": spec.get("model"),
             "devices": values("device"),

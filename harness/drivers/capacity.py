@@ -28,6 +28,7 @@ from harness.drivers.plan import Plan
 from harness.run.engine import run_point
 from harness.config.points import PointSpec
 from harness.config.values import CheckEvery
+from harness.store.schema import Status
 
 PROBE_STEPS = 2
 MAX_PROBE_BATCH = 2**24
@@ -113,8 +114,8 @@ def fit_capacity(
         result = run_point(_probe_point(template, batch), split, plan.factory)
         peak = result.point.get(metric)
         status = result.status
-        if status == "ok" and not cuda and peak is not None and peak > limit:
-            status = "oom"  # on the CPU nothing fails at the limit: past it is out of memory
+        if status == Status.OK and not cuda and peak is not None and peak > limit:
+            status = Status.OOM  # on the CPU nothing fails at the limit: past it is out of memory
         progress(f"B={batch}: {status}" + (f", {metric} {peak / 2**20:,.1f} MiB" if peak else ""))
         return batch, status, peak
 
@@ -144,7 +145,7 @@ MAX_MOVES = 8
 
 def _settled(probes: list, fit: MemoryFit) -> bool:
     """The per-sample term dominates the largest probe's peak, and the line has stopped bending."""
-    ok = sorted((b, p) for b, s, p in probes if s == "ok" and p is not None)
+    ok = sorted((b, p) for b, s, p in probes if s == Status.OK and p is not None)
     top = ok[-1][0]
     if fit.per_sample_bytes * top < PER_SAMPLE_SHARE * fit.predict(top):
         return False
@@ -162,7 +163,7 @@ def _place_probes(probe, probes: list, limit: int) -> list:
     limit, ends it."""
     for _ in range(MAX_MOVES):
         fit = _fit(probes, largest=3)
-        ok = [b for b, s, _ in probes if s == "ok"]
+        ok = [b for b, s, _ in probes if s == Status.OK]
         if fit is None or fit.per_sample_bytes <= 0 or not ok:
             break
         top = max(ok)
@@ -171,14 +172,14 @@ def _place_probes(probe, probes: list, limit: int) -> list:
         if fit.predict(2 * top) > limit:
             break
         probes = probes + [probe(2 * top)]
-        if probes[-1][1] != "ok":
+        if probes[-1][1] != Status.OK:
             break
     return probes
 
 
 def _fit(probes, largest: int | None = None) -> MemoryFit | None:
     """The line through the ok probes (only the ``largest`` batch sizes, when given)."""
-    ok = sorted((b, p) for b, s, p in probes if s == "ok" and p is not None)
+    ok = sorted((b, p) for b, s, p in probes if s == Status.OK and p is not None)
     if largest is not None:
         ok = ok[-largest:]
     return fit_memory([b for b, _ in ok], [p for _, p in ok])
@@ -195,8 +196,8 @@ def _search(probe, probes, limit: int) -> tuple[int | None, list]:
     """Largest batch that runs: double from the largest good probe until a failure, then
     bisect between the last success and the first failure (to 1% of the batch)."""
     extra = []
-    good = max((b for b, s, _ in probes if s == "ok"), default=None)
-    bad = min((b for b, s, _ in probes if s == "oom"), default=None)
+    good = max((b for b, s, _ in probes if s == Status.OK), default=None)
+    bad = min((b for b, s, _ in probes if s == Status.OOM), default=None)
     if good is None:
         return None, extra
     while bad is None:
@@ -205,9 +206,9 @@ def _search(probe, probes, limit: int) -> tuple[int | None, list]:
             return good, extra
         result = probe(batch)
         extra.append(result)
-        if result[1] == "ok":
+        if result[1] == Status.OK:
             good = batch
-        elif result[1] == "oom":
+        elif result[1] == Status.OOM:
             bad = batch
         else:
             return good, extra  # an error that is not memory: stop where we are
@@ -215,7 +216,7 @@ def _search(probe, probes, limit: int) -> tuple[int | None, list]:
         batch = (good + bad) // 2
         result = probe(batch)
         extra.append(result)
-        if result[1] == "ok":
+        if result[1] == Status.OK:
             good = batch
         else:
             bad = batch

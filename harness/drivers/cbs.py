@@ -35,7 +35,7 @@ from harness.drivers.plan import Plan
 from harness.errors import RunError
 from harness.run.engine import run_point
 from harness.run.snapshot import Snapshot
-from harness.store.schema import PointResult
+from harness.store.schema import PointResult, Status
 from harness.store.sqlite import Store
 
 HASH_PREFIX = "cbs:"
@@ -101,7 +101,7 @@ def measure(plan: Plan, store: Store, settings: CbsSettings = CbsSettings(), say
     rate = f"{own.optimizer}'s own rates" if own else f"lr {base.lr:g}"
     say(f"base run: B={base.batch_size}, {rate}, {base.steps:,} steps, {settings.checkpoints} checkpoints")
     result, snapshots = runner.run(base_point)
-    if result.status != "ok":
+    if result.status != Status.OK:
         store.finish_run(run_id)
         smaller = "smaller rates in its configure_optimizers" if own else "a smaller --lr"
         raise RunError("--model" if own else "--lr", f"the base run ended {result.status} ({result.point.get('error')}); give {smaller} or another --batch-sizes")
@@ -145,7 +145,7 @@ def _verify(runner: _Runner, base: PointSpec, stages: tuple[Stage, ...]) -> None
         end = stages[i + 1].start_samples if i + 1 < len(stages) else budget
         steps = max(1, round((end - stage.start_samples) / stage.batch_size))
         result, snapshots = runner.run(_stage(base, "ramp", stage.batch_size, stage.lr, steps, stage.start_samples, runner.own_rates), start=start)
-        if result.status != "ok" or not snapshots:
+        if result.status != Status.OK or not snapshots:
             return
         start = snapshots[-1]
     final = stages[-1]

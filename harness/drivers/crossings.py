@@ -20,6 +20,7 @@ from harness.analysis.convergence import to_target
 from harness.drivers.plan import Plan
 from harness.run.engine import run_point
 from harness.run.refine import resolved
+from harness.store.schema import Status
 
 
 def coarse(update: dict[str, Any]) -> bool:
@@ -40,7 +41,7 @@ def refine(plan: Plan, spec, target_loss: float, checks: list[dict], update: dic
     result = run_point(replay, plan.split(spec), plan.factory, replay=(before, hit))
     seconds = time.perf_counter() - start
     row = result.point
-    if result.status != "ok" or row.get("steps_to_target") is None:
+    if result.status != Status.OK or row.get("steps_to_target") is None:
         return update
     found = to_target(checks, spec.batch_size, target_loss=target_loss, crossing=(row["steps_to_target"], row["steps_to_target_low"]))
     return {**update, **found, "refine_steps": before + int(row.get("refine_steps") or 0),

@@ -25,6 +25,7 @@ from harness.run.clock import MARKS_PER_STEP, PhaseClock, synchronize
 from harness.run.engine import run_point
 from harness.run.parts import make_loss, make_optimizer
 from harness.config.points import PointSpec
+from harness.store.schema import Status
 
 
 TARGET_RATIO = 0.98
@@ -158,7 +159,7 @@ def _harness(run: PointSpec, split, factory, points: list[dict] | None = None, *
     """A harness point as a variant of ``interleave``; its point rows go to ``points``."""
     def one() -> float:
         result = run_point(run, split, factory, **kwargs)
-        if result.status != "ok":
+        if result.status != Status.OK:
             raise RuntimeError(f"harness point failed: {result.point['error']}")
         if points is not None:
             points.append(result.point)

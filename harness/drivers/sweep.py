@@ -26,7 +26,7 @@ from harness.drivers import crossings
 from harness.drivers.capacity import resolve_micro_batches
 from harness.integrations.logs import LogTarget, open_logs
 from harness.drivers.plan import Plan, plan_flags
-from harness.store.schema import PointResult
+from harness.store.schema import FAILED, PointResult
 from harness.run.engine import PointInterrupted, run_point
 from harness.config.points import PointSpec
 from harness.config.values import flag
@@ -175,8 +175,6 @@ class StepBar:
             self.bar.close()
 
 
-FAILED = ("error", "oom", "diverged")
-"""Statuses told on the terminal as they happen (``pruned`` and ``skipped`` are decisions, not failures)."""
 
 
 def failure_line(point: PointSpec, result: PointResult, store: Store) -> str:

@@ -15,6 +15,7 @@ import math
 import os
 
 from harness.analysis.keys import NAMED_BY, configuration_fields
+from harness.store.schema import Status
 
 
 
@@ -63,7 +64,7 @@ def measure(spec_file: str, root: str, names: list[str]) -> dict[tuple, dict]:
         points = run_tables(spec=spec_file, progress=False)["points"]
     out = {}
     for row in points.to_dict("records"):
-        if row["status"] == "ok":
+        if row["status"] == Status.OK:
             out[tuple(str(_plain(row[n])) for n in names)] = row
     return out
 

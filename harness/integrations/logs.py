@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from harness.config.axes import AXES
 from harness.errors import SpecError
+from harness.store.schema import Status
 
 KINDS = {"tensorboard": "runs", "mlflow": "sqlite:///mlflow.db"}
 """Each log's default place: TensorBoard's own default folder, MLflow's local database."""
@@ -148,7 +149,7 @@ class MlflowLog:
         params = [Param(k, v[:500]) for k, v in config.items()]
         for start in range(0, max(len(metrics), 1), 1000):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000], params=params if start == 0 else [])
-        self.client.set_terminated(run.info.run_id, status="FINISHED" if row.get("status") == "ok" else "FAILED")
+        self.client.set_terminated(run.info.run_id, status="FINISHED" if row.get("status") == Status.OK else "FAILED")
 
     def close(self) -> None:
         pass

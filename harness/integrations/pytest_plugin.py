@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from harness.analysis.keys import NAMED_BY, configuration_fields
+from harness.store.schema import Status
 
 PHASE_INFO = ("data_s", "derivative_s", "update_s", "loss_check_s", "step_wall_s", "samples_per_s", "steps_per_s",
               "steps_to_target", "time_to_target_s", "compute_to_target_s", "final_eval_loss", "peak_device_mem_bytes",
@@ -79,7 +80,7 @@ class BatchbenchFixture:
         self.points = points
         if not self._benchmark.disabled:
             self._report(points, steps)
-        broken = points[points["status"] == "error"]
+        broken = points[points["status"] == Status.ERROR]
         if len(broken):
             first = broken.iloc[0]
             pytest.fail(f"batchbench: {len(broken)} of {len(points)} points ended in error; first (B={first['batch_size']}, {first['device']}): {first['error']}",
@@ -95,7 +96,7 @@ class BatchbenchFixture:
         shown = [c for c in LABELS if c in points and (c in NAMED_BY or points[c].astype(str).nunique() > 1)]
         fixture = self._benchmark
         for point in points.to_dict("records"):
-            if point["status"] != "ok" or point["point_id"] not in times:
+            if point["status"] != Status.OK or point["point_id"] not in times:
                 continue
             param = "-".join(_label(c, point[c]) for c in shown)
             stats = Metadata(fixture, iterations=1, options={"disable_gc": False, "timer": "batchbench step clock", "min_rounds": 1,

@@ -33,7 +33,7 @@ import numpy as np
 from harness.workload import datasets
 from harness.workload import models
 from harness.parallel.collectives import TIMEOUT_ENV, external_world, timeout_s
-from harness.store.schema import PointResult
+from harness.store.schema import PointResult, Status
 from harness.run.measurement import STEP_PHASES, Measurement, result
 from harness.run.measurement import failed as failed_row
 from harness.run.engine import run_point
@@ -64,14 +64,14 @@ def combine(point: PointSpec, ranks: list[dict], code: int, stderr: str) -> Poin
     """One point from the ranks' results (any order). A failure gives the same row as a failed
     single-process point: the declared columns, what only an ok point has left null."""
     ranks = sorted(ranks, key=lambda r: r["rank"])
-    failed = [r for r in ranks if r["point"]["status"] != "ok"]
+    failed = [r for r in ranks if r["point"]["status"] != Status.OK]
     if len(ranks) != point.world_size or failed or code != 0:
         if failed:  # the rank that failed first, not the ones its exit cut off
             primary = next((r for r in failed if not _lost_peer(r["point"]["error"] or "")), failed[0])
             status, error = primary["point"]["status"], f"rank {primary['rank']}: {primary['point']['error']}"
         else:
             tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-            status, error = "error", f"ranks exited with code {code} ({len(ranks)} of {point.world_size} reported): {tail[0][:300]}"
+            status, error = Status.ERROR, f"ranks exited with code {code} ({len(ranks)} of {point.world_size} reported): {tail[0][:300]}"
         base = ranks[0]["point"] if ranks else result(point, Measurement(), status, error).point
         return PointResult(point=failed_row(base, status, error), checks=ranks[0]["checks"] if ranks else [], steps=[])
     lead = ranks[0]
@@ -169,9 +169,9 @@ def _worker(spec_path: str, out_dir: str) -> int:
                                     check_set=point.check_set, holdout_fraction=point.holdout_fraction)
         outcome = run_point(point, split, models.resolve(point.model), rank=(rank, world))
     except Exception as exc:  # data or plug-in trouble in this rank
-        outcome = result(point, Measurement(), "error", f"{type(exc).__name__}: {exc}")
+        outcome = result(point, Measurement(), Status.ERROR, f"{type(exc).__name__}: {exc}")
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(_payload(rank, outcome), default=float))
-    ok = outcome.status == "ok"
+    ok = outcome.status == Status.OK
     if ok:
         dist.destroy_process_group()
     return 0 if ok else 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.store.schema import PHASES
+from harness.store.schema import PHASES, Status
 from harness.analysis import convergence
 from harness.analysis.memory import fit_memory
 from harness.analysis.recommend import recommend
@@ -206,17 +206,17 @@ def headline_figure(groups) -> Figure | None:
 def search_figure(points: pd.DataFrame, checks: pd.DataFrame) -> Figure | None:
     """A ``batchbench tune`` run: every trial in the (batch size, learning rate) plane by how it
     ended, and the training time to target per batch size with the choice starred."""
-    if len(points) == 0 or not (points["status"] == "pruned").any():
+    if len(points) == 0 or not (points["status"] == Status.PRUNED).any():
         return None
     plt, _ = pyplot()
     last = checks.sort_values("step").groupby("point_id").tail(1).set_index("point_id")["compute_s"] if len(checks) else pd.Series(dtype=float)
     trials = points.assign(stopped_s=points["point_id"].map(last))
-    reached = trials[trials["steps_to_target"].notna() & (trials["status"] == "ok")]
+    reached = trials[trials["steps_to_target"].notna() & (trials["status"] == Status.OK)]
     best = reached.loc[reached["compute_to_target_s"].idxmin()] if len(reached) else None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     styles = (("reached", "o", "#55A868"), ("missed", "s", "#8c8c8c"), ("pruned", "x", "#DD8452"), ("failed", "v", "#C44E52"))
-    outcome = np.where(trials["steps_to_target"].notna() & (trials["status"] == "ok"), "reached",
-                       np.where(trials["status"] == "ok", "missed", np.where(trials["status"] == "pruned", "pruned", "failed")))
+    outcome = np.where(trials["steps_to_target"].notna() & (trials["status"] == Status.OK), "reached",
+                       np.where(trials["status"] == Status.OK, "missed", np.where(trials["status"] == Status.PRUNED, "pruned", "failed")))
     for name, marker, color in styles:
         chosen = trials[outcome == name]
         if len(chosen):

@@ -19,6 +19,7 @@ from harness.analysis import convergence
 from harness.report import figures
 from harness.report.plot import Figure
 from harness.report.tables import points_table, summary_html
+from harness.store.schema import Status
 
 SECTIONS = ("Summary", "Throughput", "Phase breakdown", "Convergence", "Time and steps to target", "Memory and utilisation", "Points")
 
@@ -98,7 +99,7 @@ document.querySelectorAll("table#points th").forEach(function (th, i) {
 def render(data: ReportData, title: str = "batchbench report") -> str:
     """The report of the given runs as one HTML string."""
     points = data.points
-    ok = points[points["status"] == "ok"] if len(points) else points
+    ok = points[points["status"] == Status.OK] if len(points) else points
     env = json.loads(data.runs["env_json"].iloc[-1] or "{}") if len(data.runs) else {}
     groups = convergence.analyze(points, data.checks) if len(points) else []
     names = list(SECTIONS)

@@ -13,7 +13,7 @@ from harness.analysis.keys import shown_columns
 from harness.analysis.recipe import describe
 from harness.analysis.recommend import recommend
 
-from harness.store.schema import display
+from harness.store.schema import Status, display
 
 
 TABLE_COLUMNS = [
@@ -40,7 +40,7 @@ def points_table(points: pd.DataFrame) -> str:
     ordered = points.sort_values(["dataset_size", "device", *(c for c, _ in varying), "batch_size", "lr", "repeat"], kind="stable")
     for record in ordered.to_dict("records"):
         cells = "".join(f"<td data-v=\"{html.escape(str(record.get(c)))}\">{fmt(c, record.get(c))}</td>" for c, _ in columns)
-        rows.append(f"<tr class=\"{'' if record.get('status') == 'ok' else 'bad'}\">{cells}</tr>")
+        rows.append(f"<tr class=\"{'' if record.get('status') == Status.OK else 'bad'}\">{cells}</tr>")
     csv = base64.b64encode(points.to_csv(index=False).encode()).decode()
     return (f"<p><a download=\"points.csv\" href=\"data:text/csv;base64,{csv}\">Download all {len(points)} points as CSV</a> "
             f"(every column of the <code>points</code> table). Click a header to sort.</p>"

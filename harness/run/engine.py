@@ -51,7 +51,7 @@ from harness.run import snapshot
 from harness.run.snapshot import Snapshot
 from harness.run.schedule import LOSS_EVERY, CappedChecks, due, first_timed, fit_window, next_check
 from harness.run.step import Step, derivative_of, update_of
-from harness.store.schema import PointResult
+from harness.store.schema import PointResult, Status
 from harness.workload.datasets import Split
 from harness.workload.models import Factory
 
@@ -74,7 +74,7 @@ class PointInterrupted(KeyboardInterrupt):
     ``interrupted``), for the sweep to store before it stops."""
 
     def __init__(self, result: PointResult):
-        super().__init__("interrupted")
+        super().__init__(Status.INTERRUPTED.value)
         self.result = result
 
 
@@ -121,12 +121,14 @@ def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> Po
 
     Whatever user code raises becomes the point's status, ``SystemExit`` included; Ctrl-C
     raises ``PointInterrupted`` carrying the point so far. The working directory and torch's
-    thread count are put back after the point (a changed count is flagged ``threads_changed``)."""
+    thread count are put back as the caller had them (a count a plug-in changed during the
+    point is flagged ``threads_changed``)."""
     if point.skip_reason:
-        return result(point, Measurement(split.n_features, split.n_classes), "skipped", point.skip_reason)
+        return result(point, Measurement(split.n_features, split.n_classes), Status.SKIPPED, point.skip_reason)
     opts = PointOptions(**options)
     if point.world_size > 1 and opts.rank is None:
         raise ValueError(f"a point of {point.world_size} ranks runs through harness.parallel.launch, one run_point per rank")
+    callers_threads = torch.get_num_threads()
     torch.set_num_threads(point.threads)
     origin_ns, cwd = time.perf_counter_ns(), os.getcwd()
     peaks = PeakMemory(point.device)
@@ -134,7 +136,7 @@ def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> Po
     with deadline(opts.timeout_s):
         status, error, trace, readings = _attempt(run, factory, opts.prune, opts.timed_every, origin_ns)
     measurement = run.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
-    if status != "ok":
+    if status != Status.OK:
         gc.collect()  # drop the failed point's tensors before the next point allocates
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -144,26 +146,26 @@ def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> Po
         os.chdir(cwd)
     if torch.get_num_threads() != point.threads:  # a plug-in changed the thread count: the point did not run as recorded
         outcome.point["flags"] = ",".join(filter(None, (outcome.point.get("flags"), "threads_changed")))
-        torch.set_num_threads(point.threads)
-    if status == "interrupted":
+    torch.set_num_threads(callers_threads)  # as the caller had it (a notebook's, a test's)
+    if status == Status.INTERRUPTED:
         raise PointInterrupted(outcome)
     return outcome
 
 
 def _attempt(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | None, origin_ns: int):
     """The point's training with its monitor, as (status, error, traceback, readings)."""
-    status, error, trace, sampler = "ok", None, None, None
+    status, error, trace, sampler = Status.OK, None, None, None
     try:
         sampler = start_sampler(run.point, origin_ns)
         train(run, factory, prune, timed_every)
     except Diverged as exc:
-        status, error = "diverged", str(exc)
+        status, error = Status.DIVERGED, str(exc)
     except Pruned as exc:
-        status, error = "pruned", str(exc)
+        status, error = Status.PRUNED, str(exc)
     except KeyboardInterrupt:
-        status, error = "interrupted", f"interrupted (Ctrl-C) after {run.steps_done} steps"
+        status, error = Status.INTERRUPTED, f"interrupted (Ctrl-C) after {run.steps_done} steps"
     except BaseException as exc:  # user code (a plug-in) may raise anything, SystemExit too: it becomes the point's status
-        status, error, trace = ("oom" if out_of_memory(exc) else "error"), one_line(exc), traceback.format_exc()
+        status, error, trace = (Status.OOM if out_of_memory(exc) else Status.ERROR), one_line(exc), traceback.format_exc()
     finally:
         readings = sampler.stop() if sampler is not None else []
     return status, error, trace, readings

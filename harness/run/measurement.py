@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.store.schema import PHASES
+from harness.store.schema import PHASES, Status
 from harness.analysis import stats
 from harness.analysis.convergence import to_target
 from harness.config.points import recorded
@@ -79,7 +79,7 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
     """The contract's rows of a point; what was not measured stays null."""
     name = device_name(point.device)
     row = point_row(
-        **{**recorded(point), **m.facts}, **m.memory, point_id=point.point_id, status=status, error=error, n_features=m.n_features,
+        **{**recorded(point), **m.facts}, **m.memory, point_id=point.point_id, status=Status(status).value, error=error, n_features=m.n_features,
         n_classes=m.n_classes, device_name=name, steps=m.steps_done, epochs=m.steps_done * point.batch_size / point.train_size,
         samples_seen=m.steps_done * point.batch_size, peak_tflops=peak_tflops(name, point.precision, point.peak_tflops),
         cpu_util_mean_pct=mean_of(m.readings, "cpu_pct"), gpu_util_mean_pct=mean_of(m.readings, "gpu_util_pct"),
@@ -99,7 +99,7 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
     if m.check_ns:
         row["loss_check_s"] = stats.median(np.array(m.check_ns) / 1e9)
         row["loss_check_total_s"] = sum(m.check_ns) / 1e9
-    if status == "ok":
+    if status == Status.OK:
         row.update(_timing_summary(point, m), final_train_loss=m.final_train_loss, final_train_acc=m.final_train_acc)
         if row.get("steps_per_s") and row.get("flops_per_step"):
             row["achieved_tflops"] = row["flops_per_step"] * row["steps_per_s"] / 1e12
@@ -109,7 +109,7 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
 
 def failed(row: dict[str, Any], status: str, error: str) -> dict[str, Any]:
     """The row of a point that did not finish: ``OK_ONLY`` columns nulled, status and error set."""
-    return {**row, **dict.fromkeys(OK_ONLY), "status": status, "error": error}
+    return {**row, **dict.fromkeys(OK_ONLY), "status": Status(status).value, "error": error}
 
 
 def _timing_summary(point, m: Measurement) -> dict[str, Any]:

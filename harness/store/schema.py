@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Sequence
 
 from harness.config.axes import AXES, Axis
@@ -33,7 +34,7 @@ RUNS = {
 POINTS_LAID_OUT = {
     "run_id": "TEXT",
     "point_id": "TEXT",
-    "status": "TEXT",  # ok | oom | diverged | error | skipped | pruned (stopped by `batchbench tune`: it could no longer win)
+    "status": "TEXT",  # Status: ok | oom | diverged | error | skipped | pruned (stopped by `batchbench tune`: it could no longer win) | interrupted
     "error": "TEXT",
     "model": "TEXT",
     "dataset": "TEXT",
@@ -193,7 +194,33 @@ def points_columns(axes: Sequence[Axis] = AXES) -> dict[str, str]:
 POINTS = points_columns()
 
 TABLES = {"runs": RUNS, "points": POINTS, "checks": CHECKS, "steps": STEPS, "samples": SAMPLES}
-STATUSES = ("ok", "oom", "diverged", "error", "skipped", "pruned")
+
+
+class Status(str, Enum):
+    """What became of a point: the ``points.status`` column. A str, so the stored text, JSON and
+    CSV are the words themselves (``ok``), and a status read back from a store compares equal."""
+
+    OK = "ok"
+    OOM = "oom"
+    DIVERGED = "diverged"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    """It could not run as asked (``skip_reason``)."""
+    PRUNED = "pruned"
+    """``batchbench tune`` stopped it once it could no longer win."""
+    INTERRUPTED = "interrupted"
+    """Ctrl-C stopped it; ``--resume`` runs it again."""
+
+    __hash__ = str.__hash__  # hashes as its text: pandas' isin and dict keys find the stored words
+    __format__ = str.__format__
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FAILED = (Status.ERROR, Status.OOM, Status.DIVERGED)
+"""Statuses of points that failed (told on the terminal as they happen); ``pruned`` and
+``skipped`` are decisions, ``interrupted`` a stop."""
 
 POINT_COLUMNS = tuple(c for c in POINTS if c != "run_id")
 """The keys of every ``PointResult.point`` (the store adds ``run_id``)."""

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 
 from harness.errors import SpecError, StoreError
 from harness.config.compat import RENAMED, STORE_FORMAT
-from harness.store.schema import TABLES, PointResult
+from harness.store.schema import TABLES, PointResult, Status
 
 DEFAULT_STORE = "results/batchbench.sqlite"
 
@@ -143,7 +143,7 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ? AND status IS NOT 'interrupted'", (row[0],))}
+        done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ? AND status IS NOT ?", (row[0], Status.INTERRUPTED))}
         return row[0], done, row[1] is not None
 
     def start_run(self, spec_json: str, spec_hash: str, env: dict[str, Any], *, resume: bool, old_hashes: tuple[str, ...] = ()) -> tuple[str, set[str]]:
@@ -156,7 +156,7 @@ class Store:
                 self.conn.execute("UPDATE runs SET spec_hash = ? WHERE run_id = ?", (spec_hash, found[0]))
                 for table in ("checks", "steps", "samples", "points"):  # an interrupted point runs again, from its start
                     self.conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND point_id IN "
-                                      "(SELECT point_id FROM points WHERE run_id = ? AND status = 'interrupted')", (found[0], found[0]))
+                                      "(SELECT point_id FROM points WHERE run_id = ? AND status = ?)", (found[0], found[0], Status.INTERRUPTED))
             return found[0], found[1]
         run_id = new_run_id()
         with self.conn:

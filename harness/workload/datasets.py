@@ -46,11 +46,11 @@ from harness.errors import SpecError
 from harness.workload import generated, pipelines, plugins
 from harness.workload.pipelines import Pipeline
 from harness.config.policies import DataInfo, split_sizes
+from harness.config.spec import FILE_ENDINGS
 
 BUILTIN_SIZES = {"blobs": 1000, "linreg": 1000, "digits": 1797, "mnist-like": 5000, "cifar-like": 2000, "text": 4096}
 GENERATED_FEATURES = {"blobs": 2, "linreg": 16, "mnist-like": 784, "cifar-like": 3 * 32 * 32, "text": 64}
 """Features of the data sets generated at any size (what their memory grows with)."""
-FILE_SUFFIXES = (".npz", ".csv", ".parquet")
 
 
 class _Samples:
@@ -128,7 +128,7 @@ def from_arrays(X, y) -> Dataset:
 
 
 def is_file(name: str) -> bool:
-    return Path(name).suffix.lower() in FILE_SUFFIXES
+    return Path(name).suffix.lower() in FILE_ENDINGS
 
 
 def info(name: str, target_column: str | None = None, source: Dataset | Pipeline | None = None, *, holdout_fraction: float = 0.2,
@@ -142,7 +142,7 @@ def info(name: str, target_column: str | None = None, source: Dataset | Pipeline
         return DataInfo(natural_size=size, max_size=size)
     if source is not None:
         return DataInfo(natural_size=source.n_samples, max_size=source.n_samples)
-    if name in ("blobs", "linreg", "mnist-like", "cifar-like", "text"):
+    if name in generated.GENERATORS:
         return DataInfo(natural_size=BUILTIN_SIZES[name], max_size=None)
     if name == "digits":
         return DataInfo(natural_size=BUILTIN_SIZES[name], max_size=BUILTIN_SIZES[name])

@@ -40,6 +40,7 @@ from harness.errors import SpecError
 from harness.run.engine import run_point
 from harness.store.sqlite import Store
 from harness.workload import datasets
+from harness.store.schema import Status
 
 WARM_UP_STEPS = 50
 """An untimed, unstored run before the first trial: a process's first training steps pay
@@ -216,4 +217,4 @@ class _Group:
         target = f"check-set loss <= {goal['target_loss']:.4g}" if goal["target_loss"] is not None else f"check-set accuracy >= {goal['target_accuracy']:.4g}"
         return TuneResult(key=key, choice=choice, advice=advice, target=target, start_batch=start, noise_scale=noise,
                           samples=int((mine["steps"] * mine["batch_size"]).sum()), trials=len(mine),
-                          pruned=int((mine["status"] == "pruned").sum()), warnings=tuple(self.warnings))
+                          pruned=int((mine["status"] == Status.PRUNED).sum()), warnings=tuple(self.warnings))

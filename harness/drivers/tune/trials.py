@@ -22,7 +22,7 @@ from harness.errors import RunError
 from harness.run.engine import run_point
 from harness.run.parts import make_loss
 from harness.run.prepare import noise_estimator
-from harness.store.schema import PointResult
+from harness.store.schema import PointResult, Status
 from harness.workload import models
 
 NOISE_SAMPLES = 512
@@ -55,9 +55,9 @@ def as_trial(batch: int, lr: float, result: PointResult, goal: dict[str, Any]) -
     """What a stored point tells the search."""
     row, checks = result.point, result.checks
     step_s = None if "burn_in_only" in str(row.get("flags") or "") else row.get("step_wall_s")  # a warm-up time is not its step time
-    if row["status"] == "ok" and row.get("steps_to_target") is not None:
+    if row["status"] == Status.OK and row.get("steps_to_target") is not None:
         return Trial(batch, lr, "reached", int(row["steps_to_target"]), step_s, 1.0)
-    outcome = {"ok": "missed", "pruned": "pruned"}.get(row["status"], "failed")
+    outcome = {Status.OK: "missed", Status.PRUNED: "pruned"}.get(row["status"], "failed")
     return Trial(batch, lr, outcome, int(row.get("steps") or 0), step_s, progress(checks, goal))
 
 
