@@ -1,6 +1,6 @@
-"""The architecture as tests: imports flow one way (config -> workload -> run -> store -> analysis
--> report -> drivers -> commands -> cli), imports inside functions and package re-exports
-included; no function longer than 60 lines or taking more than 8 parameters; ruff's size and
+"""The architecture as tests: imports flow one way (config -> workload -> run -> store -> parallel
+-> analysis -> report -> drivers -> api -> integrations -> commands -> cli), imports inside
+functions and package re-exports included; no function longer than 60 lines or taking more than 8 parameters; ruff's size and
 complexity rules (pyproject.toml) hold."""
 
 import ast
@@ -88,14 +88,21 @@ def test_ruff_finds_nothing():
 LAYERS = {
     "harness.config": ("harness.workload", "harness.run", "harness.store", "harness.analysis", "harness.report", "harness.drivers",
                        "harness.parallel", "harness.commands", "harness.cli", "harness.api", "harness.integrations"),
-    "harness.workload": ("harness.run", "harness.store", "harness.analysis", "harness.report", "harness.drivers", "harness.commands", "harness.cli"),
-    "harness.run": ("harness.drivers", "harness.store.sqlite", "harness.store.merge", "harness.parallel.launch", "harness.report",
-                    "harness.commands", "harness.cli"),
-    "harness.store": ("harness.run", "harness.drivers", "harness.report", "harness.commands", "harness.workload", "harness.analysis"),
+    "harness.workload": ("harness.run", "harness.store", "harness.analysis", "harness.report", "harness.drivers", "harness.parallel",
+                         "harness.commands", "harness.cli", "harness.api", "harness.integrations"),
+    "harness.run": ("harness.drivers", "harness.store.sqlite", "harness.store.merge", "harness.store.logs", "harness.parallel", "harness.report",
+                    "harness.commands", "harness.cli", "harness.api", "harness.integrations"),
+    "harness.store": ("harness.run", "harness.drivers", "harness.report", "harness.commands", "harness.workload", "harness.analysis",
+                      "harness.parallel", "harness.cli", "harness.api", "harness.integrations"),
+    "harness.parallel": ("harness.analysis", "harness.report", "harness.drivers", "harness.commands", "harness.cli", "harness.api",
+                         "harness.integrations"),
     "harness.analysis": ("harness.run", "harness.drivers", "harness.store.sqlite", "harness.report", "harness.parallel", "harness.workload",
-                         "harness.commands"),
-    "harness.report": ("harness.run", "harness.drivers", "harness.parallel", "harness.workload", "harness.commands", "harness.cli"),
-    "harness.drivers": ("harness.commands", "harness.cli", "harness.report"),
+                         "harness.commands", "harness.cli", "harness.api", "harness.integrations"),
+    "harness.report": ("harness.run", "harness.drivers", "harness.parallel", "harness.workload", "harness.commands", "harness.cli",
+                       "harness.api", "harness.integrations"),
+    "harness.drivers": ("harness.commands", "harness.cli", "harness.report", "harness.api", "harness.integrations"),
+    "harness.api": ("harness.commands", "harness.cli", "harness.integrations"),
+    "harness.integrations": ("harness.commands", "harness.cli"),
     "harness.commands": ("harness.cli",),
 }
 """What each layer may not import: nothing imports back up the flow."""

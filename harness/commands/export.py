@@ -70,7 +70,7 @@ def encode(frame, fmt: str) -> str | bytes:
 
 def _export_logs(args: argparse.Namespace) -> int:
     """Every stored point (of ``--run``, or all runs) as a TensorBoard or MLflow run."""
-    from harness.integrations.logs import open_logs, parse_logs
+    from harness.store.logs import open_logs, parse_logs
     from harness.store.sqlite import Store
 
     (target,) = parse_logs([args.format + (f":{args.output}" if args.output else "")], flag="--format")

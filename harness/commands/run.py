@@ -15,7 +15,7 @@ from harness.commands.text import layout
 from harness.config.axes import FIELDS
 from harness.errors import SpecError
 from harness.config.values import parse_int
-from harness.integrations.logs import parse_logs
+from harness.store.logs import parse_logs
 from harness.outputs import output_path, write_output
 from harness.store.schema import display, FAILED, Status
 
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.config.spec import load_toml
     from harness.drivers.plan import plan
-    from harness.parallel.collectives import external_world
+    from harness.run.collectives import external_world
 
     file_values = load_toml(args.spec_file) if args.spec_file else {}
     if args.nproc is not None:

@@ -24,7 +24,7 @@ from harness.workload.datasets import Split
 from harness.parallel.launch import ExternalRanks, launch
 from harness.drivers import crossings
 from harness.drivers.capacity import resolve_micro_batches
-from harness.integrations.logs import LogTarget, open_logs
+from harness.store.logs import LogTarget, open_logs
 from harness.drivers.plan import Plan, plan_flags
 from harness.store.schema import FAILED, PointResult
 from harness.run.engine import PointInterrupted, run_point

@@ -32,7 +32,7 @@ import numpy as np
 
 from harness.workload import datasets
 from harness.workload import models
-from harness.parallel.collectives import TIMEOUT_ENV, external_world, timeout_s
+from harness.run.collectives import TIMEOUT_ENV, external_world, timeout_s
 from harness.store.schema import PointResult, Status
 from harness.run.measurement import STEP_PHASES, Measurement, result
 from harness.run.measurement import failed as failed_row

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from harness.config.points import PointSpec
-from harness.parallel.collectives import all_max, all_mean, exposed_comm_s
+from harness.run.collectives import all_max, all_mean, exposed_comm_s
 from harness.run.batches import fetcher
 from harness.analysis.convergence import reached
 from harness.run.checks import BatchLosses, CheckSet, LossCheck, Outcome, evaluate
