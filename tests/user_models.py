@@ -13,8 +13,10 @@ def _lightning():
     return pl
 
 
-def lightning_mlp(n_features, n_outputs):
-    """AdamW with weight decay and a per-step cosine schedule, in configure_optimizers."""
+def _lit_module(n_features, n_outputs, configure_optimizers, returns_dict=False):
+    """A LightningModule MLP (32 hidden units) trained with cross-entropy, whose recipe is
+    ``configure_optimizers(module)``; ``returns_dict``: its training_step logs and returns
+    ``{"loss": ...}`` instead of the loss tensor (both shapes Lightning accepts)."""
     pl = _lightning()
 
     class LitMLP(pl.LightningModule):
@@ -28,62 +30,43 @@ def lightning_mlp(n_features, n_outputs):
         def training_step(self, batch, batch_idx):
             x, y = batch
             loss = torch.nn.functional.cross_entropy(self(x), y)
+            if not returns_dict:
+                return loss
             self.log("train_loss", loss)
             return {"loss": loss}
 
         def configure_optimizers(self):
-            optimizer = torch.optim.AdamW(self.parameters(), lr=0.01, weight_decay=0.02, betas=(0.9, 0.95))
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=60)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            return configure_optimizers(self)
 
     return LitMLP()
+
+
+def lightning_mlp(n_features, n_outputs):
+    """AdamW with weight decay and a per-step cosine schedule, in configure_optimizers."""
+
+    def recipe(module):
+        optimizer = torch.optim.AdamW(module.parameters(), lr=0.01, weight_decay=0.02, betas=(0.9, 0.95))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=60)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    return _lit_module(n_features, n_outputs, recipe, returns_dict=True)
 
 
 def lightning_onecycle(n_features, n_outputs):
     """AdamW(lr 3e-3, weight decay 0.05) with OneCycleLR stepped every step: a schedule bound to
     its total_steps (200), as users write it."""
-    pl = _lightning()
 
-    class LitOneCycle(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, n_outputs))
+    def recipe(module):
+        optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=0.05)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=200)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.cross_entropy(self(x), y)
-
-        def configure_optimizers(self):
-            optimizer = torch.optim.AdamW(self.parameters(), lr=3e-3, weight_decay=0.05)
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=200)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    return LitOneCycle()
+    return _lit_module(n_features, n_outputs, recipe)
 
 
 def lightning_plain(n_features, n_outputs):
     """SGD with momentum and no scheduler: what ``cbs`` takes."""
-    pl = _lightning()
-
-    class LitPlain(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, n_outputs))
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.cross_entropy(self(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
-
-    return LitPlain()
+    return _lit_module(n_features, n_outputs, lambda module: torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9))
 
 
 def _gpt2(n_outputs):

@@ -10,15 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.analysis.uncertainty import point_bounds
+from harness.analysis.uncertainty import COARSE, measured, point_bounds
 from harness.store.schema import Status, FAILED
 
 FEW_TIMED_STEPS = 10
 """A step time from fewer timed steps after the burn-in than this is said to be thin."""
 
-COARSE = 0.25
-"""Steps to target known only to an interval wider than this share of themselves (a store from
-before refinement, a data-parallel point): said beside the answer."""
 
 
 
@@ -30,10 +27,9 @@ def excluded(group, tried=None) -> dict[int, str]:
     """Batch sizes left out of the ranking, with the reason: they reached the target, but no
     point at their batch size (``tried``: every ok point of the group) has a step time measured
     after its burn-in."""
-    tried = group if tried is None else tried
-    measured = set(tried[tried["step_wall_s"].notna() & ~tried["flags"].fillna("").astype(str).str.contains("burn_in_only")]["batch_size"])
+    timed = set(measured(group if tried is None else tried)["batch_size"])
     return {int(b): "reached the target inside its burn-in and stopped, and no point at its batch size has a measured step time"
-            for b in sorted(set(group[group["steps_to_target"].notna()]["batch_size"])) if b not in measured}
+            for b in sorted(set(group[group["steps_to_target"].notna()]["batch_size"])) if b not in timed}
 
 
 def failures(everything) -> str | None:

@@ -21,7 +21,7 @@ import numpy as np
 from harness.analysis.caveats import caveats, excluded
 from harness.analysis.keys import GROUP_KEYS
 from harness.analysis.recipe import describe
-from harness.analysis.uncertainty import MIN_FIT_BATCH_SIZES, batch_times, fit_interval, fit_log, point_bounds, tied
+from harness.analysis.uncertainty import COARSE, MIN_FIT_BATCH_SIZES, batch_times, fit_interval, fit_log, point_bounds, tied
 from harness.store.schema import Status
 
 TARGET_COLUMNS = ("steps_to_target", "samples_to_target", "time_to_target_s", "compute_to_target_s")
@@ -165,10 +165,6 @@ def best_trials(points, by: str = "steps_to_target"):
     return pd.concat(chosen, ignore_index=True)
 
 
-COARSE_CHECKS = 0.25
-"""Steps-to-target known only to within more than 25% (the check before the target came more
-than a quarter of the way earlier) is too coarse to fit B_crit on: ``analyze`` and the report
-warn and say what to use instead."""
 
 
 def target_text(points) -> str | None:
@@ -215,7 +211,7 @@ class GroupAnalysis:
     """The target as asked and as applied: ``eval loss ≤ 0.3412 (rel:0.1: ...)``; None without one."""
     check_resolution: float | None = None
     """Median over points that reached the target of the width of its steps-to-target interval
-    over steps to target (``check_resolution``): 0 where exact. Above ``COARSE_CHECKS``
+    over steps to target (``check_resolution``): 0 where exact. Above ``uncertainty.COARSE``
     steps-to-target mostly measures the check schedule."""
 
     caveats: tuple[str, ...] = ()
@@ -227,7 +223,7 @@ class GroupAnalysis:
 
     @property
     def coarse_checks(self) -> bool:
-        return self.check_resolution is not None and self.check_resolution > COARSE_CHECKS
+        return self.check_resolution is not None and self.check_resolution > COARSE
 
     def coarse_note(self) -> str:
         """Why steps-to-target of this group mean little, and what to do."""

@@ -27,6 +27,11 @@ STEP_TIME_FLOOR = 0.05
 after another, drifted by 2-3% at the median step here (12 identical points, 4 runs, a busy
 neighbour core), so a smaller interval from one point's own steps is not believed."""
 
+COARSE = 0.25
+"""Steps to target known only to an interval wider than this share of themselves (checks that
+were not refined: a store from before 0.6, a data-parallel point) are coarse: too coarse to fit
+B_crit on or to rank by. ``analyze`` and the report warn per group, the answer per batch size."""
+
 MIN_FIT_BATCH_SIZES = 4
 """B_crit is fitted only to at least this many batch sizes that reached the target: two
 parameters through two points fit exactly and say nothing."""
@@ -87,8 +92,8 @@ def batch_times(group, checks, timing=None) -> dict[int, dict[str, float]]:
         if int(batch) not in fitted:
             continue
         lows, highs = zip(*(point_bounds(record, checks) for record in per_b.to_dict("records")))
-        step_s = timed[timed["batch_size"] == batch]["step_wall_s"].astype(float)
         own = timed[timed["batch_size"] == batch]
+        step_s = own["step_wall_s"].astype(float)
         own_u = (own["step_wall_ci_pct"].astype(float) / 100).fillna(0).max() if "step_wall_ci_pct" in own else 0.0
         spread = float((step_s.max() - step_s.min()) / 2 / step_s.median()) if len(step_s) > 1 else 0.0
         median_step = fitted[int(batch)]
