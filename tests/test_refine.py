@@ -74,3 +74,17 @@ def test_a_given_coarse_schedule_is_refined_too(monkeypatch, every):
     (result,) = run_flags(**{**WORKLOAD, "batch_sizes": "16"}, target_loss=0.45, check_every=every)
     exact = _first_step_at(_every_step(monkeypatch, batch_sizes="16", target_loss=0.45)[16], 0.45)
     assert _close(result.point["steps_to_target"], exact)
+
+
+def test_a_relative_target_crossed_before_the_first_coarse_check_is_refined_from_the_start(cli, tmp_path):
+    """The replay of a crossing in (0, first check] bisects from the initial weights (it once
+    found no check to start from and left the crossing coarse)."""
+    store = tmp_path / "s.sqlite"
+    code, _, err = cli("run", "--devices", "cpu", "--dataset", "blobs", "--dataset-sizes", "200", "--batch-sizes", "4,16", "--steps", "30",
+                       "--check-every", "10", "--repeats", "2", "--store", store, "--no-report", "--quiet")
+    assert code == 0, err
+    with sqlite3.connect(store) as conn:
+        reached = pd.read_sql("SELECT * FROM points WHERE steps_to_target IS NOT NULL", conn)
+    assert len(reached) >= 3 and (reached["refine_checks"] >= 1).all(), reached[["steps_to_target", "steps_to_target_low", "refine_checks"]]
+    for row in reached.to_dict("records"):
+        assert resolved(row["steps_to_target_low"] - 1, row["steps_to_target"]), row

@@ -29,9 +29,11 @@ def coarse(update: dict[str, Any]) -> bool:
     return hit is not None and low is not None and hit > 0 and not resolved(low - 1, hit)
 
 
-def refine(plan: Plan, spec, target_loss: float, checks: list[dict], update: dict[str, Any]) -> dict[str, Any]:
+def refine(plan: Plan, spec, target_loss: float, checks: list[dict], update: dict[str, Any],
+           say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """``update`` (a point's target and to-target columns) with the crossing found by replaying
-    the point (``spec``) between the check before the target and the check that saw it."""
+    the point (``spec``) between the check before the target and the check that saw it; where
+    the replay fails, ``update`` as it was, and ``say`` tells why."""
     if spec is None or spec.world_size > 1 or not coarse(update):  # not this plan's point, ranks (a replay runs one process), or fine already
         return update
     before, hit = update["steps_to_target_low"] - 1, update["steps_to_target"]
@@ -42,6 +44,8 @@ def refine(plan: Plan, spec, target_loss: float, checks: list[dict], update: dic
     seconds = time.perf_counter() - start
     row = result.point
     if result.status != Status.OK or row.get("steps_to_target") is None:
+        why = row.get("error") or "its replay did not reach the target (a nondeterministic step?)"
+        say(f"the crossing of B={spec.batch_size} (repeat {spec.repeat}) stays between steps {before} and {hit}: {why}")
         return update
     found = to_target(checks, spec.batch_size, target_loss=target_loss, crossing=(row["steps_to_target"], row["steps_to_target_low"]))
     return {**update, **found, "refine_steps": before + int(row.get("refine_steps") or 0),
@@ -59,5 +63,5 @@ def refine_all(plan: Plan, updates: list[dict[str, Any]], checks, say: Callable[
     for update in todo:
         own = checks[checks["point_id"] == update["point_id"]].sort_values("step").to_dict("records")
         spec = next((p for p in plan.points if p.point_id == update["point_id"]), None)
-        refined[update["point_id"]] = refine(plan, spec, update["target_loss"], own, update)
+        refined[update["point_id"]] = refine(plan, spec, update["target_loss"], own, update, say)
     return [refined.get(u["point_id"], u) for u in updates]

@@ -179,7 +179,7 @@ def train(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | 
     with matmul_precision(point):
         run.prepare(factory)
         measure_on = run.replay is None and run.measure_after_target
-        stopped = run.check(0) if run.replay is None else False
+        stopped = run.check(0) if run.replay is None or run.replay[0] == 0 else False  # a replay checks only where it bisects from
         if not stopped:
             stopped = run.run_steps(range(0, burn_in), 1, prune)
         if stopped and measure_on:  # reached in the burn-in: the rest of it, no more checks
