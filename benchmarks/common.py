@@ -17,11 +17,11 @@ def require(device: str) -> None:
         raise NotImplementedError("no CUDA GPU on this machine")
 
 
-def run_point(**flags) -> dict:
+def measured_row(**flags) -> dict:
     """Train one harness point and return its ``points`` row."""
     from harness.drivers.sweep import run_flags
 
     (result,) = run_flags(**{"threads": THREADS, "sample_interval": 0, **flags})
     if result.status != "ok":
-        raise RuntimeError(f"harness point failed: {result.point['error']}")
-    return result.point
+        raise RuntimeError(f"harness point failed: {result.row['error']}")
+    return result.row

@@ -1,7 +1,7 @@
 """Steps and time to a target loss on a small deterministic workload (seeded least squares):
 the step count changes only when the optimisation itself does."""
 
-from .common import pin, require, run_point
+from .common import pin, require, measured_row
 
 
 class StepsToTarget:
@@ -12,14 +12,14 @@ class StepsToTarget:
     def setup_cache(self):
         pin()
         return {
-            (batch, device): run_point(dataset="linreg", model="linear", dataset_sizes=1000, batch_sizes=batch, devices=device,
+            (batch, device): measured_row(dataset="linreg", model="linear", dataset_sizes=1000, batch_sizes=batch, devices=device,
                                        lr=0.25, steps=1000, check_every=1, target_loss=0.02, stop_at_target="true", burn_in_steps=0)
             for batch in (4, 32) for device in ("cpu",)
         }
 
     def setup(self, points, batch_size, device):
         require(device)
-        self.point = points.get((batch_size, device)) or run_point(
+        self.point = points.get((batch_size, device)) or measured_row(
             dataset="linreg", model="linear", dataset_sizes=1000, batch_sizes=batch_size, devices=device,
             lr=0.25, steps=1000, check_every=1, target_loss=0.02, stop_at_target="true", burn_in_steps=0)
 

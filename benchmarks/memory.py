@@ -20,4 +20,4 @@ class TrainingStepMemory:
         from harness.run.engine import run_point
 
         (point,) = self.plan.points
-        run_point(point, self.plan.split(point), self.plan.factory)
+        run_point(point, self.plan.workload(point))

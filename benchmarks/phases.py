@@ -5,7 +5,7 @@ import itertools
 
 import torch
 
-from .common import pin, require, run_point
+from .common import pin, require, measured_row
 
 BATCH_SIZES = [1, 32, 256]
 DATASET_SIZES = [1000, 10000]
@@ -23,7 +23,7 @@ class TrainingStep:
         for batch, size, device in itertools.product(BATCH_SIZES, DATASET_SIZES, DEVICES):
             if device == "cuda" and not torch.cuda.is_available():
                 continue
-            points[(batch, size, device)] = run_point(
+            points[(batch, size, device)] = measured_row(
                 dataset="mnist-like", dataset_sizes=size, batch_sizes=batch, devices=device, model="mlp", hidden="128", steps=300, lr=0.01
             )
         return points

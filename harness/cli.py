@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         refuse_repeated_flags(argv)
-        code = COMMANDS[args.command].run(args)
+        code = COMMANDS[args.command].main(args)
     except sqlite3.DatabaseError as exc:  # a store that SQLite cannot read or write, found while using it
         from harness.store.sqlite import trouble
 

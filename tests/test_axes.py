@@ -59,3 +59,40 @@ def test_every_axis_is_declared_once():
     assert len(names) == len(set(names))
     fields = [a.point_field for a in AXES if a.point_field]
     assert len(fields) == len(set(fields))
+
+
+def test_a_throwaway_model_axis_builds_the_same_model_everywhere_a_model_is_built():
+    """A new model knob takes its declaration (``to_model``, the commands that take it) and the
+    model code that uses it, nothing else: the pre-flight, tune's first probe, the engine and
+    overhead's plain loop all build the model from the point's value, at the same weights; it
+    is a flag of the commands it names, a group key and part of the point's id."""
+    from torch import nn
+
+    from harness.config.axes import ALL, taken_by
+    from harness.drivers.overhead import plain_loop
+    from harness.drivers.plan import plan
+    from harness.drivers.tune.trials import initial_noise_scale
+    from harness.run.engine import run_point
+
+    built = []
+
+    def dropout_net(n_features, n_outputs, dropout):  # the model code that uses the knob
+        model = nn.Sequential(nn.Linear(n_features, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, n_outputs))
+        built.append((dropout, float(model[0].weight.detach().sum())))
+        return model
+
+    dropout = Axis("dropout", lambda value: v.parse_float("dropout", value, 0.0, 1.0, low_open=False), 0.0, "workload", "dropout probability",
+                   to_model=True, commands=ALL, since="0.7")  # the declaration
+    axes = with_axis(dropout)
+    flags = {"dataset": "blobs", "dataset_sizes": "200", "model": "python:dropout_net", "devices": "cpu", "batch_sizes": "8", "steps": "6"}
+    spec = build_spec(cli_values={**flags, "dropout": "0.25"}, axes=axes)
+    the_plan = plan(spec, factory=dropout_net)  # its pre-flight builds the model once
+    (point,) = the_plan.points
+    initial_noise_scale(point, the_plan)  # tune's probe at the weights every trial starts from
+    assert run_point(point, the_plan.workload(point)).status == "ok"  # the engine
+    plain_loop(point, the_plan.workload(point))  # overhead's plain loop
+    assert len(built) == 4 and len(set(built)) == 1 and built[0][0] == 0.25, built
+    assert all(dropout.name in taken_by(command, axes) for command in ("run", "tune", "cbs", "fit"))
+    assert "dropout" in group_keys(axes)
+    other = plan(build_spec(cli_values={**flags, "dropout": "0.5"}, axes=axes), factory=dropout_net).points[0]
+    assert other.point_id != point.point_id

@@ -19,11 +19,11 @@ def test_a_k1_branch_reproduces_the_base_run_bit_for_bit():
                           optimizer="sgd", sample_interval=0, burn_in_steps=0)
     base = the_plan.points[0]
     snapshots = []
-    whole = run_point(base, the_plan.split(base), the_plan.factory, snapshots=snapshots)
+    whole = run_point(base, the_plan.workload(base), snapshots=snapshots)
     at20 = next(s for s in snapshots if s.steps == 20)
     assert at20.samples == 20 * 16
     branch = base.__class__(**{**base.__dict__, "steps": 20, "start_sample": at20.samples, "role": "branch", "branch_factor": 1})
-    rest = run_point(branch, the_plan.split(branch), the_plan.factory, start=at20)
+    rest = run_point(branch, the_plan.workload(branch), start=at20)
     base_checks = {c["step"]: c["eval_loss"] for c in whole.checks}
     assert [c["eval_loss"] for c in rest.checks if c["step"] > 0] == [base_checks[30], base_checks[40]]
     base_losses = {r["step"]: r["batch_loss"] for r in whole.steps if r["batch_loss"] is not None}

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import plugin
 from harness.analysis.convergence import best_trials, fit_critical_batch
-from harness.analysis.noise_scale import GradientMoments, b_simple
+from harness.measures.noise_scale import GradientMoments, b_simple
 from harness.drivers.plan import plan_flags
 from harness.run.engine import run_point
 from harness.config.points import expand
@@ -29,7 +29,7 @@ def test_tuned_steps_to_target_follow_the_critical_batch_shape():
         dataset="linreg", model="linear", dataset_sizes=1000, batch_sizes="1..128", steps=1000, check_every=1,
         lr_policy="tuned", lr_grid=grid, target_loss=0.013, stop_at_target="true",
     )
-    points = pd.DataFrame([r.point for r in results])
+    points = pd.DataFrame([r.row for r in results])
     best = best_trials(points[points["status"] == "ok"]).sort_values("batch_size")
     steps = best["steps_to_target"].to_numpy(dtype=float)
     samples = best["samples_to_target"].to_numpy(dtype=float)
@@ -50,7 +50,7 @@ def test_full_batch_shuffle_repeats_are_identical_and_replacement_repeats_are_no
     common = dict(dataset="blobs", dataset_sizes=250, batch_sizes="full", steps=30, check_every=5, repeats=3)
     shuffled = _points(sampling="shuffle", **common)
     curves = np.array([[c["eval_loss"] for c in r.checks] for r in shuffled])
-    assert {r.point["seed"] for r in shuffled} == {0, 1, 2}
+    assert {r.row["seed"] for r in shuffled} == {0, 1, 2}
     assert np.abs(curves - curves[0]).max() < 1e-6
     replaced = _points(sampling="replacement", **common)
     curves = np.array([[c["eval_loss"] for c in r.checks] for r in replaced])
@@ -74,13 +74,13 @@ def test_noise_scale_at_step_0_matches_the_exact_value(model, tolerance):
     p = plan_flags(**flags, devices="cpu")
     (run,) = p.points
     split = p.split(run)
-    result = run_point(run, split, p.factory)
+    result = run_point(run, p.workload(run))
     exact = _exact_noise_scale_at_zero(split)
     estimate = result.checks[0]["noise_scale"]
     assert run.noise_samples == 1024 < run.train_size == 4000
     assert estimate == pytest.approx(exact, rel=tolerance)
-    assert result.checks[0]["noise_scale_s"] > 0 and result.point["noise_scale_total_s"] > 0
-    assert result.point["noise_scale"] == result.checks[-1]["noise_scale"]
+    assert result.checks[0]["noise_scale_s"] > 0 and result.row["noise_scale_total_s"] > 0
+    assert result.row["noise_scale"] == result.checks[-1]["noise_scale"]
 
 
 def test_noise_scale_leaves_training_untouched_and_falls_back_without_vmap():
@@ -124,7 +124,7 @@ def test_lr_warmup_ramps_the_learning_rate():
     warm = _points(**flags, warmup_steps=100)[0]
     # with warm-up the first steps move 1/100, 2/100 of the way: the loss barely falls
     assert warm.checks[1]["eval_loss"] > cold.checks[1]["eval_loss"]
-    assert warm.point["lr_warmup_steps"] == 100
+    assert warm.row["lr_warmup_steps"] == 100
 
 
 def test_relative_target_and_analyze_from_the_store(tmp_path, cli):
@@ -150,10 +150,10 @@ def test_relative_target_and_analyze_from_the_store(tmp_path, cli):
 
 def test_accuracy_target_and_bad_target_input(cli, tmp_path):
     (result,) = _points(dataset="blobs", dataset_sizes=500, batch_sizes=16, steps=200, check_every=10, target_accuracy=0.6, stop_at_target="true")
-    hit = result.point["steps_to_target"]  # refined between the checks at 10 and 20; the point then runs on for its step time
-    assert hit is not None and result.point["steps_to_target_low"] == hit and hit < result.point["steps"] < 200
-    assert result.point["timed_steps"] >= 20
-    assert result.checks[-1]["eval_acc"] >= 0.6 and result.point["samples_per_s"] is not None
+    hit = result.row["steps_to_target"]  # refined between the checks at 10 and 20; the point then runs on for its step time
+    assert hit is not None and result.row["steps_to_target_low"] == hit and hit < result.row["steps"] < 200
+    assert result.row["timed_steps"] >= 20
+    assert result.checks[-1]["eval_acc"] >= 0.6 and result.row["samples_per_s"] is not None
     store = tmp_path / "s.sqlite"
     for args, field in ((["--target", "rel:2"], "--target"), (["--target-loss", "0.1", "--target", "rel:0.1"], "--target"),
                         (["--stop-at-target"], "--stop-at-target"), (["--dataset", "linreg", "--target-accuracy", "0.9"], "--target-accuracy"),

@@ -43,7 +43,7 @@ def test_a_first_cuda_use_in_a_fresh_process_is_a_harness_point():
 @pytest.mark.parametrize("timing,mode", [("auto", "events"), ("sync", "sync")])
 def test_cuda_sweep_records_timing_mode(timing, mode):
     for result in run_flags(devices="cuda", dataset="mnist-like", dataset_sizes=2000, batch_sizes="32,full", steps=50, timing=timing):
-        point = result.point
+        point = result.row
         assert point["status"] == "ok" and point["timing_mode"] == mode and point["device"] == "cuda:0"
         assert point["derivative_s"] > 0 and point["samples_per_s"] > 0
         phase_sum = point["data_s"] + point["derivative_s"] + point["update_s"]
@@ -61,7 +61,7 @@ def test_a_known_gpu_cost_lands_in_derivative(timing, every, monkeypatch):
         monkeypatch.setattr(loop, "sample_every", lambda cost, step, multiple_of=1: every)
     (result,) = run_flags(devices="cuda", dataset="blobs", dataset_sizes=2000, batch_sizes=32, steps=120, timing=timing,
                           model=f"{plugins.__file__}:spin_forward", sample_interval=0)
-    point = result.point
+    point = result.row
     expected = plugins.spin_seconds(plugins.spin_cycles(plugins.SPIN_S))
     assert point["status"] == "ok" and point["derivative_s"] == pytest.approx(expected, rel=0.05), (point["derivative_s"], expected)
     # events time the GPU stream; sync mode times the host, which adds the optimizer's launches
@@ -100,14 +100,14 @@ def test_training_peaks_on_cuda_leave_out_the_checks():
     flags = dict(devices="cuda", dataset="blobs", dataset_sizes=400, batch_sizes=32, steps=40, check_every=10, sample_interval=0)
     (plain,) = run_flags(model=plugin("plain_linear"), **flags)
     (hog,) = run_flags(model=plugin("eval_hog"), **flags)
-    assert abs(hog.point["peak_device_mem_bytes"] - plain.point["peak_device_mem_bytes"]) < 256 * 2**20
-    assert hog.point["check_peak_device_mem_bytes"] > plain.point["peak_device_mem_bytes"] + 900 * 2**20
+    assert abs(hog.row["peak_device_mem_bytes"] - plain.row["peak_device_mem_bytes"]) < 256 * 2**20
+    assert hog.row["check_peak_device_mem_bytes"] > plain.row["peak_device_mem_bytes"] + 900 * 2**20
 
 
 @pytest.mark.parametrize("placement", ["pageable", "pinned", "device"])
 def test_every_data_placement_trains_the_same(placement):
     (result,) = run_flags(devices="cuda", dataset="mnist-like", dataset_sizes=2000, batch_sizes=64, steps=30, data_placement=placement, sample_interval=0)
     (reference,) = run_flags(devices="cpu", dataset="mnist-like", dataset_sizes=2000, batch_sizes=64, steps=30, sample_interval=0)
-    assert result.status == "ok" and result.point["data_placement"] == placement
+    assert result.status == "ok" and result.row["data_placement"] == placement
     assert [c["step"] for c in result.checks] == [c["step"] for c in reference.checks]
     assert result.checks[-1]["eval_loss"] == pytest.approx(reference.checks[-1]["eval_loss"], rel=1e-3)

@@ -1,5 +1,6 @@
 """Data-parallel points on CPU with gloo: two ranks of one thread each."""
 
+import json
 import time
 
 import numpy as np
@@ -90,23 +91,26 @@ def test_combined_rows_have_the_declared_columns_and_a_failure_keeps_no_timing()
     """``combine`` without processes: two ranks' payloads (from a real single-process point),
     ok, one failed, none reported. Every row has exactly the declared keys; a failure has the
     same nulls as a failed single-process point."""
-    from harness.parallel.launch import combine
+    from harness.parallel.launch import _payload, combine
     from harness.store.schema import POINT_COLUMNS
     from harness.run.measurement import OK_ONLY
     from harness.drivers.sweep import run_flags
 
     (single,) = run_flags(**COMMON, batch_sizes=8)
     (point,) = plan_flags(**COMMON, batch_sizes=8, world_sizes=2).points
-    payload = {"point": single.point, "checks": single.checks, "steps": single.steps, "samples": []}
+    payload = json.loads(json.dumps(_payload(0, single), default=float))  # as a rank writes it
     ok = combine(point, [{**payload, "rank": 1}, {**payload, "rank": 0}], 0, "")
-    broken = {**single.point, "status": "error", "error": "ValueError: rank 1 lost its data"}
-    failed = combine(point, [{**payload, "rank": 0}, {**payload, "point": broken, "rank": 1}], 1, "")
+    broken = {**payload, "status": "error", "error": "ValueError: rank 1 lost its data", "rank": 1}
+    failed = combine(point, [{**payload, "rank": 0}, broken], 1, "")
     lost = combine(point, [], 1, "Traceback ...\nRuntimeError: killed")
     for result in (ok, failed, lost):
-        assert list(result.point) == list(POINT_COLUMNS), result.status
-    assert ok.status == "ok" and ok.point["derivative_s_max_rank"] == single.point["derivative_s"]
-    assert failed.status == "error" and "rank 1" in failed.point["error"] and all(failed.point[c] is None for c in OK_ONLY)
-    assert lost.status == "error" and "0 of 2 reported" in lost.point["error"] and lost.point["world_size"] == 2
+        assert list(result.row) == list(POINT_COLUMNS), result.status
+    assert ok.status == "ok" and ok.row["derivative_s_max_rank"] == single.row["derivative_s"]
+    assert [s["batch_loss"] for s in ok.steps] == [s["batch_loss"] for s in single.steps] and len(ok.steps) == len(single.steps)
+    assert ok.row["final_eval_loss"] == single.row["final_eval_loss"] and ok.row["world_size"] == 2
+    assert failed.steps == [] and failed.checks == single.checks
+    assert failed.status == "error" and "rank 1" in failed.row["error"] and all(failed.row[c] is None for c in OK_ONLY)
+    assert lost.status == "error" and "0 of 2 reported" in lost.row["error"] and lost.row["world_size"] == 2
 
 
 def test_more_cuda_ranks_than_gpus_is_refused_before_anything_runs(cli, tmp_path, monkeypatch):

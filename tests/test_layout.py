@@ -86,11 +86,13 @@ def test_ruff_finds_nothing():
 
 
 LAYERS = {
+    "harness.measures": ("harness.config", "harness.workload", "harness.run", "harness.store", "harness.analysis", "harness.report",
+                         "harness.drivers", "harness.parallel", "harness.commands", "harness.cli", "harness.api", "harness.integrations"),
     "harness.config": ("harness.workload", "harness.run", "harness.store", "harness.analysis", "harness.report", "harness.drivers",
                        "harness.parallel", "harness.commands", "harness.cli", "harness.api", "harness.integrations"),
     "harness.workload": ("harness.run", "harness.store", "harness.analysis", "harness.report", "harness.drivers", "harness.parallel",
                          "harness.commands", "harness.cli", "harness.api", "harness.integrations"),
-    "harness.run": ("harness.drivers", "harness.store.sqlite", "harness.store.merge", "harness.store.logs", "harness.parallel", "harness.report",
+    "harness.run": ("harness.analysis", "harness.drivers", "harness.store.sqlite", "harness.store.merge", "harness.store.logs", "harness.parallel", "harness.report",
                     "harness.commands", "harness.cli", "harness.api", "harness.integrations"),
     "harness.store": ("harness.run", "harness.drivers", "harness.report", "harness.commands", "harness.workload", "harness.analysis",
                       "harness.parallel", "harness.cli", "harness.api", "harness.integrations"),

@@ -71,7 +71,7 @@ def test_tensor_bytes_per_sample_match_the_kernels_count(cli, wide_data):
     assert result["per_sample_bytes"] == pytest.approx(truth, rel=0.25)
     (small,), (large,) = (run_flags(dataset=str(wide_data), hidden="4096,4096", batch_sizes=b, dataset_sizes=2560, steps=3, devices="cpu")
                           for b in (64, 2048))
-    slope = (large.point["peak_device_mem_bytes"] - small.point["peak_device_mem_bytes"]) / (2048 - 64)
+    slope = (large.row["peak_device_mem_bytes"] - small.row["peak_device_mem_bytes"]) / (2048 - 64)
     assert slope == pytest.approx(truth, rel=0.25)
     limit = 300 * 2**20
     predicted = result["fixed_bytes"] + result["per_sample_bytes"] * result["max_batch_size"]
@@ -85,16 +85,16 @@ def test_training_peaks_leave_out_the_loss_checks(tmp_path):
     (plain,) = run_flags(model=plugin("plain_linear"), **flags)
     (hog,) = run_flags(model=plugin("eval_hog"), **flags)
     assert plain.status == hog.status == "ok"
-    assert hog.point["peak_device_mem_bytes"] == plain.point["peak_device_mem_bytes"]
-    assert abs(hog.point["peak_rss_bytes"] - plain.point["peak_rss_bytes"]) < 256 * 2**20
-    assert hog.point["check_peak_rss_bytes"] > plain.point["peak_rss_bytes"] + 900 * 2**20
+    assert hog.row["peak_device_mem_bytes"] == plain.row["peak_device_mem_bytes"]
+    assert abs(hog.row["peak_rss_bytes"] - plain.row["peak_rss_bytes"]) < 256 * 2**20
+    assert hog.row["check_peak_rss_bytes"] > plain.row["peak_rss_bytes"] + 900 * 2**20
 
 
 def test_peaks_reset_between_points(tmp_path):
     """A small point after a big one reports a small peak: the value does not only grow."""
     p = plan_flags(dataset="mnist-like", dataset_sizes=2560, batch_sizes="2048,16", hidden=2048, steps=3, devices="cpu")
     points = sorted(p.points, key=lambda point: -point.batch_size)  # the big one first
-    big, small = (run_point(point, p.split(point), p.factory).point for point in points)
+    big, small = (run_point(point, p.workload(point)).row for point in points)
     assert small["peak_rss_bytes"] < big["peak_rss_bytes"] - 20 * 2**20
     assert big["param_bytes"] == big["grad_bytes"] == 4 * big["n_params"] and big["optimizer_state_bytes"] == 0
     assert big["activation_bytes"] == 2048 * (784 + 2048 * 2 + 10 * 1) * 4
@@ -102,7 +102,7 @@ def test_peaks_reset_between_points(tmp_path):
 
 def test_optimizer_state_bytes():
     (result,) = run_flags(dataset="blobs", dataset_sizes=200, batch_sizes=8, steps=3, devices="cpu", optimizer="adam")
-    point = result.point
+    point = result.row
     assert point["optimizer_state_bytes"] >= 2 * point["param_bytes"]  # Adam: two moments per parameter
 
 

@@ -35,7 +35,7 @@ def test_a_resnet_trains_with_the_whole_recipe_and_every_option_is_recorded(cli,
 
 def _checks(**flags):
     (result,) = run_flags(dataset_sizes=300, batch_sizes=64, steps=30, devices="cpu", check_every=5, lr=0.2, momentum=0.9, **flags)
-    assert result.point["status"] == "ok", result.point["error"]
+    assert result.row["status"] == "ok", result.row["error"]
     return [c["eval_loss"] for c in result.checks]
 
 
@@ -103,4 +103,4 @@ def test_a_bad_recipe_value_is_one_line_naming_its_flag(cli, tmp_path, flag, val
 
 def test_micro_batch_auto_on_the_cpu_is_the_whole_batch():
     (result,) = run_flags(dataset_sizes=200, batch_sizes=32, steps=10, devices="cpu", micro_batch_size="auto")
-    assert result.point["micro_batch_size"] is None and result.point["accumulation_steps"] == 1
+    assert result.row["micro_batch_size"] is None and result.row["accumulation_steps"] == 1

@@ -24,7 +24,7 @@ def _every_step(monkeypatch, **flags) -> dict[int, list[dict]]:
     monkeypatch.setenv("BATCHBENCH_TEST_CHECK_S", "0")
     results = run_flags(**{**WORKLOAD, **flags, "check_every": 1})
     monkeypatch.delenv("BATCHBENCH_TEST_CHECK_S")
-    return {r.point["batch_size"]: r.checks for r in results}
+    return {r.row["batch_size"]: r.checks for r in results}
 
 
 def _close(found: int, exact: int) -> bool:
@@ -37,7 +37,7 @@ def test_an_absolute_target_is_found_between_costly_checks(monkeypatch):
     reference = _every_step(monkeypatch, target_loss=target)
     refined = 0
     for r in results:
-        row = r.point
+        row = r.row
         marks = [c["step"] for c in r.checks]
         assert len(marks) <= 12, marks  # auto spaced the costly checks out...
         exact = _first_step_at(reference[row["batch_size"]], target)
@@ -73,7 +73,7 @@ def test_a_relative_target_is_found_between_costly_checks_after_the_sweep(cli, t
 def test_a_given_coarse_schedule_is_refined_too(monkeypatch, every):
     (result,) = run_flags(**{**WORKLOAD, "batch_sizes": "16"}, target_loss=0.45, check_every=every)
     exact = _first_step_at(_every_step(monkeypatch, batch_sizes="16", target_loss=0.45)[16], 0.45)
-    assert _close(result.point["steps_to_target"], exact)
+    assert _close(result.row["steps_to_target"], exact)
 
 
 def test_a_relative_target_crossed_before_the_first_coarse_check_is_refined_from_the_start(cli, tmp_path):

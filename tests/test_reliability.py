@@ -143,7 +143,7 @@ def _partial(cli, store, batch_sizes):
     with Store(store) as s:
         run_id, _ = s.start_run(the_plan.spec.to_json(), the_plan.sweep_hash, {}, resume=False)
         first = the_plan.points[0]
-        s.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
+        s.add_point(run_id, run_point(first, the_plan.workload(first)))
     return run_id
 
 

@@ -103,3 +103,61 @@ def test_every_spec_field_is_a_run_flag():
 
     args = parser().parse_args(["run"])
     assert all(hasattr(args, name) for name in FIELDS)
+
+
+def _conforms(value, annotation) -> bool:
+    """Whether a value is of a (typing) annotation: unions, ``tuple[X, ...]``, ``tuple[X, Y]``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def test_the_typed_spec_and_point_are_the_axis_table():
+    """``SweepSpec`` and ``PointSpec`` declare each axis's type; their fields are the table's, in
+    its order, with its defaults, and every default and parsed value is of the declared type."""
+    import dataclasses
+    import typing
+
+    from harness.config.axes import AXES
+    from harness.config.points import DERIVED, LINEAGE, PointSpec
+    from harness.config.spec import SweepSpec
+
+    spec_types = typing.get_type_hints(SweepSpec)
+    assert [f.name for f in dataclasses.fields(SweepSpec)] == [a.name for a in AXES]
+    for axis, field in zip(AXES, dataclasses.fields(SweepSpec)):
+        assert field.default == axis.default, axis.name
+        assert _conforms(axis.default, spec_types[axis.name]), (axis.name, axis.default, spec_types[axis.name])
+    point_fields = [a.point_field for a in AXES if a.point_field is not None]
+    assert [f.name for f in dataclasses.fields(PointSpec)] == [*point_fields, *DERIVED, *LINEAGE]
+    point_types = typing.get_type_hints(PointSpec)
+    sweeps = [{}, {"optimizer": "adam", "betas": "0.8,0.99", "eps": "1e-6", "grad_clip": "1", "micro_batch_size": "2", "target_loss": "0.5",
+                   "epochs": "2", "sample_interval": "0", "world_sizes": "1,2", "check_every": "7", "peak_tflops": "10",
+                   "dataset_sizes": "400", "batch_sizes": "1..full", "lr_policy": "tuned", "lr_grid": "0.01,0.1"},
+              {"target": "none", "hidden": "8,8", "loader": "dataloader", "workers": "1", "lr_schedule": "cosine", "target_column": "y"}]
+    for flags in sweeps:
+        spec = build_spec(cli_values={"dataset": "blobs", **flags})
+        for name, annotation in spec_types.items():
+            if name == "axes":
+                continue
+            assert _conforms(getattr(spec, name), annotation), (name, getattr(spec, name), annotation)
+        for point in expand(spec, DataInfo(1000, None), CPU):
+            for name, annotation in point_types.items():
+                if name == "axes":
+                    continue
+                assert _conforms(getattr(point, name), annotation), (name, getattr(point, name), annotation)

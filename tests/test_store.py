@@ -50,12 +50,12 @@ def test_resume_runs_only_missing_points_and_the_database_refuses_duplicates(tmp
     with Store(tmp_path / "s.sqlite") as store:
         run_id, _ = store.start_run(spec.to_json(), the_plan.sweep_hash, {}, resume=False)
         first = the_plan.points[0]
-        store.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
+        store.add_point(run_id, run_point(first, the_plan.workload(first)))
         ran = []
         resumed = run_sweep(the_plan, store, resume=True, progress=False, on_point=lambda point, _: ran.append(point.point_id))
         assert resumed == run_id and first.point_id not in ran and len(ran) == len(the_plan.points) - 1
         with pytest.raises(sqlite3.IntegrityError):
-            store.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
+            store.add_point(run_id, run_point(first, the_plan.workload(first)))
         fresh = run_sweep(the_plan, store, resume=False, progress=False)
         assert fresh != run_id
 
@@ -155,7 +155,7 @@ def test_a_store_from_batchbench_0_1_is_migrated_and_resumes(tmp_path):
     with Store(path) as store:
         run_id, _ = store.start_run(the_plan.spec.to_json(), the_plan.old_hashes[0], {}, resume=False)
         first = the_plan.points[0]
-        store.add_point(run_id, run_point(first, the_plan.split(first), the_plan.factory))
+        store.add_point(run_id, run_point(first, the_plan.workload(first)))
     with sqlite3.connect(path) as conn:  # turn it into a 0.1 store
         conn.execute('ALTER TABLE points RENAME COLUMN "burn_in_steps" TO "warmup_steps"')
         conn.execute('ALTER TABLE steps RENAME COLUMN "burn_in" TO "warmup"')

@@ -22,7 +22,7 @@ def test_known_cost_forward_is_measured_in_derivative_only():
     import plugins
 
     (result,) = _run(model=plugin("known_cost"), steps=60, check_every=30)
-    point = result.point
+    point = result.row
     own = sys.modules[models.resolve(plugin("known_cost")).__module__].FORWARD_DURATIONS_S
     cost = plugins.FORWARD_COST_S
     assert point["status"] == "ok"
@@ -84,12 +84,12 @@ def test_regression_output_column_does_not_broadcast_against_targets():
 def test_linreg_regression_learns():
     (result,) = _run(dataset="linreg", model="linear", lr=0.05, steps=200, batch_sizes=16)
     losses = [c["eval_loss"] for c in result.checks]
-    assert result.point["n_classes"] is None and losses[-1] < losses[0] / 20
+    assert result.row["n_classes"] is None and losses[-1] < losses[0] / 20
 
 
 def test_records_steps_checks_and_burn_in():
     (result,) = _run(steps=40, check_every=10, burn_in_steps=5)
-    point = result.point
+    point = result.row
     assert len(result.steps) == 5 + point["timed_steps"] and 0 < point["timed_steps"] <= 35  # every k-th of 35, k from the machine
     assert [s["burn_in"] for s in result.steps[:6]] == [1, 1, 1, 1, 1, 0] and [s["step"] for s in result.steps[:5]] == [0, 1, 2, 3, 4]
     measured = [s["step"] for s in result.steps[5:]]  # after the burn-in: the multiples of k
@@ -111,8 +111,8 @@ def test_every_row_has_exactly_the_declared_columns():
     (failed,) = _run(model=plugin("broken"), steps=10)
     (skipped,) = _run(steps=10, batch_sizes=3, world_sizes=2)
     for result in (ok, failed, skipped):
-        assert list(result.point) == list(POINT_COLUMNS), result.status
-    assert failed.status == "error" and failed.point["samples_per_s"] is None and failed.point["wall_s"] is None
+        assert list(result.row) == list(POINT_COLUMNS), result.status
+    assert failed.status == "error" and failed.row["samples_per_s"] is None and failed.row["wall_s"] is None
     assert skipped.status == "skipped"
 
 
@@ -134,8 +134,8 @@ def test_the_loop_reads_the_clock_only_on_timed_steps():
             calls[0] += 1
             return time.perf_counter_ns()
 
-        result = run_point(point, the_plan.split(point), the_plan.factory, now_ns=counting_clock)
-        assert result.status == "ok" and result.point["timed_steps"] == len(result.steps) - point.burn_in_steps
+        result = run_point(point, the_plan.workload(point), now_ns=counting_clock)
+        assert result.status == "ok" and result.row["timed_steps"] == len(result.steps) - point.burn_in_steps
         return calls[0], len(result.steps)
 
     (long_reads, long_timed), (short_reads, short_timed) = reads(200), reads(100)
@@ -168,8 +168,8 @@ def test_sampled_timing_times_every_kth_step_and_throughput_counts_them_all():
     finally:
         engine.sample_every = original
     assert [s["step"] for s in result.steps] == [0, 1, 2, 3, 4] + list(range(7, 100, 7))  # after the burn-in, the multiples of k
-    assert result.point["timed_steps"] == len(range(7, 100, 7)) and result.point["steps"] == 100
-    assert result.point["samples_per_s"] == pytest.approx(8 * result.point["steps_per_s"]) and result.point["derivative_s"] > 0
+    assert result.row["timed_steps"] == len(range(7, 100, 7)) and result.row["steps"] == 100
+    assert result.row["samples_per_s"] == pytest.approx(8 * result.row["steps_per_s"]) and result.row["derivative_s"] > 0
 
 
 def test_k_comes_from_the_burn_in_steps_under_the_default_check_schedule(monkeypatch):
@@ -182,11 +182,11 @@ def test_k_comes_from_the_burn_in_steps_under_the_default_check_schedule(monkeyp
     real = engine.sample_every
     monkeypatch.setattr(engine, "sample_every", lambda cost, step, multiple_of: asked.append((cost, step, multiple_of)) or real(cost, step, multiple_of))
     (result,) = _run(steps=200, burn_in_steps=5)
-    assert result.point["check_every"].startswith("log:") and [c["step"] for c in result.checks][:6] == [0, 1, 2, 3, 4, 5]
+    assert result.row["check_every"].startswith("log:") and [c["step"] for c in result.checks][:6] == [0, 1, 2, 3, 4, 5]
     ((cost_s, step_s, multiple_of),) = asked
     assert step_s is not None and step_s > 0
     k = real(cost_s, step_s, multiple_of)
-    assert result.point["timed_steps"] == len(range(-(-5 // k) * k, 200, k))
+    assert result.row["timed_steps"] == len(range(-(-5 // k) * k, 200, k))
     # timed steps and the every-8th loss reads share a grid: k divides 8 or is a multiple of it
     assert 8 % k == 0 or (k % 8 == 0 and all(s["batch_loss"] is not None for s in result.steps))
 
@@ -225,21 +225,21 @@ def test_auto_checks_stay_within_their_share_of_a_point():
     from harness.run.schedule import CHECK_SHARE, fine_count
 
     (auto,) = _run(model=plugin("costly_check"), steps=200, sample_interval=0, noise_samples=0)
-    assert auto.point["check_every"] == "log:40" and auto.point["check_every_run"] == "log:5" and len(auto.checks) == 6  # step 0 and 5
-    share = auto.point["loss_check_total_s"] / auto.point["wall_s"]
+    assert auto.row["check_every"] == "log:40" and auto.row["check_every_run"] == "log:5" and len(auto.checks) == 6  # step 0 and 5
+    share = auto.row["loss_check_total_s"] / auto.row["wall_s"]
     assert share <= CHECK_SHARE + 0.05, share
     (given,) = _run(model=plugin("costly_check"), steps=20, check_every="log:40", sample_interval=0)
-    assert given.point["check_every"] == "log:40" and given.point["check_every_run"] is None and len(given.checks) == 21
+    assert given.row["check_every"] == "log:40" and given.row["check_every_run"] is None and len(given.checks) == 21
     (cheap,) = _run(steps=300)
-    assert cheap.point["check_every_run"] == f"log:{fine_count(300)}" and len(cheap.checks) == fine_count(300) + 1
+    assert cheap.row["check_every_run"] == f"log:{fine_count(300)}" and len(cheap.checks) == fine_count(300) + 1
     marks = [c["step"] for c in cheap.checks]
     assert all(resolved(a, b) for a, b in zip(marks, marks[1:])), marks
 
 
 def test_a_loss_that_grows_tenfold_is_diverged_and_stops():
     (result,) = _run(lr=200, steps=200, check_every=10, dataset="digits", dataset_sizes=400)
-    assert result.status == "diverged" and "more than 10x" in result.point["error"], result.point["error"]
-    assert result.point["steps"] < 200 and result.point["samples_per_s"] is None
+    assert result.status == "diverged" and "more than 10x" in result.row["error"], result.row["error"]
+    assert result.row["steps"] < 200 and result.row["samples_per_s"] is None
 
 
 def test_epoch_check_schedule():
@@ -250,16 +250,16 @@ def test_epoch_check_schedule():
 def test_diverging_loss_is_a_status_not_a_crash():
     (result,) = _run(model=plugin("exploding"), steps=60, check_every=10)
     assert result.status == "diverged"
-    assert "inf" in result.point["error"] or "nan" in result.point["error"]
-    assert result.checks and result.point.get("samples_per_s") is None  # partial curve kept, no made-up numbers
+    assert "inf" in result.row["error"] or "nan" in result.row["error"]
+    assert result.checks and result.row.get("samples_per_s") is None  # partial curve kept, no made-up numbers
 
 
 def test_oom_and_user_errors_are_statuses(tmp_path):
     results = _run(model=plugin("oom_above_64"), batch_sizes="32,128", steps=10)
     assert [r.status for r in results] == ["ok", "oom"]
-    assert "OutOfMemoryError" in results[1].point["error"]
+    assert "OutOfMemoryError" in results[1].row["error"]
     (broken,) = _run(model=plugin("broken"), steps=10)
-    assert broken.status == "error" and "bug in user model" in broken.point["error"]
+    assert broken.status == "error" and "bug in user model" in broken.row["error"]
 
 
 def test_dataloader_sees_the_same_batches_as_tensor_indexing():
@@ -268,22 +268,22 @@ def test_dataloader_sees_the_same_batches_as_tensor_indexing():
     assert [c["train_loss"] for c in tensor.checks] == [c["train_loss"] for c in loader.checks]
     first, second = common_losses(tensor, loader)
     assert first == second
-    assert loader.point["loader"] == "dataloader"
+    assert loader.row["loader"] == "dataloader"
 
 
 @pytest.mark.parametrize("model,dataset", [("cnn", "digits"), ("mlp", "mnist-like"), ("linear", "blobs")])
 def test_builtin_models_train_on_builtin_data(model, dataset):
     (result,) = _run(model=model, dataset=dataset, steps=30, dataset_sizes=300)
-    assert result.status == "ok" and result.point["samples_per_s"] > 0
+    assert result.status == "ok" and result.row["samples_per_s"] > 0
 
 
 def test_noisy_means_the_median_is_uncertain_not_that_steps_jitter():
-    from harness.analysis.stats import median_uncertainty
+    from harness.measures.stats import median_uncertainty
 
     (steady,) = _run(model=plugin("steady"), steps=200, check_every=200, sample_interval=0)
     (coin,) = _run(model=plugin("one_or_three_ms"), steps=200, check_every=200, sample_interval=0)
-    assert "noisy" not in (steady.point["flags"] or "") and steady.point["step_wall_ci_pct"] < 10
-    assert "noisy" in coin.point["flags"] and coin.point["step_wall_ci_pct"] > 10
+    assert "noisy" not in (steady.row["flags"] or "") and steady.row["step_wall_ci_pct"] < 10
+    assert "noisy" in coin.row["flags"] and coin.row["step_wall_ci_pct"] > 10
     # jitter alone: steps spread +-30% around a stable median are not noisy
     rng = np.random.default_rng(0)
     assert median_uncertainty(1e-4 * (1 + 0.3 * rng.uniform(-1, 1, 500))) < 0.05
@@ -295,5 +295,5 @@ def test_a_point_leaves_torchs_thread_count_as_the_caller_had_it():
 
     torch.set_num_threads(2)
     (result,) = _run(steps=10, threads=1)
-    assert result.point["threads"] == 1 and torch.get_num_threads() == 2
+    assert result.row["threads"] == 1 and torch.get_num_threads() == 2
 

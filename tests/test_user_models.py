@@ -53,7 +53,7 @@ def test_the_lightning_schedule_steps_every_update():
     from harness.drivers.sweep import run_flags
 
     (result,) = run_flags(dataset_sizes=300, batch_sizes=32, steps=60, devices="cpu", model=model("lightning_mlp"), check_every=30)
-    assert result.point["status"] == "ok"
+    assert result.row["status"] == "ok"
     # after 60 cosine steps with T_max=60 the rate is at its floor: the last checks barely move
     losses = [c["eval_loss"] for c in result.checks]
     assert losses[-1] < losses[0]

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.analysis.stats import nondecreasing
+from harness.measures.stats import nondecreasing
 
 STEP_TIME_FLOOR = 0.05
 """The least relative uncertainty given a median step time: the points of one run, measured one

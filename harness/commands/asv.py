@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     init.add_argument("--force", action="store_true", help="replace asv.conf.json and the suite if they exist")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from harness.integrations.asv_init import init
 
     written = init(Path.cwd(), args.spec_file, force=args.force)

@@ -10,7 +10,7 @@ import sys
 from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags, sweep_spec
 from harness.commands.report import write_run_report
 from harness.commands.text import layout, number, seconds, to_json
-from harness.config.axes import FIELDS
+from harness.config.axes import FIELDS, taken_by
 from harness.config.values import parse_float, parse_int
 from harness.errors import SpecError
 from harness.outputs import output_path
@@ -22,14 +22,8 @@ DESCRIPTION = ("A base run at one batch size B0 (--batch-sizes) with checkpoints
                "loss keeps within --tolerance of the smaller ones. Then a batch-size ramp from that curve, verified against "
                "constant B0 and constant final batch. Every run is a stored point.")
 
-FOR_CBS = ("dataset", "dataset_sizes", "target_column", "model", "hidden", "optimizer", "lr", "momentum", "weight_decay", "betas", "eps",
-           "grad_clip", "batch_sizes", "devices", "precision", "sampling", "loader", "workers", "prefetch_factor", "seed", "data_seed",
-           "noise_samples", "steps", "epochs", "check_set", "holdout_fraction", "threads", "timing", "sample_interval", "burn_in_steps")
-"""The flags of ``run`` that describe cbs's workload (the rest: cbs sets them per point)."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    groups = sweep_flags(parser, names=FOR_CBS)
+    groups = sweep_flags(parser, names=taken_by(NAME))
     group = parser.add_argument_group("critical batch size")
     group.add_argument("--checkpoints", default="10", help="checkpoints of the base run, spaced geometrically in samples [10]")
     group.add_argument("--branch-samples", help="samples each branch trains [one pass over the training set]")
@@ -40,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups["output"].add_argument("--quiet", action="store_true", help="no line per checkpoint")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from harness.drivers.cbs import CbsSettings, measure
     from harness.drivers.plan import plan
     from harness.store.sqlite import Store
@@ -67,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                                    f"optimizer's rule); give it a module without a scheduler, or compare batch sizes with `batchbench run`")
     if len({p.dataset_size for p in the_plan.points}) > 1:  # no --dataset-sizes: the data set's own size
         the_plan = dataclasses.replace(the_plan, points=tuple(p for p in the_plan.points if p.dataset_size == max(q.dataset_size for q in the_plan.points)))
-    keep = kept_inputs(args, the_plan.spec)
+    keep = kept_inputs(args.store, args.spec_file, the_plan.spec)
     if args.report and not args.no_report:
         output_path(args.report, "--report", keep)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))

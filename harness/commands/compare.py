@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the matched points as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from harness.analysis.compare import MATCH_KEYS, compare
     from harness.store.sqlite import load_ref, run_ref
 

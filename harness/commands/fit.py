@@ -9,15 +9,13 @@ import sys
 
 from harness.commands.flags import axis_flags, explicit_batch_sizes, one_device
 from harness.commands.text import size, to_json
+from harness.config.axes import taken_by
 from harness.errors import SpecError
 
 NAME = "fit"
 HELP = "memory against batch size, and the largest batch that fits"
 DESCRIPTION = ("Probe a few batch sizes, fit peak memory = fixed + per_sample x B, and predict the largest batch under the memory limit; "
                "on CUDA also find it by probing.")
-
-WORKLOAD = ("dataset", "target_column", "model", "hidden", "optimizer", "momentum", "threads")
-"""The axes a fit takes from its flags and spec file; its own flags say the rest."""
 
 IGNORED = ("batch_sizes", "dataset_sizes", "devices", "steps", "epochs", "repeats", "lr_policy", "target", "target_loss",
            "target_accuracy", "stop_at_target", "sampling")
@@ -26,7 +24,7 @@ IGNORED = ("batch_sizes", "dataset_sizes", "devices", "steps", "epochs", "repeat
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="spec file (data set, model, optimizer); flags override it")
-    axis_flags(parser, WORKLOAD, grouped=False)
+    axis_flags(parser, taken_by(NAME), grouped=False)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
     parser.add_argument("--batch-sizes", default="64..2048", help="probe batch sizes (may exceed the data set: probes sample with replacement) [64..2048]")
     parser.add_argument("--memory-limit", help="e.g. 8GiB [the device's capacity: GPU memory, or physical RAM]")
@@ -36,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from harness.analysis.memory import parse_bytes
     from harness.config.spec import build_spec, load_toml
     from harness.config.values import parse_float
@@ -49,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     limit = parse_bytes(args.memory_limit) if args.memory_limit else None
     margin = parse_float("margin", args.margin, 0.0, 1.0, low_open=False)
     file_values = {k: v for k, v in (load_toml(args.spec_file) if args.spec_file else {}).items() if k not in IGNORED}
-    flags = {name: getattr(args, name) for name in WORKLOAD}
+    flags = {name: getattr(args, name) for name in taken_by(NAME)}
     flags.update({"devices": one_device(args.device), "batch_sizes": "1", "steps": "2", "noise_samples": "0", "sample_interval": "0.02",
                   "lr_policy": "constant", "repeats": "1", "target": "none"})
     spec = build_spec(file_values, flags)

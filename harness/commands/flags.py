@@ -117,12 +117,12 @@ def explicit_batch_sizes(value: str, what: str) -> list[int]:
     return resolve_batch_sizes(tokens, 2**40, 2**40)
 
 
-def kept_inputs(args: argparse.Namespace, spec) -> list[tuple[str | None, str]]:
+def kept_inputs(store: str | None, spec_file: str | None, spec) -> list[tuple[str | None, str]]:
     """The files a command that runs points reads, which no output of it may be: the store,
     the spec file and the data file (or a data pipeline's or plug-in model's ``.py``)."""
     def source(name: str) -> str | None:
         target = name.rpartition(":")[0] if ":" in name and not Path(name).exists() else name
         return target if Path(target).is_file() else None
 
-    return [(args.store or DEFAULT_STORE, "the store"), (getattr(args, "spec_file", None), "the spec file"),
+    return [(store or DEFAULT_STORE, "the store"), (spec_file, "the spec file"),
             (source(spec.dataset), "the data file"), (source(spec.model), "the model's file")]

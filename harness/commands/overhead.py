@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from harness.config.values import parse_int
     from harness.drivers.overhead import TARGET_RATIO, against_plain, attribute, default_steps, overhead_plan
 

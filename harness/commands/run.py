@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import pandas as pd
 
 from harness.analysis.keys import short_labels, shown_columns
-from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags, sweep_spec
+from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags
 from harness.commands.report import write_run_report
 from harness.commands.text import layout
 from harness.config.axes import FIELDS
 from harness.errors import SpecError
 from harness.config.values import parse_int
-from harness.store.logs import parse_logs
+from harness.store.logs import LogTarget, parse_logs
 from harness.outputs import output_path, write_output
 from harness.store.schema import display, FAILED, Status
 
@@ -36,60 +38,89 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                 "(what `compare` needs to tell a change from the noise between runs) [1]")
 
 
-def run(args: argparse.Namespace) -> int:
-    from harness.config.spec import load_toml
+@dataclass(frozen=True)
+class Request:
+    """``batchbench run`` as a call: the sweep's flags as given and what the output flags say.
+    ``request_of`` reads the Namespace into it, once; ``sweep_command`` does the rest."""
+
+    spec_file: str | None = None
+    flags: Mapping[str, Any] = field(default_factory=dict)
+    """Each axis's flag as given (None: not given); ``--nproc`` is ``world_sizes`` here."""
+    store: str = DEFAULT_STORE
+    resume: bool = False
+    quiet: bool = False
+    logs: tuple[LogTarget, ...] = ()
+    runs: int = 1
+    report: str | None = None
+    """Where the HTML report goes (None: ``reports/<run id>.html``)."""
+    no_report: bool = False
+
+
+def request_of(args: argparse.Namespace) -> Request:
+    """The Namespace, read once, each value parsed (a bad one is a ``SpecError`` naming its flag)."""
+    flags = {name: getattr(args, name, None) for name in FIELDS}
+    if args.nproc is not None:
+        if flags["world_sizes"] is not None:
+            raise SpecError("--nproc", "give --nproc or --world-sizes, not both")
+        flags["world_sizes"] = args.nproc
+    return Request(spec_file=args.spec_file, flags=flags, store=args.store or DEFAULT_STORE, resume=args.resume, quiet=args.quiet,
+                   logs=parse_logs(args.log), runs=parse_int("runs", args.runs, 1, 1000), report=args.report, no_report=args.no_report)
+
+
+def main(args: argparse.Namespace) -> int:
+    return sweep_command(request_of(args))
+
+
+def sweep_command(request: Request) -> int:
+    """Plan the sweep (every input check, before the store is touched), then run it here, in
+    ``--runs`` processes, or as this process's rank under a launcher."""
+    from harness.config.spec import build_spec, load_toml
     from harness.drivers.plan import plan
     from harness.run.collectives import external_world
 
-    file_values = load_toml(args.spec_file) if args.spec_file else {}
-    if args.nproc is not None:
-        if args.world_sizes is not None:
-            raise SpecError("--nproc", "give --nproc or --world-sizes, not both")
-        args.world_sizes = args.nproc
+    file_values = load_toml(request.spec_file) if request.spec_file else {}
+    flags = dict(request.flags)
     launched = external_world()
     if launched is not None:  # started by torchrun: this process is one rank of every point
-        given = args.world_sizes or file_values.get("world_sizes")
+        given = flags["world_sizes"] or file_values.get("world_sizes")
         if given is not None and str(given).strip() not in (str(launched[1]), f"[{launched[1]}]"):
             raise SpecError("--world-sizes", f"the launcher started {launched[1]} ranks; leave --world-sizes out or give {launched[1]}")
-        args.world_sizes = str(launched[1])
+        flags["world_sizes"] = str(launched[1])
         file_values.pop("world_sizes", None)
-    args.log_targets = parse_logs(args.log)
-    runs = parse_int("runs", args.runs, 1, 1000)
-    if runs > 1 and (args.resume or launched is not None):
+    if request.runs > 1 and (request.resume or launched is not None):
         raise SpecError("--runs", "starts new runs, each in its own process: leave out --resume, and do not start it under a launcher")
-    the_plan = plan(sweep_spec(args, FIELDS, file_values))  # every input check happens here, before the store is touched
-    args.keep = kept_inputs(args, the_plan.spec)
-    if args.report and not args.no_report:
-        output_path(args.report, "--report", args.keep)
-    store_path = args.store or DEFAULT_STORE
+    the_plan = plan(build_spec(file_values, flags))
+    keep = kept_inputs(request.store, request.spec_file, the_plan.spec)
+    if request.report and not request.no_report:
+        output_path(request.report, "--report", keep)
     if launched is not None:
-        return _run_as_rank(the_plan, store_path, args)
-    if runs > 1:
-        return _run_in_processes(runs, store_path, args)
-    return _run_here(the_plan, store_path, args)
+        return _run_as_rank(the_plan, request)
+    if request.runs > 1:
+        return _run_in_processes(request, keep)
+    return _run_here(the_plan, request, keep)
 
 
-def _run_here(the_plan, store_path: str, args: argparse.Namespace) -> int:
+def _run_here(the_plan, request: Request, keep: list) -> int:
     from harness.drivers.sweep import run_sweep
     from harness.store.sqlite import Store
 
     say = lambda line: print(f"batchbench: {line}", file=sys.stderr)  # noqa: E731
-    with Store(store_path) as store:
+    with Store(request.store) as store:
         if store.migrated:
             say(f"migrated {store.path} from an older batchbench ({'; '.join(store.migrated)})")
-        if args.resume:
+        if request.resume:
             the_plan = as_written(the_plan, store, say)
-        run_id = run_sweep(the_plan, store, resume=args.resume, progress=None if not args.quiet else False, say=say, logs=args.log_targets)
+        run_id = run_sweep(the_plan, store, resume=request.resume, progress=None if not request.quiet else False, say=say, logs=request.logs)
         points, checks = store.load("points", [run_id]), store.load("checks", [run_id])
-    if not args.quiet:
+    if not request.quiet:
         print(points_table(points) + "\n")
     if points[["target_loss", "target_accuracy"]].notna().any().any():
         print(recommendations_text(points, checks))
     failed = int((points["status"] != Status.OK).sum())
     note = f", {failed} not ok (see the status column)" if failed else ""
     print(f"run {run_id}: {len(points)} points in {store.path}{note}", file=sys.stderr)
-    if not args.no_report:
-        print(f"report: {write_run_report(store.path, run_id, args.report, keep=args.keep)}")
+    if not request.no_report:
+        print(f"report: {write_run_report(store.path, run_id, request.report, keep=keep)}")
     for line in failure_summary(points):
         say(line)
     if len(points) and not (points["status"] == Status.OK).any():
@@ -125,7 +156,7 @@ def failure_summary(points) -> list[str]:
     return [f"{n} point{'s' if n > 1 else ''}: {status}: {error}" for (status, error), n in counts.items()]
 
 
-def _run_in_processes(runs: int, store_path: str, args: argparse.Namespace) -> int:
+def _run_in_processes(request: Request, keep: list) -> int:
     """The sweep ``runs`` times, each in a fresh process, one after the other, into one store:
     each run is one measurement of what varies between processes, which repeats inside one run
     cannot show."""
@@ -133,7 +164,8 @@ def _run_in_processes(runs: int, store_path: str, args: argparse.Namespace) -> i
 
     from harness.store.sqlite import Store
 
-    command = [sys.executable, "-m", "harness", "run", *child_flags(args, store_path)]
+    runs, store_path = request.runs, request.store
+    command = [sys.executable, "-m", "harness", "run", *child_flags(request)]
     with Store(store_path) as store:
         before = set(store.run_ids())
     for n in range(runs):
@@ -145,44 +177,44 @@ def _run_in_processes(runs: int, store_path: str, args: argparse.Namespace) -> i
         new = [r for r in store.run_ids() if r not in before]
         points = store.load("points", new)
     print(f"{len(new)} runs in {store_path}: {', '.join(new)}; `batchbench compare` pools the runs of a store", file=sys.stderr)
-    if not args.no_report:
+    if not request.no_report:
         from harness import report
 
         with Store.open_existing(store_path) as reader:
             page = report.render(report.load(reader, new))
-        print(f"report: {write_output(args.report or f'reports/{new[-1]}.html', page, '--report', args.keep)}")
+        print(f"report: {write_output(request.report or f'reports/{new[-1]}.html', page, '--report', keep)}")
     return 0 if (points["status"] == Status.OK).any() else 1
 
 
-def child_flags(args: argparse.Namespace, store_path: str) -> list[str]:
+def child_flags(request: Request) -> list[str]:
     """The flags that make a child process run the same sweep: the spec file, every axis given,
     the store; quiet, without a report."""
     from harness.config.axes import AXES
 
-    flags = [args.spec_file] if args.spec_file else []
+    flags = [request.spec_file] if request.spec_file else []
     for axis in AXES:
-        value = getattr(args, axis.name, None)
+        value = request.flags.get(axis.name)
         if value is not None:
             flags += [axis.flag] if axis.flag_kind == "switch" else [axis.flag, str(value)]
-    return [*flags, "--store", str(store_path), "--quiet", "--no-report"]
+    return [*flags, "--store", str(request.store), "--quiet", "--no-report"]
 
 
-def _run_as_rank(the_plan, store_path: str, args: argparse.Namespace) -> int:
+def _run_as_rank(the_plan, request: Request) -> int:
     """Under an external launcher: the same sweep on every rank; rank 0 writes the store."""
     from harness.drivers.sweep import run_sweep
     from harness.parallel.launch import ExternalRanks
     from harness.store.sqlite import Store
 
     ranks = ExternalRanks(the_plan.points[0].device)
-    store = Store(store_path) if ranks.writes else None
+    store = Store(request.store) if ranks.writes else None
     try:
-        run_id = run_sweep(the_plan, store, resume=args.resume, progress=not args.quiet, ranks=ranks)
+        run_id = run_sweep(the_plan, store, resume=request.resume, progress=not request.quiet, ranks=ranks)
     finally:
         if store is not None:
             store.close()
         ranks.close()
     if ranks.writes:
-        print(f"run {run_id}: stored in {store_path} by rank 0", file=sys.stderr)
+        print(f"run {run_id}: stored in {request.store} by rank 0", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,7 @@ import sys
 from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags, sweep_spec
 from harness.commands.report import write_run_report
 from harness.commands.text import to_json
-from harness.config.axes import FIELDS
+from harness.config.axes import FIELDS, taken_by
 from harness.outputs import output_path
 
 NAME = "tune"
@@ -19,27 +19,21 @@ DESCRIPTION = ("Adaptive search for the batch size (and its learning rate from -
                "Every trial is a stored point (status pruned when stopped early).")
 
 
-NOT_FOR_TUNE = ("lr_policy", "stop_at_target", "repeats", "world_sizes", "scaling", "shard")
-"""Flags of ``run`` that tune decides itself (the rate is searched, every trial stops at the
-target, finalists get their own seeds) or that do not apply (trials are single-process, whole).
-``--base-batch-size`` stays: the batch a LightningModule's own rates are for."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    output = sweep_flags(parser, names=[name for name in FIELDS if name not in NOT_FOR_TUNE])["output"]
+    output = sweep_flags(parser, names=taken_by(NAME))["output"]
     output.add_argument("--json", action="store_true",
                         help="print the answer as JSON (batch_size, lr, time_to_target_s, steps_to_target, trials, samples_processed, ...)")
     output.add_argument("--quiet", action="store_true", help="no line per trial")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from harness.analysis.keys import group_label
     from harness.drivers.plan import plan
     from harness.drivers.tune.runner import tune, tune_spec
     from harness.store.sqlite import Store
 
     the_plan = plan(tune_spec(sweep_spec(args, FIELDS)), decided=("lr_policy",))
-    keep = kept_inputs(args, the_plan.spec)
+    keep = kept_inputs(args.store, args.spec_file, the_plan.spec)
     if args.report and not args.no_report:
         output_path(args.report, "--report", keep)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))

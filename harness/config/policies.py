@@ -110,7 +110,7 @@ def resolve_batch_sizes(tokens: Sequence[v.BatchToken], train_size: int, dataset
             elif high > train_size:
                 raise SpecError("--batch-sizes", f"range {token.text()} goes past the training set ({train_size} samples at dataset size "
                                                  f"{dataset_size}); use at most {train_size}, or {token.low}..full")
-        elif token > train_size:
+        elif int(token) > train_size:
             raise SpecError("--batch-sizes", f"{token} is larger than the training set ({train_size} samples at dataset size "
                                              f"{dataset_size}); use at most {train_size} or 'full'")
         else:

@@ -1,6 +1,6 @@
 """``SweepSpec``: the axes and options of one sweep, as the user gave them, typed.
 
-Built from ``axes.AXES``: one frozen field per axis, with its default. A spec file (TOML) and
+A frozen dataclass with a typed field per axis of ``axes.AXES``, its default the axis's. A spec file (TOML) and
 CLI flags end in ``build_spec``, which parses every value once (``Axis.parse``) and checks
 what no single value can (a budget or a target given twice, options that need another). Every
 problem is a ``SpecError`` naming the flag and what is allowed, raised before anything runs.
@@ -10,30 +10,98 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
-from harness.config.axes import AXES, Axis
-from harness.config.values import NO_TARGET, flag, text_of
+from harness.config.axes import AXES, BY_NAME, Axis
+from harness.config.values import NO_TARGET, BatchToken, CheckEvery, RelativeTarget, Shard, flag, text_of
 from harness.errors import SpecError
 
 
 FILE_ENDINGS = (".npz", ".csv", ".parquet")
 
 
-def spec_class(axes: Sequence[Axis] = AXES) -> type:
-    """The frozen dataclass of a sweep's values, one field per axis (its default)."""
+def _axis(name: str) -> Any:
+    """A spec field's default: its axis's (``axes.AXES``), so each is declared once."""
+    return dataclasses.field(default=BY_NAME[name].default)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The axes and options of a sweep, typed: a field per axis of ``axes.AXES``, in its order,
+    with its default and its value's type (``tests/test_spec.py`` holds the two together)."""
+
+    dataset_sizes: tuple[int, ...] = _axis("dataset_sizes")
+    batch_sizes: tuple[BatchToken, ...] = _axis("batch_sizes")
+    sampling: tuple[str, ...] = _axis("sampling")
+    world_sizes: tuple[int, ...] = _axis("world_sizes")
+    lr: float = _axis("lr")
+    devices: tuple[str, ...] = _axis("devices")
+    data_placement: tuple[str, ...] = _axis("data_placement")
+    precision: tuple[str, ...] = _axis("precision")
+    compile: tuple[str, ...] = _axis("compile")
+    repeats: int = _axis("repeats")
+    dataset: str = _axis("dataset")
+    target_column: str | None = _axis("target_column")
+    model: str = _axis("model")
+    hidden: tuple[int, ...] = _axis("hidden")
+    optimizer: str = _axis("optimizer")
+    momentum: float = _axis("momentum")
+    weight_decay: float | None = _axis("weight_decay")
+    betas: tuple[float, float] | None = _axis("betas")
+    eps: float | None = _axis("eps")
+    grad_clip: float | None = _axis("grad_clip")
+    micro_batch_size: int | str | None = _axis("micro_batch_size")
+    loader: str = _axis("loader")
+    workers: int = _axis("workers")
+    prefetch_factor: int = _axis("prefetch_factor")
+    seed: int = _axis("seed")
+    data_seed: int = _axis("data_seed")
+    lr_policy: str = _axis("lr_policy")
+    base_batch_size: int = _axis("base_batch_size")
+    lr_grid: tuple[float, ...] = _axis("lr_grid")
+    warmup_steps: int = _axis("warmup_steps")
+    lr_schedule: str = _axis("lr_schedule")
+    lr_floor: float = _axis("lr_floor")
+    target_loss: float | None = _axis("target_loss")
+    target_accuracy: float | None = _axis("target_accuracy")
+    target: RelativeTarget | None = _axis("target")
+    stop_at_target: bool = _axis("stop_at_target")
+    noise_samples: int = _axis("noise_samples")
+    steps: int | None = _axis("steps")
+    epochs: float | None = _axis("epochs")
+    check_every: CheckEvery = _axis("check_every")
+    check_set: str = _axis("check_set")
+    holdout_fraction: float = _axis("holdout_fraction")
+    threads: int = _axis("threads")
+    timing: str = _axis("timing")
+    sample_interval: float | None = _axis("sample_interval")
+    burn_in_steps: int = _axis("burn_in_steps")
+    point_timeout: float | None = _axis("point_timeout")
+    peak_tflops: float | None = _axis("peak_tflops")
+    scaling: str = _axis("scaling")
+    shard: Shard | None = _axis("shard")
+
+    axes: ClassVar[tuple[Axis, ...]] = AXES
+    """The table the fields come from (a subclass's has more: ``spec_class``)."""
 
     def to_json(self) -> str:
         """The spec as stored (``runs.spec_json``): every value as its canonical text."""
         return json.dumps(as_text(self), sort_keys=True)
 
-    fields = [(a.name, Any, dataclasses.field(default=a.default)) for a in axes]
-    return dataclasses.make_dataclass("SweepSpec", fields, frozen=True, namespace={"to_json": to_json, "__module__": __name__,
-                                                                                   "__doc__": "The axes and options of a sweep, typed."})
+
+def spec_class(axes: Sequence[Axis] = AXES) -> type[SweepSpec]:
+    """``SweepSpec``, or for a table with more axes (a plug-in's, a test's) a subclass with a
+    field for each more (typed ``Any``: the table's own axes are the typed ones)."""
+    more = [a for a in axes if a.name not in BY_NAME]
+    if not more:
+        return SweepSpec
+    fields = [(a.name, Any, dataclasses.field(default=a.default)) for a in more]
+    return dataclasses.make_dataclass("SweepSpec", fields, bases=(SweepSpec,), frozen=True, namespace={"__module__": __name__, "axes": tuple(axes)})
 
 
-def as_text(values) -> dict[str, Any]:
+def as_text(values: Any) -> dict[str, Any]:
     """A spec's or a point's fields as their canonical text (``values.text_of``), tuples as
     lists: what JSON, hashes and stored specs hold."""
     out = {}
@@ -41,9 +109,6 @@ def as_text(values) -> dict[str, Any]:
         text = text_of(getattr(values, field.name))
         out[field.name] = list(text) if isinstance(text, tuple) else text
     return out
-
-
-SweepSpec = spec_class()
 
 
 def load_toml(path: str | Path, axes: Sequence[Axis] = AXES) -> dict[str, Any]:
@@ -74,7 +139,7 @@ def load_toml(path: str | Path, axes: Sequence[Axis] = AXES) -> dict[str, Any]:
 
 
 def build_spec(file_values: Mapping[str, Any] | None = None, cli_values: Mapping[str, Any] | None = None,
-               axes: Sequence[Axis] = AXES, cls: type | None = None):
+               axes: Sequence[Axis] = AXES, cls: type[SweepSpec] | None = None) -> SweepSpec:
     """Merge a spec file's values with CLI flags (flags win; None means not given) and parse
     every value. A budget flag replaces the file's budget, so ``--epochs`` beats ``steps``."""
     merged: dict[str, Any] = dict(file_values or {})
@@ -86,7 +151,7 @@ def build_spec(file_values: Mapping[str, Any] | None = None, cli_values: Mapping
     lookup = {a.name: a for a in axes}
     parsed = {name: lookup[name].parse(value) for name, value in merged.items()}
     _check_together(parsed)
-    return (cls or (SweepSpec if axes is AXES else spec_class(axes)))(**parsed)
+    return (cls or spec_class(axes))(**parsed)
 
 
 def _check_together(parsed: dict[str, Any]) -> None:

@@ -108,11 +108,11 @@ def fit_capacity(
     cuda = device.startswith("cuda")
     metric = "peak_device_reserved_bytes" if cuda else "peak_device_mem_bytes"
     limit = limit_bytes or device_capacity(device)
-    split = plan.split(template)
 
     def probe(batch: int) -> tuple[int, str, int | None]:
-        result = run_point(_probe_point(template, batch), split, plan.factory)
-        peak = result.point.get(metric)
+        point = _probe_point(template, batch)
+        result = run_point(point, plan.workload(point))
+        peak = result.row.get(metric)
         status = result.status
         if status == Status.OK and not cuda and peak is not None and peak > limit:
             status = Status.OOM  # on the CPU nothing fails at the limit: past it is out of memory

@@ -35,7 +35,8 @@ from harness.drivers.plan import Plan
 from harness.errors import RunError
 from harness.run.engine import run_point
 from harness.run.snapshot import Snapshot
-from harness.store.schema import PointResult, Status
+from harness.run.measurement import PointResult
+from harness.store.schema import Status
 from harness.store.sqlite import Store
 
 HASH_PREFIX = "cbs:"
@@ -77,7 +78,7 @@ class _Runner:
 
     def run(self, point: PointSpec, start: Snapshot | None = None) -> tuple[PointResult, list[Snapshot]]:
         snapshots: list[Snapshot] = []
-        result = run_point(point, self.plan.split(point), self.plan.factory, start=start, snapshots=snapshots)
+        result = run_point(point, self.plan.workload(point), start=start, snapshots=snapshots)
         self.store.add_point(self.run_id, result)
         return result, snapshots
 
@@ -104,7 +105,7 @@ def measure(plan: Plan, store: Store, settings: CbsSettings = CbsSettings(), say
     if result.status != Status.OK:
         store.finish_run(run_id)
         smaller = "smaller rates in its configure_optimizers" if own else "a smaller --lr"
-        raise RunError("--model" if own else "--lr", f"the base run ended {result.status} ({result.point.get('error')}); give {smaller} or another --batch-sizes")
+        raise RunError("--model" if own else "--lr", f"the base run ended {result.status} ({result.row.get('error')}); give {smaller} or another --batch-sizes")
     factors = [2**i for i in range(int(math.log2(max(1, largest // base.batch_size))) + 1)]
     delta = settings.branch_samples or base.train_size
     for snap in snapshots[:-1]:  # the last is the end of the budget: nothing to branch into

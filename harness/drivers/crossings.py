@@ -16,7 +16,7 @@ import dataclasses
 import time
 from typing import Any, Callable
 
-from harness.analysis.convergence import to_target
+from harness.measures.targets import to_target
 from harness.drivers.plan import Plan
 from harness.run.engine import run_point
 from harness.run.refine import resolved
@@ -40,9 +40,9 @@ def refine(plan: Plan, spec, target_loss: float, checks: list[dict], update: dic
     replay = dataclasses.replace(spec, target_loss=target_loss, target_accuracy=None, stop_at_target=True, sample_interval_s=0,
                                  noise_samples=0)
     start = time.perf_counter()
-    result = run_point(replay, plan.split(spec), plan.factory, replay=(before, hit))
+    result = run_point(replay, plan.workload(spec), replay=(before, hit))
     seconds = time.perf_counter() - start
-    row = result.point
+    row = result.row
     if result.status != Status.OK or row.get("steps_to_target") is None:
         why = row.get("error") or "its replay did not reach the target (a nondeterministic step?)"
         say(f"the crossing of B={spec.batch_size} (repeat {spec.repeat}) stays between steps {before} and {hit}: {why}")

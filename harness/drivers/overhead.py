@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from harness.workload import models
+from harness.workload.workload import Workload
 from harness.drivers.plan import Plan, plan_flags
 from harness.run.checks import evaluate
 from harness.run.schedule import fine_count, due as due_checks
@@ -85,7 +85,7 @@ def default_steps(device: str) -> int:
     return CPU_STEPS if device == "cpu" else ACCELERATOR_STEPS
 
 
-def plain_loop(point: PointSpec, split) -> float:
+def plain_loop(point: PointSpec, workload: Workload) -> float:
     """The loop a user would write, doing the harness's work and nothing more: a permutation per
     epoch, slices of it, forward, backward, step, and a check-set evaluation at the same steps
     as the point's loss checks (step 0, the point's ``check_every`` schedule, the end). Returns samples/s
@@ -93,11 +93,10 @@ def plain_loop(point: PointSpec, split) -> float:
     harness counts it. On a GPU the training set and each epoch's permutation live on the
     device, as the harness's point does (``data_placement``)."""
     torch.set_num_threads(point.threads)
-    torch.manual_seed(point.init_seed)
-    device = torch.device(point.device)
+    device, split = torch.device(point.device), workload.split
     X, y = split.X_train.to(device), split.y_train.to(device)
     X_check, y_check = split.X_check.to(device), split.y_check.to(device)
-    model = models.build_builtin(point.model, n_features=split.n_features, n_outputs=split.n_outputs, hidden=point.hidden).to(device)
+    model = workload.build()[0].to(device)
     optimizer = make_optimizer(point, model.parameters())
     loss_fn = make_loss(split.task)
     due = due_checks(point, time.perf_counter_ns)  # the harness's own schedule: the same checks at the same steps
@@ -155,15 +154,15 @@ def interleave(variants: dict[str, Callable[[], float]], rounds: int, progress: 
     return {name: tuple(values) for name, values in rates.items()}
 
 
-def _harness(run: PointSpec, split, factory, points: list[dict] | None = None, **kwargs) -> Callable[[], float]:
+def _harness(run: PointSpec, workload: Workload, points: list[dict] | None = None, **kwargs) -> Callable[[], float]:
     """A harness point as a variant of ``interleave``; its point rows go to ``points``."""
     def one() -> float:
-        result = run_point(run, split, factory, **kwargs)
+        result = run_point(run, workload, **kwargs)
         if result.status != Status.OK:
-            raise RuntimeError(f"harness point failed: {result.point['error']}")
+            raise RuntimeError(f"harness point failed: {result.row['error']}")
         if points is not None:
-            points.append(result.point)
-        return result.point["samples_per_s"]
+            points.append(result.row)
+        return result.row["samples_per_s"]
 
     return one
 
@@ -172,8 +171,8 @@ def against_plain(batch_size: int, *, rounds: int = 21, progress: Callable[[int]
     """The harness beside the plain loop, interleaved for ``rounds`` rounds (``interleave``)."""
     the_plan = overhead_plan(batch_size, **plan_kwargs)
     (run,) = the_plan.points
-    split = the_plan.split(run)
-    rates = interleave({"harness": _harness(run, split, the_plan.factory), "plain": lambda: plain_loop(run, split)}, rounds, progress)
+    workload = the_plan.workload(run)
+    rates = interleave({"harness": _harness(run, workload), "plain": lambda: plain_loop(run, workload)}, rounds, progress)
     return OverheadResult(batch_size, rates["harness"], rates["plain"])
 
 
@@ -182,8 +181,7 @@ def sampler_cost(batch_size: int, *, interval_s: float = 0.1, rounds: int = 21, 
     points without it, interleaved like ``against_plain`` (``plain_samples_per_s`` holds the latter)."""
     with_sampler = overhead_plan(batch_size, sample_interval=interval_s, **plan_kwargs)
     (on,), (off,) = with_sampler.points, overhead_plan(batch_size, sample_interval=0, **plan_kwargs).points
-    split = with_sampler.split(on)
-    rates = interleave({"on": _harness(on, split, with_sampler.factory), "off": _harness(off, split, with_sampler.factory)}, rounds)
+    rates = interleave({"on": _harness(on, with_sampler.workload(on)), "off": _harness(off, with_sampler.workload(off))}, rounds)
     return OverheadResult(batch_size, rates["on"], rates["off"])
 
 
@@ -265,11 +263,11 @@ def attribute(batch_size: int, *, rounds: int = 21, progress: Callable[[int], No
     the_plan = overhead_plan(batch_size, **plan_kwargs)
     (run,) = the_plan.points
     (quiet,) = overhead_plan(batch_size, **{**plan_kwargs, "sample_interval": 0}).points
-    split, factory = the_plan.split(run), the_plan.factory
+    workload, quiet_workload = the_plan.workload(run), the_plan.workload(quiet)
     points: list[dict] = []
-    variants = {"harness": _harness(run, split, factory, points, now_ns=now_ns), "no_monitor": _harness(quiet, split, factory, now_ns=now_ns),
-                "untimed": _harness(quiet, split, factory, now_ns=now_ns, timed_every=NEVER),
-                "all_timed": _harness(quiet, split, factory, now_ns=now_ns, timed_every=1), "plain": lambda: plain_loop(run, split)}
+    variants = {"harness": _harness(run, workload, points, now_ns=now_ns), "no_monitor": _harness(quiet, quiet_workload, now_ns=now_ns),
+                "untimed": _harness(quiet, quiet_workload, now_ns=now_ns, timed_every=NEVER),
+                "all_timed": _harness(quiet, quiet_workload, now_ns=now_ns, timed_every=1), "plain": lambda: plain_loop(run, workload)}
     rates = interleave(variants, rounds, progress)
     device = torch.device(run.device)
     return Attribution(batch_size, run.device, run.steps, run.burn_in_steps, tuple((name, rates[name]) for name in VARIANTS),

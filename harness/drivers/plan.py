@@ -25,6 +25,7 @@ from harness.config.policies import AUTO_DEVICE_SHARE
 from harness.config.spec import SweepSpec, as_text, build_spec
 from harness.drivers.preflight import check_output
 from harness.workload.lightning import RecipeSummary
+from harness.workload.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Plan:
 
     def split(self, point: PointSpec) -> Split:
         return self.splits[point.dataset_size]
+
+    def workload(self, point: PointSpec) -> Workload:
+        """What the point trains: its model and its data, one object for every place that builds them."""
+        return Workload.of(point, self.split(point), self.factory)
 
     @property
     def sweep_hash(self) -> str:
@@ -82,7 +87,8 @@ def plan(spec: SweepSpec, *, factory: models.Factory | None = None, source: data
     if spec.target_accuracy is not None and first.task != "classification":
         raise SpecError("--target-accuracy", f"{spec.dataset} is a regression data set; use --target-loss or --target rel:F")
     _check_widths(spec, first)
-    own = check_output(spec, factory, first, devices=sorted({p.device for p in points}), decided=decided)
+    own = check_output(spec, Workload.of(points[0], splits[points[0].dataset_size], factory), devices=sorted({p.device for p in points}),
+                       decided=decided)
     devices = tuple(dict.fromkeys(p.device for p in points))
     return Plan(spec=spec, points=tuple(points), splits=splits, factory=factory, devices=devices, own_recipe=own)
 

@@ -16,23 +16,26 @@ import torch
 from harness.errors import SpecError
 from harness.run.parts import logits_of
 from harness.config.axes import BY_NAME
+from harness.config.spec import SweepSpec
 from harness.config.values import flag
 from harness.workload.lightning import LightningModel, RecipeSummary, recipe_of
 from harness.workload import models
 from harness.workload.datasets import Split
+from harness.workload.workload import Workload
 
 ROWS = 2
 
 
-def check_output(spec, factory: models.Factory, split: Split, devices: Sequence[str] = ("cpu",), decided: Sequence[str] = ()) -> RecipeSummary | None:
+def check_output(spec: SweepSpec, workload: Workload, devices: Sequence[str] = ("cpu",), decided: Sequence[str] = ()) -> RecipeSummary | None:
     """The model's output on two training rows is what the loss needs: K logits per target for
     K classes (``(B, K)``, or ``(B, T, K)`` for per-token targets), one value per target for
     regression, or a scalar from the plug-in's own loss. Returns a LightningModule's own recipe
-    (None for other models); ``decided``: fields the command set, not the user."""
+    (None for other models); ``workload``: the first point's; ``decided``: fields the command
+    set, not the user."""
+    split = workload.split
     _check_input_kind(spec, split)
     with torch.random.fork_rng():
-        model, own_loss = models.build_with_loss(spec.model, factory, n_features=split.n_features, n_outputs=split.n_outputs,
-                                                 hidden=spec.hidden, input_shape=split.input_shape)
+        model, own_loss = workload.build()
     own = None
     if isinstance(model, LightningModel):
         _check_lightning_flags(spec, decided)

@@ -18,27 +18,27 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from harness import env
-from harness.workload import models
 from harness.analysis.convergence import relative_targets
-from harness.workload.datasets import Split
+from harness.workload.workload import Workload
 from harness.parallel.launch import ExternalRanks, launch
 from harness.drivers import crossings
 from harness.drivers.capacity import resolve_micro_batches
 from harness.store.logs import LogTarget, open_logs
 from harness.drivers.plan import Plan, plan_flags
-from harness.store.schema import FAILED, PointResult
+from harness.run.measurement import PointResult
+from harness.store.schema import FAILED
 from harness.run.engine import PointInterrupted, run_point
 from harness.config.points import PointSpec
 from harness.config.values import flag
 from harness.store.sqlite import Store
 
 
-def run_one(point: PointSpec, split: Split, factory: models.Factory, progress: Callable[[int, int], None] | None = None,
+def run_one(point: PointSpec, workload: Workload, progress: Callable[[int, int], None] | None = None,
             timeout_s: float | None = None) -> PointResult:
     """One point in this process, or its ranks launched when it is data-parallel."""
     if point.world_size > 1 and not point.skip_reason:
         return launch(point)
-    return run_point(point, split, factory, progress=progress, timeout_s=timeout_s)
+    return run_point(point, workload, progress=progress, timeout_s=timeout_s)
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,11 @@ def _sweep(plan: Plan, store: Store | None, opts: SweepOptions) -> str:
     with tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), disable=not show, unit="point", desc="sweep", file=sys.stderr) as bar:
         for point in todo:
             bar.set_postfix_str(f"{point.dataset_size}x B={point.batch_size} {point.device} r{point.repeat}", refresh=False)
-            split = plan.split(point)
+            workload = plan.workload(point)
             try:
                 with StepBar(point, show) as steps:
-                    result = (ranks.run(point, split, plan.factory) if ranks is not None
-                              else run_one(point, split, plan.factory, steps.update, plan.spec.point_timeout))
+                    result = (ranks.run(point, workload) if ranks is not None
+                              else run_one(point, workload, steps.update, plan.spec.point_timeout))
             except PointInterrupted as stop:  # Ctrl-C: the point so far is kept (status interrupted; --resume runs it again)
                 if writes:
                     store.add_point(run_id, stop.result)
@@ -110,7 +110,7 @@ def _keep(store: Store, run_id: str, point: PointSpec, result: PointResult, writ
     """A point's result committed, then logged, handed on, and told if it failed."""
     commit(store, run_id, point, result, opts.say)
     for log in writers:
-        log.point({**result.point, "run_id": run_id}, result.checks)
+        log.point({**result.row, "run_id": run_id}, result.checks)
     if opts.on_point is not None:
         opts.on_point(point, result)
     if result.status in FAILED:
@@ -181,7 +181,7 @@ def failure_line(point: PointSpec, result: PointResult, store: Store) -> str:
     """A failed point in one line, as it happens: which point, its status and reason, and the
     file its traceback was written to (beside the store)."""
     where = f"B={point.batch_size} · {point.dataset_size} samples · {point.device}" + (f" · repeat {point.repeat}" if point.repeat else "")
-    trace = result.point.get("traceback")
+    trace = result.row.get("traceback")
     kept = ""
     if trace:
         path = tracebacks_dir(store) / f"{point.point_id}.txt"
@@ -191,7 +191,7 @@ def failure_line(point: PointSpec, result: PointResult, store: Store) -> str:
             kept = f" (traceback: {path})"
         except OSError:
             kept = " (traceback: the points table's traceback column)"
-    return f"point {where}: {result.status}: {result.point.get('error')}{kept}"
+    return f"point {where}: {result.status}: {result.row.get('error')}{kept}"
 
 
 def tracebacks_dir(store: Store) -> Path:
@@ -238,4 +238,4 @@ def run_flags(**flags) -> list[PointResult]:
     """Every point of ``plan_flags(**flags)``, run and returned without a store: the one
     spec -> plan -> points idiom for tests, benchmarks and asv."""
     the_plan = resolve_micro_batches(plan_flags(**flags))
-    return [run_one(point, the_plan.split(point), the_plan.factory) for point in the_plan.points]
+    return [run_one(point, the_plan.workload(point)) for point in the_plan.points]

@@ -32,10 +32,10 @@ import numpy as np
 
 from harness.workload import datasets
 from harness.workload import models
+from harness.workload.workload import Workload
 from harness.run.collectives import TIMEOUT_ENV, external_world, timeout_s
-from harness.store.schema import PointResult, Status
-from harness.run.measurement import STEP_PHASES, Measurement, result
-from harness.run.measurement import failed as failed_row
+from harness.store.schema import Status
+from harness.run.measurement import STEP_PHASES, Measurement, PointResult
 from harness.run.engine import run_point
 from harness.config.points import PointSpec
 
@@ -61,35 +61,35 @@ def launch(point: PointSpec) -> PointResult:
 
 
 def combine(point: PointSpec, ranks: list[dict], code: int, stderr: str) -> PointResult:
-    """One point from the ranks' results (any order). A failure gives the same row as a failed
-    single-process point: the declared columns, what only an ok point has left null."""
+    """One point from the ranks' results (any order; ``_payload``'s): rank 0's measurement, its
+    batch losses the ranks' mean, and its phase medians the ranks' median (with the slowest
+    rank's). A failure gives the same row as a failed single-process point: the declared
+    columns, what only an ok point has left null (and no steps)."""
     ranks = sorted(ranks, key=lambda r: r["rank"])
-    failed = [r for r in ranks if r["point"]["status"] != Status.OK]
+    measured = [Measurement.from_json(r["measurement"]) for r in ranks]
+    failed = [r for r in ranks if r["status"] != Status.OK]
     if len(ranks) != point.world_size or failed or code != 0:
         if failed:  # the rank that failed first, not the ones its exit cut off
-            primary = next((r for r in failed if not _lost_peer(r["point"]["error"] or "")), failed[0])
-            status, error = primary["point"]["status"], f"rank {primary['rank']}: {primary['point']['error']}"
+            primary = next((r for r in failed if not _lost_peer(r["error"] or "")), failed[0])
+            status, error = Status(primary["status"]), f"rank {primary['rank']}: {primary['error']}"
         else:
             tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
             status, error = Status.ERROR, f"ranks exited with code {code} ({len(ranks)} of {point.world_size} reported): {tail[0][:300]}"
-        base = ranks[0]["point"] if ranks else result(point, Measurement(), status, error).point
-        return PointResult(point=failed_row(base, status, error), checks=ranks[0]["checks"] if ranks else [], steps=[])
-    lead = ranks[0]
-    row = dict(lead["point"])
+        lead = dataclasses.replace(measured[0], phases=Measurement().phases, timed=()) if ranks else Measurement()
+        return PointResult(point, lead, status, error, ranks[0]["traceback"] if ranks else None)
+    losses = {step: float(np.mean([m.batch_loss[step] for m in measured])) for step in measured[0].batch_loss
+              if all(m.batch_loss.get(step) is not None for m in measured)}
+    settled: dict[str, Any] = {}
     for key in (*(f"{p}_s" for p in STEP_PHASES), "step_wall_s", "comm_s"):
-        values = [r["point"][key] for r in ranks if r["point"][key] is not None]
+        values = [r["row"][key] for r in ranks if r["row"][key] is not None]
         if values:
-            row[key] = float(np.median(values))
+            settled[key] = float(np.median(values))
             if key in ("derivative_s", "step_wall_s"):
-                row[f"{key}_max_rank"] = float(max(values))
-    if row["comm_s"] is not None:
-        row["comm_s"] = max(0.0, row["comm_s"])
-    steps = lead["steps"]
-    losses = np.array([[s["batch_loss"] for s in r["steps"]] for r in ranks], dtype=float)
-    if losses.size:
-        for step, mean in zip(steps, losses.mean(axis=0)):
-            step["batch_loss"] = float(mean)
-    return PointResult(point=row, checks=lead["checks"], steps=steps, samples=lead.get("samples", []))
+                settled[f"{key}_max_rank"] = float(max(values))
+    if settled.get("comm_s") is not None:
+        settled["comm_s"] = max(0.0, settled["comm_s"])
+    lead = dataclasses.replace(measured[0], batch_loss={**measured[0].batch_loss, **losses})
+    return PointResult(point, lead, Status.OK, None, ranks[0]["traceback"], tuple(ranks[0]["flags"]), settled)
 
 
 def _lost_peer(message: str) -> bool:
@@ -99,7 +99,10 @@ def _lost_peer(message: str) -> bool:
 
 
 def _payload(rank: int, outcome: PointResult) -> dict[str, Any]:
-    return {"rank": rank, "point": outcome.point, "checks": outcome.checks, "steps": outcome.steps, "samples": outcome.samples if rank == 0 else []}
+    """What a rank sends back: its measurement (raw) and its row (its own medians)."""
+    measurement = outcome.measurement if rank == 0 else dataclasses.replace(outcome.measurement, readings=())
+    return {"rank": rank, "status": str(outcome.status), "error": outcome.error, "traceback": outcome.traceback, "flags": list(outcome.flags),
+            "measurement": measurement.to_json(), "row": outcome.row}
 
 
 def _init(backend: str) -> None:
@@ -134,12 +137,12 @@ class ExternalRanks:
         run_id, done = box[0]
         return run_id, set(done)
 
-    def run(self, point: PointSpec, split: datasets.Split, factory: models.Factory) -> PointResult | None:
+    def run(self, point: PointSpec, workload: Workload) -> PointResult | None:
         import torch.distributed as dist
 
         if self.cuda:
             point = dataclasses.replace(point, device=f"cuda:{self.local}")
-        outcome = run_point(point, split, factory, rank=None if point.skip_reason else (self.rank, self.world))
+        outcome = run_point(point, workload, rank=None if point.skip_reason else (self.rank, self.world))
         gathered: list = [None] * self.world
         dist.all_gather_object(gathered, _payload(self.rank, outcome))
         if self.rank != 0:
@@ -167,9 +170,9 @@ def _worker(spec_path: str, out_dir: str) -> int:
     try:
         split = datasets.load_split(point.dataset, point.dataset_size, data_seed=point.data_seed, target_column=point.target_column,
                                     check_set=point.check_set, holdout_fraction=point.holdout_fraction)
-        outcome = run_point(point, split, models.resolve(point.model), rank=(rank, world))
+        outcome = run_point(point, Workload.of(point, split, models.resolve(point.model)), rank=(rank, world))
     except Exception as exc:  # data or plug-in trouble in this rank
-        outcome = result(point, Measurement(), Status.ERROR, f"{type(exc).__name__}: {exc}")
+        outcome = PointResult(point, Measurement(), Status.ERROR, f"{type(exc).__name__}: {exc}")
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(_payload(rank, outcome), default=float))
     ok = outcome.status == Status.OK
     if ok:

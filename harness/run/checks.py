@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import torch
 
-from harness.analysis.convergence import reached
-from harness.analysis.noise_scale import b_simple
+from harness.measures.targets import reached
+from harness.measures.noise_scale import b_simple
 from harness.run.parts import logits_of, summed_loss
 from harness.run.memory import PeakMemory
 from harness.config.points import PointSpec
@@ -52,7 +52,8 @@ def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str
     total = torch.zeros((), dtype=torch.float64, device=X.device)
     correct = torch.zeros((), dtype=torch.int64, device=X.device)
     scored = task == "classification"
-    own = model.outputs if isinstance(model, LightningModel) else None  # its loss and its outputs come from its training_step
+    lightning = model if isinstance(model, LightningModel) else None
+    own = lightning.outputs if lightning is not None else None  # its loss and its outputs come from its training_step
     for start in range(0, X.shape[0], EVAL_CHUNK):
         xb, yb = X[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
         out = model(xb)
@@ -63,7 +64,7 @@ def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str
         else:
             with own() as seen:
                 total += loss_fn(out, yb).double() * xb.shape[0]
-            out = model.predict(xb, seen) if scored else None
+            out = lightning.predict(xb, seen) if scored and lightning is not None else None
         scored = scored and isinstance(logits := _logits(out), torch.Tensor) and logits.shape[:-1] == yb.shape
         if scored:
             correct += (logits.argmax(dim=-1) == yb).sum()

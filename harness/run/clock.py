@@ -67,7 +67,7 @@ class PhaseClock:
         self._marks: list = []
         self._window_ends: list[int] = []
         self._resolved: list[float] = []  # events mode: seconds since the first event, per mark
-        self._first_event = None
+        self._first_event: torch.cuda.Event | None = None
         append = self._marks.append
         if mode == "cpu":
 

@@ -37,10 +37,10 @@ import torch
 from harness.config.points import PointSpec
 from harness.run.collectives import all_max, all_mean, exposed_comm_s
 from harness.run.batches import fetcher
-from harness.analysis.convergence import reached
+from harness.measures.targets import reached
 from harness.run.checks import BatchLosses, CheckSet, LossCheck, Outcome, evaluate
 from harness.run.clock import PhaseClock, sample_every, split_steps, synchronize
-from harness.run.measurement import Measurement, result
+from harness.run.measurement import Measurement, PointResult
 from harness.run.memory import PeakMemory, analytic_bytes
 from harness.run.parts import matmul_precision, recipe_of
 from harness.run.prepare import Built, Prepared, build, prepare
@@ -51,9 +51,8 @@ from harness.run import snapshot
 from harness.run.snapshot import Snapshot
 from harness.run.schedule import LOSS_EVERY, CappedChecks, due, first_timed, fit_window, next_check
 from harness.run.step import Step, derivative_of, update_of
-from harness.store.schema import PointResult, Status
-from harness.workload.datasets import Split
-from harness.workload.models import Factory
+from harness.store.schema import Status
+from harness.workload.workload import Workload
 
 Prune = Callable[[dict, "float | None"], "str | None"]
 """Asked after every loss check with its ``checks`` row and the median step time so far (of the
@@ -116,15 +115,16 @@ many steps past its burn-in trains on to there (every k-th step is timed: this c
 a warm-up time, not the point's."""
 
 
-def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> PointResult:
-    """Train one point and measure it; ``options`` are ``PointOptions``'s fields.
+def run_point(point: PointSpec, workload: Workload, **options) -> PointResult:
+    """Train one point (its model and data: ``workload``, ``Workload.of(point, ...)``) and
+    measure it; ``options`` are ``PointOptions``'s fields.
 
     Whatever user code raises becomes the point's status, ``SystemExit`` included; Ctrl-C
     raises ``PointInterrupted`` carrying the point so far. The working directory and torch's
     thread count are put back as the caller had them (a count a plug-in changed during the
     point is flagged ``threads_changed``)."""
     if point.skip_reason:
-        return result(point, Measurement(split.n_features, split.n_classes), Status.SKIPPED, point.skip_reason)
+        return PointResult(point, Measurement(workload.split.n_features, workload.split.n_classes), Status.SKIPPED, point.skip_reason)
     opts = PointOptions(**options)
     if point.world_size > 1 and opts.rank is None:
         raise ValueError(f"a point of {point.world_size} ranks runs through harness.parallel.launch, one run_point per rank")
@@ -132,38 +132,36 @@ def run_point(point: PointSpec, split: Split, factory: Factory, **options) -> Po
     torch.set_num_threads(point.threads)
     origin_ns, cwd = time.perf_counter_ns(), os.getcwd()
     peaks = PeakMemory(point.device)
-    run = Run(point, split, peaks, opts)
+    training = Training(point, workload, peaks, opts)
     with deadline(opts.timeout_s):
-        status, error, trace, readings = _attempt(run, factory, opts.prune, opts.timed_every, origin_ns)
-    measurement = run.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
+        status, error, trace, readings = _attempt(training, opts.prune, opts.timed_every, origin_ns)
+    measurement = training.measurement(origin_ns, readings, peaks.read(sampled_rss_max=max_of(readings, "rss_bytes")))
     if status != Status.OK:
         gc.collect()  # drop the failed point's tensors before the next point allocates
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    outcome = result(point, measurement, status, error)
-    outcome.point["traceback"] = trace
     if os.getcwd() != cwd:  # a plug-in moved the process: later paths (the store, the report) must mean what they meant
         os.chdir(cwd)
-    if torch.get_num_threads() != point.threads:  # a plug-in changed the thread count: the point did not run as recorded
-        outcome.point["flags"] = ",".join(filter(None, (outcome.point.get("flags"), "threads_changed")))
+    changed = torch.get_num_threads() != point.threads  # a plug-in changed the thread count: the point did not run as recorded
+    outcome = PointResult(point, measurement, status, error, trace, flags=("threads_changed",) if changed else ())
     torch.set_num_threads(callers_threads)  # as the caller had it (a notebook's, a test's)
     if status == Status.INTERRUPTED:
         raise PointInterrupted(outcome)
     return outcome
 
 
-def _attempt(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | None, origin_ns: int):
+def _attempt(training: "Training", prune: Prune | None, timed_every: int | None, origin_ns: int):
     """The point's training with its monitor, as (status, error, traceback, readings)."""
     status, error, trace, sampler = Status.OK, None, None, None
     try:
-        sampler = start_sampler(run.point, origin_ns)
-        train(run, factory, prune, timed_every)
+        sampler = start_sampler(training.point, origin_ns)
+        train(training, prune, timed_every)
     except Diverged as exc:
         status, error = Status.DIVERGED, str(exc)
     except Pruned as exc:
         status, error = Status.PRUNED, str(exc)
     except KeyboardInterrupt:
-        status, error = Status.INTERRUPTED, f"interrupted (Ctrl-C) after {run.steps_done} steps"
+        status, error = Status.INTERRUPTED, f"interrupted (Ctrl-C) after {training.steps_done} steps"
     except BaseException as exc:  # user code (a plug-in) may raise anything, SystemExit too: it becomes the point's status
         status, error, trace = (Status.OOM if out_of_memory(exc) else Status.ERROR), one_line(exc), traceback.format_exc()
     finally:
@@ -171,36 +169,37 @@ def _attempt(run: "Run", factory: Factory, prune: Prune | None, timed_every: int
     return status, error, trace, readings
 
 
-def train(run: "Run", factory: Factory, prune: Prune | None, timed_every: int | None) -> None:
+def train(training: "Training", prune: Prune | None, timed_every: int | None) -> None:
     """The point's training, in the order it happens. A point that stops at its target before
     ``MEASURED_AFTER_TARGET`` timed steps after its burn-in trains on to there (no more checks)
     for its step time."""
-    point, burn_in = run.point, run.point.burn_in_steps
+    point, burn_in = training.point, training.point.burn_in_steps
     with matmul_precision(point):
-        run.prepare(factory)
-        measure_on = run.replay is None and run.measure_after_target
-        stopped = run.check(0) if run.replay is None or run.replay[0] == 0 else False  # a replay checks only where it bisects from
+        training.prepare()
+        measure_on = training.replay is None and training.measure_after_target
+        stopped = training.check(0) if training.replay is None or training.replay[0] == 0 else False  # a replay checks only where it bisects from
         if not stopped:
-            stopped = run.run_steps(range(0, burn_in), 1, prune)
+            stopped = training.run_steps(range(0, burn_in), 1, prune)
         if stopped and measure_on:  # reached in the burn-in: the rest of it, no more checks
-            run.due = lambda done: False
-            run.run_steps(range(run.steps_done, burn_in), 1, None)
-        run.start_measuring(timed_every)
+            training.due = lambda done: False
+            training.run_steps(range(training.steps_done, burn_in), 1, None)
+        training.start_measuring(timed_every)
         if not stopped:
-            stopped = run.run_steps(range(burn_in, point.steps), run.timed_every, prune)
+            stopped = training.run_steps(range(burn_in, point.steps), training.timed_every, prune)
         if stopped and measure_on:
-            run.due = lambda done: False
-            end = first_timed(burn_in, run.timed_every) + (MEASURED_AFTER_TARGET - 1) * run.timed_every + 1
-            run.run_steps(range(run.steps_done, min(point.steps, end)), run.timed_every, None)
-        run.finish()
+            training.due = lambda done: False
+            end = first_timed(burn_in, training.timed_every) + (MEASURED_AFTER_TARGET - 1) * training.timed_every + 1
+            training.run_steps(range(training.steps_done, min(point.steps, end)), training.timed_every, None)
+        training.finish()
 
 
-class Run:
-    """One point's live state. Only this module writes it; ``measurement()`` freezes what it
-    measured into a ``Measurement``, also when training failed midway."""
+class Training:
+    """One point's training, live: its state between steps. Only this module writes it;
+    ``measurement()`` freezes what it measured into a ``Measurement``, also when training
+    failed midway."""
 
-    def __init__(self, point: PointSpec, split: Split, peaks: PeakMemory, opts: PointOptions):
-        self.point, self.split, self.peaks = point, split, peaks
+    def __init__(self, point: PointSpec, workload: Workload, peaks: PeakMemory, opts: PointOptions):
+        self.point, self.workload, self.split, self.peaks = point, workload, workload.split, peaks
         self.now_ns, self.rank, self.progress, self.start, self.snapshots = opts.now_ns, opts.rank, opts.progress, opts.start, opts.snapshots
         self.replay, self.measure_after_target = opts.replay, opts.measure_after_target
         self.refiner: Refiner | None = None
@@ -223,11 +222,11 @@ class Run:
         self.final: tuple[float | None, float | None] = (None, None)
         self.comm_s: float | None = None
 
-    def prepare(self, factory: Factory) -> None:
+    def prepare(self) -> None:
         """Model, optimizer, data and the untimed measurements (FLOPs, compile), then the step,
         the loss check and, with a target, the refiner of its crossing; the clock starts from here."""
         point, rank, device = self.point, self.rank, self.device
-        self.built = build(point, self.split, factory, device)
+        self.built = build(point, self.workload, device)
         self.parts = parts = prepare(point, self.split, self.built, device, rank)
         if self.start is not None:  # continue another point from its snapshot (after the untimed counting steps), at its own rate
             snapshot.restore(self.start, parts.model, parts.optimizer, device, own_rates=True)
@@ -250,10 +249,12 @@ class Run:
 
     def check(self, done: int) -> bool:
         """A loss check after ``done`` steps; True when the point is to stop at its target."""
-        outcome: Outcome = self.checker(done)
+        checker, parts = self.checker, self.parts
+        assert checker is not None and parts is not None, "prepare() first"
+        outcome: Outcome = checker(done)
         self.checks.append(outcome.row)
         if self.snapshots is not None and done > 0 and not outcome.diverged:
-            self.snapshots.append(snapshot.take(self.parts.model, self.parts.optimizer, done, (self.point.start_sample or 0) + done * self.point.batch_size,
+            self.snapshots.append(snapshot.take(parts.model, parts.optimizer, done, (self.point.start_sample or 0) + done * self.point.batch_size,
                                                 outcome.row["eval_loss"], self.device))
         if self.progress is not None:
             self.progress(done, self.point.steps)
@@ -261,12 +262,13 @@ class Run:
             raise Diverged(outcome.diverged)
         if done == 0:
             if self.point.check_every.auto and self.rank is None:  # ranks check at the same steps: no timing-dependent schedule
-                self.due = CappedChecks(self.point, self.now_ns, self.checker.check_ns[-1] / 1e9)
+                self.due = CappedChecks(self.point, self.now_ns, checker.check_ns[-1] / 1e9)
             self.loop_start_ns = self.now_ns()
-            self.measure_start_ns = self.checker.start_ns
-        if self.refiner is not None:
-            self.checker.aside(lambda: self.refiner.at_check(done, outcome.reached, self.coarse_after(done)))
-            if self.replay is not None and self.refiner.crossing is not None:
+            self.measure_start_ns = checker.start_ns
+        refiner = self.refiner
+        if refiner is not None:
+            checker.aside(lambda: refiner.at_check(done, outcome.reached, self.coarse_after(done)))
+            if self.replay is not None and refiner.crossing is not None:
                 return True
         return outcome.reached and self.point.stop_at_target
 
@@ -283,6 +285,7 @@ class Run:
     def run_steps(self, steps: range, every: int, prune: Prune | None) -> bool:
         """Train ``steps``, timing those whose number is a multiple of ``every``, with the loss
         checks that fall due between them; True when a check stopped the point at its target."""
+        assert self.step is not None and self.due is not None, "prepare() first"
         fetch, derivative, update = self.step.fetch, self.step.derivative, self.step.update
         mark, keep, due_after, timed_numbers = self.clock.mark, self.losses.keep, self.due, self.timed
         done = self.steps_done
@@ -349,13 +352,14 @@ class Run:
 
     def finish(self) -> None:
         """Close the last window; the last check, the final training loss, communication time."""
-        parts, device = self.parts, self.device
+        parts, checker, device = self.parts, self.checker, self.device
+        assert parts is not None and checker is not None, "prepare() first"
         self.clock.close_window()
         synchronize(device)
         self.measured_ns = self.now_ns() - self.measure_start_ns - self.paused_ns
         if self.checks[-1]["step"] != self.steps_done:
             self.check(self.steps_done)
-        self.wall_ns = self.now_ns() - self.checker.start_ns - sum(self.checker.aside_ns)
+        self.wall_ns = self.now_ns() - checker.start_ns - sum(checker.aside_ns)
         self.peaks.enter_check()  # outside the timed loop: the final loss on the whole training set (its memory is a check's)
         self.final = evaluate(parts.model, parts.X.to(device), parts.y.to(device), self.split.task, parts.own_loss)
         if self.rank is not None:

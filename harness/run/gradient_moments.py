@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from harness.analysis.noise_scale import GradientMoments
+from harness.measures.noise_scale import GradientMoments
 
 CHUNK = 256
 """Per-example gradients computed this many at a time, to bound memory."""

@@ -1,5 +1,6 @@
-"""What a point measured (``Measurement``: frozen, its raw arrays kept) and the contract's rows
-that derive from it (``result``).
+"""What a point measured (``Measurement``: frozen, its raw arrays kept), how it ended
+(``PointResult``: the point, its measurement and its status), and the contract's rows that
+derive from them, built once, when first read (``PointResult.row``: where the store writes it).
 
 Every ``points`` row is built by ``store.schema.point_row`` from the declaration, so an ok
 point, a failed point and a combined data-parallel point carry exactly the same keys. What only
@@ -10,20 +11,22 @@ failed and in whichever process.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, Mapping
 
 import numpy as np
 
 from harness.store.schema import PHASES, Status
-from harness.analysis import stats
-from harness.analysis.convergence import to_target
-from harness.config.points import recorded
+from harness.measures import stats
+from harness.measures.targets import to_target
+from harness.config.points import PointSpec, recorded
 from harness.env import device_name
 from harness.run.flops import peak_tflops
 from harness.run.refine import Crossing, as_columns
 from harness.run.sampler import mean_of
-from harness.store.schema import PointResult, point_row
+from harness.store.schema import point_row
 
 STEP_PHASES = PHASES[:3]
 """The phases inside a step (the loss check runs between steps)."""
@@ -74,11 +77,75 @@ class Measurement:
     """Where the point first reached its target, refined between checks (``run.refine``);
     None without an absolute target or before it reached it."""
 
+    def to_json(self) -> dict[str, Any]:
+        """As JSON values (a data-parallel rank sends it to the process that combines them)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["phases"] = {name: values.tolist() for name, values in self.phases.items()}
+        out["batch_loss"] = [[step, loss] for step, loss in self.batch_loss.items()]
+        out["crossing"] = None if self.crossing is None else dataclasses.asdict(self.crossing)
+        return out
 
-def result(point, m: Measurement, status: str, error: str | None) -> PointResult:
-    """The contract's rows of a point; what was not measured stays null."""
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Measurement:
+        values = dict(raw)
+        values["phases"] = {name: np.asarray(v, dtype=float) for name, v in raw["phases"].items()}
+        values["batch_loss"] = {int(step): loss for step, loss in raw["batch_loss"]}
+        values["crossing"] = None if raw["crossing"] is None else Crossing(**raw["crossing"])
+        for name in ("timed", "checks", "check_ns", "noise_ns", "readings"):
+            values[name] = tuple(raw[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True, eq=False)
+class PointResult:
+    """One point as it ended: the point, what it measured, its status. Its record rows (``row``,
+    ``steps``) derive from these, once, where they are first read (the store, when it commits
+    the point); nothing edits a row after: what is known only later (a relative target's
+    crossing, the ranks' combination) is ``settled`` into a new result (``settle``)."""
+
+    point: PointSpec
+    measurement: Measurement
+    status: Status
+    error: str | None = None
+    traceback: str | None = None
+    flags: tuple[str, ...] = ()
+    """Flags the run adds to the measurement's own (``threads_changed``)."""
+    settled: Mapping[str, Any] = field(default_factory=dict)
+    """``points`` columns settled after the point ran, over the measurement's."""
+
+    @cached_property
+    def row(self) -> dict[str, Any]:
+        """The ``points`` row (the store adds ``run_id``)."""
+        row = row_of(self.point, self.measurement, self.status, self.error)
+        row["traceback"] = self.traceback
+        if self.flags:
+            row["flags"] = ",".join(filter(None, (row.get("flags"), *self.flags)))
+        row.update(self.settled)
+        return row
+
+    @property
+    def checks(self) -> list[dict[str, Any]]:
+        return list(self.measurement.checks)
+
+    @cached_property
+    def steps(self) -> list[dict[str, Any]]:
+        """The ``steps`` rows: one per timed step."""
+        return _steps_rows(self.point, self.measurement)
+
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        """The ``samples`` rows: the monitor's readings."""
+        return list(self.measurement.readings)
+
+    def settle(self, **columns: Any) -> PointResult:
+        """This result with ``columns`` settled (a target known only after the point ran)."""
+        return dataclasses.replace(self, settled={**self.settled, **columns})
+
+
+def row_of(point: PointSpec, m: Measurement, status: str, error: str | None) -> dict[str, Any]:
+    """The contract's ``points`` row of a point; what was not measured stays null."""
     name = device_name(point.device)
-    row = point_row(
+    row = point_row(dict(
         **{**recorded(point), **m.facts}, **m.memory, point_id=point.point_id, status=Status(status).value, error=error, n_features=m.n_features,
         n_classes=m.n_classes, device_name=name, steps=m.steps_done, epochs=m.steps_done * point.batch_size / point.train_size,
         samples_seen=m.steps_done * point.batch_size, peak_tflops=peak_tflops(name, point.precision, point.peak_tflops),
@@ -86,7 +153,7 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
         **to_target(m.checks, point.batch_size, target_loss=point.target_loss, target_accuracy=point.target_accuracy,
                     crossing=None if m.crossing is None else (m.crossing.step, m.crossing.low)),
         **as_columns(m.crossing),
-    )
+    ), type(point).axes)
     micro = point.micro_batch_size
     row["accumulation_steps"] = -(-point.per_rank_batch_size // micro) if isinstance(micro, int) else 1
     if m.check_every is not None:
@@ -104,12 +171,7 @@ def result(point, m: Measurement, status: str, error: str | None) -> PointResult
         if row.get("steps_per_s") and row.get("flops_per_step"):
             row["achieved_tflops"] = row["flops_per_step"] * row["steps_per_s"] / 1e12
             row["mfu"] = row["achieved_tflops"] / row["peak_tflops"] if row["peak_tflops"] else None
-    return PointResult(point=row, checks=list(m.checks), steps=_steps_rows(point, m), samples=list(m.readings))
-
-
-def failed(row: dict[str, Any], status: str, error: str) -> dict[str, Any]:
-    """The row of a point that did not finish: ``OK_ONLY`` columns nulled, status and error set."""
-    return {**row, **dict.fromkeys(OK_ONLY), "status": Status(status).value, "error": error}
+    return row
 
 
 def _timing_summary(point, m: Measurement) -> dict[str, Any]:

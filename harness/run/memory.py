@@ -137,7 +137,7 @@ class PeakMemory:
         self._fold()
         self.segment = "train"
 
-    def read(self, sampled_rss_max: int | None = None) -> dict[str, int | None]:
+    def read(self, sampled_rss_max: float | None = None) -> dict[str, float | None]:
         """The point's peak columns; call once, at its end (what runs since the last check
         counts as training: the steps of a point that failed midway)."""
         self._fold()

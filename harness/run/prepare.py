@@ -7,7 +7,7 @@ training set where the point places it, and the untimed measurements taken befor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 
@@ -18,6 +18,7 @@ from harness.run.parts import autocast_for, grad_scaler, make_loss, make_optimiz
 from harness.workload import models
 from harness.workload.lightning import LightningModel, LightningRecipe, recipe_of
 from harness.workload.datasets import Split
+from harness.workload.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,12 @@ class Prepared:
     """A LightningModule's optimizer and scheduler, where the model is one."""
 
 
-def build(point: PointSpec, split: Split, factory: models.Factory, device: torch.device) -> Built:
+def build(point: PointSpec, workload: Workload, device: torch.device) -> Built:
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    torch.manual_seed(point.init_seed)
-    model, own_loss = models.build_with_loss(point.model, factory, n_features=split.n_features, n_outputs=split.n_outputs,
-                                             hidden=point.hidden, input_shape=split.input_shape)
+    model, own_loss = workload.build()
     model = model.to(device)
+    split = workload.split
     facts = {"n_params": sum(p.numel() for p in model.parameters()), "model_fingerprint": models.fingerprint(model),
              "activation_bytes": activation_bytes(model, split.X_train[:1], device, point.batch_size)}
     return Built(model, own_loss, facts)
@@ -95,7 +95,7 @@ def prepare(point: PointSpec, split: Split, built: Built, device: torch.device, 
         flops *= rank[1]  # every rank does its share of the global batch
     facts: dict[str, Any] = {"flops_per_step": flops, "compile_s": None, **(own_recipe.facts() if own_recipe else {})}
     if point.compile == "on":
-        trained = torch.compile(trained)
+        trained = cast(torch.nn.Module, torch.compile(trained))  # an OptimizedModule
         facts["compile_s"] = compile_now(trained, loss_fn, first_x, first_y, autocast, scaler)
     noise = noise_estimator(point, model, loss_fn, X, y, device)
     return Prepared(model, trained, optimizer, loss_fn, built.own_loss, X, y, autocast, scaler, noise, facts, tensor_peak, own_recipe)

@@ -117,10 +117,12 @@ class Refiner:
         ``come_back`` the live state is at ``high`` and is put back after, else it is at ``low``."""
         r, start = self.replay, self.now_ns()
         at_high, at_low = (self._take(high) if come_back else None), self.kept
-        live, fetch, steps, checks = (high if come_back else None), None, 0, 0
+        assert at_low is not None, "a crossing is bisected from the snapshot kept at its low end"
+        live, steps, checks = (high if come_back else None), 0, 0
+        fetch: Callable | None = None
         while not resolved(low, high):
             middle = (low + high) // 2
-            if live != low:
+            if live != low or fetch is None:
                 self._restore(at_low)
                 fetch = r.fetch_from(r.first_sample + low * r.batch_size)
                 torch.set_rng_state(at_low.rng_state)  # a new DataLoader draws its seed from torch's RNG: put it back

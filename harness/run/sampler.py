@@ -46,7 +46,7 @@ class ProcessSource:
     def __init__(self):
         self._statm = proc_fd("statm")
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        self._process = None
+        self._process: psutil.Process | None = None
         if self._statm is None:
             import psutil
 
@@ -60,6 +60,7 @@ class ProcessSource:
     def _rss(self) -> int:
         if self._statm is not None:
             return int(os.pread(self._statm, 128, 0).split()[1]) * self._page
+        assert self._process is not None
         return self._process.memory_info().rss
 
     def sample(self) -> dict[str, Any]:

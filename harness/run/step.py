@@ -68,6 +68,7 @@ def derivative_of(trained: torch.nn.Module, loss_fn: Callable, autocast=None, sc
             scale(loss * share).backward()
             part = loss.detach() * share
             total = part if total is None else total + part
+        assert total is not None  # a batch has at least one micro-batch
         return total
 
     return accumulated

@@ -47,7 +47,7 @@ class LogTarget:
 def parse_logs(values: Sequence[str] | None, flag: str = "--log") -> tuple[LogTarget, ...]:
     """``tensorboard``, ``tensorboard:DIR``, ``mlflow`` or ``mlflow:URI``, each at most once; the
     package each needs must import."""
-    targets = []
+    targets: list[LogTarget] = []
     for value in values or ():
         kind, _, where = str(value).strip().partition(":")
         if kind not in KINDS:

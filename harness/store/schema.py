@@ -12,9 +12,8 @@ so that ``Store`` migrates older stores.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from harness.config.axes import AXES, Axis
 
@@ -212,7 +211,9 @@ class Status(str, Enum):
     """Ctrl-C stopped it; ``--resume`` runs it again."""
 
     __hash__ = str.__hash__  # hashes as its text: pandas' isin and dict keys find the stored words
-    __format__ = str.__format__
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
 
     def __str__(self) -> str:
         return self.value
@@ -223,16 +224,17 @@ FAILED = (Status.ERROR, Status.OOM, Status.DIVERGED)
 ``skipped`` are decisions, ``interrupted`` a stop."""
 
 POINT_COLUMNS = tuple(c for c in POINTS if c != "run_id")
-"""The keys of every ``PointResult.point`` (the store adds ``run_id``)."""
+"""The keys of every ``PointResult.row`` (the store adds ``run_id``)."""
 
 
-def point_row(**values: Any) -> dict[str, Any]:
-    """A ``points`` row: every declared column, null unless given; an undeclared key is a bug
-    in batchbench and fails loudly here rather than at the store."""
-    unknown = set(values) - set(POINT_COLUMNS)
+def point_row(values: Mapping[str, Any], axes: Sequence[Axis] = AXES) -> dict[str, Any]:
+    """A ``points`` row: every declared column (of ``axes``: a point's own table), null unless
+    given; an undeclared key is a bug in batchbench and fails loudly here rather than at the store."""
+    columns = POINT_COLUMNS if axes is AXES else tuple(c for c in points_columns(axes) if c != "run_id")
+    unknown = set(values) - set(columns)
     if unknown:
         raise KeyError(f"points has no column(s) {sorted(unknown)}")
-    return {**dict.fromkeys(POINT_COLUMNS), **values}
+    return {**dict.fromkeys(columns), **values}
 
 
 def unit(column: str) -> str | None:
@@ -264,15 +266,17 @@ PHASE_COLUMNS = ("data_s", "derivative_s", "update_s", "loss_check_s", "step_wal
 """Per-step (loss check: per-check) medians, shown in milliseconds."""
 
 
-@dataclass(frozen=True)
-class PointResult:
-    """One finished point: its ``points`` row and its ``checks`` and ``steps`` rows."""
-
-    point: dict[str, Any]
-    checks: list[dict[str, Any]]
-    steps: list[dict[str, Any]]
-    samples: list[dict[str, Any]] = field(default_factory=list)
+class Recorded(Protocol):
+    """What the store commits of a point (``run.measurement.PointResult``): its rows."""
 
     @property
-    def status(self) -> str:
-        return self.point["status"]
+    def row(self) -> dict[str, Any]: ...
+
+    @property
+    def checks(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def steps(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def samples(self) -> list[dict[str, Any]]: ...

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 
 from harness.errors import SpecError, StoreError
 from harness.config.compat import RENAMED, STORE_FORMAT
-from harness.store.schema import TABLES, PointResult, Status
+from harness.store.schema import TABLES, Recorded, Status
 
 DEFAULT_STORE = "results/batchbench.sqlite"
 
@@ -189,11 +189,11 @@ class Store:
         finally:
             handle.close()
 
-    def add_point(self, run_id: str, result: PointResult) -> None:
+    def add_point(self, run_id: str, result: Recorded) -> None:
         """Commit a finished point with its checks and steps, all or nothing."""
-        point_id = result.point["point_id"]
+        point_id = result.row["point_id"]
         with self.conn:
-            self._insert("points", [{**result.point, "run_id": run_id}])
+            self._insert("points", [{**result.row, "run_id": run_id}])
             self._insert("checks", [{**row, "run_id": run_id, "point_id": point_id} for row in result.checks])
             self._insert("steps", [{**row, "run_id": run_id, "point_id": point_id} for row in result.steps])
             self._insert("samples", [{**row, "run_id": run_id, "point_id": point_id} for row in result.samples])

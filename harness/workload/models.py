@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -100,8 +100,10 @@ def resolve(name: str) -> Factory:
     return plugins.load_callable(name, "--model")
 
 
-def build_builtin(name: str, *, n_features: int, n_outputs: int, hidden: tuple[int, ...] = (32,),
-                  input_shape: tuple[int, ...] | None = None) -> nn.Module:
+def build_builtin(name: str, *, n_features: int, n_outputs: int, input_shape: tuple[int, ...] | None = None,
+                  hidden: tuple[int, ...] = (32,), **knobs: Any) -> nn.Module:
+    """A built-in model; ``hidden`` and the other ``knobs`` (``Axis.to_model``) are used by the
+    models they mean something to (``hidden``: the mlp's widths) and ignored by the others."""
     flatten = input_shape is not None and len(input_shape) > 1  # flat rows need no view (a dispatch a step)
     if name == "linear":
         return nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_outputs)) if flatten else nn.Linear(n_features, n_outputs)
@@ -118,22 +120,19 @@ def build_builtin(name: str, *, n_features: int, n_outputs: int, hidden: tuple[i
     return ImageCNN(n_features, n_outputs, input_shape)
 
 
-def build(name: str, factory: Factory, *, n_features: int, n_outputs: int, hidden: tuple[int, ...],
-          input_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """Instantiate a model (a plug-in's own loss, if it gives one, is dropped: ``build_with_loss``)."""
-    return build_with_loss(name, factory, n_features=n_features, n_outputs=n_outputs, hidden=hidden, input_shape=input_shape)[0]
-
-
-def build_with_loss(name: str, factory: Factory, *, n_features: int, n_outputs: int, hidden: tuple[int, ...],
-                    input_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, Loss | None]:
+def build_with_loss(name: str, factory: Factory, *, n_features: int, n_outputs: int, input_shape: tuple[int, ...] | None = None,
+                    knobs: Mapping[str, Any] | None = None) -> tuple[nn.Module, Loss | None]:
     """Instantiate a model and its loss: None for the built-ins and for plug-ins that return a
-    module alone (the task's loss applies). The built-ins take ``hidden``; a plug-in is passed
-    the keywords it accepts of ``n_features``, ``input_shape`` and ``n_outputs``."""
+    module alone (the task's loss applies). The built-ins take the ``knobs`` (``hidden``, ...); a
+    plug-in is passed the keywords it accepts of ``n_features``, ``input_shape`` and
+    ``n_outputs``, and each knob it names (not through ``**kwargs``: a knob is news to a factory
+    written before it). ``workload.Workload.build`` is the one caller."""
     shape = tuple(input_shape) if input_shape is not None else (n_features,)
+    knobs = dict(knobs or {})
     if name in BUILTINS:
-        return build_builtin(name, n_features=n_features, n_outputs=n_outputs, hidden=hidden, input_shape=shape), None
+        return build_builtin(name, n_features=n_features, n_outputs=n_outputs, input_shape=shape, **knobs), None
     offered = {"n_features": n_features, "input_shape": shape, "n_outputs": n_outputs}
-    kwargs = _accepted(factory, offered)
+    kwargs = {**_accepted(factory, offered), **_named(factory, knobs)}
     try:
         made = factory(**kwargs)
     except SpecError:
@@ -160,6 +159,18 @@ def fingerprint(module: nn.Module) -> str:
     not by its path; a changed layer width makes it another configuration."""
     shapes = ";".join("x".join(map(str, p.shape)) for p in module.parameters())
     return hashlib.sha1(shapes.encode()).hexdigest()[:12]
+
+
+def _named(factory: Factory, knobs: dict) -> dict:
+    """The knobs the factory names as parameters."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    names = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in knobs.items() if k in names}
 
 
 def _accepted(factory: Factory, offered: dict) -> dict:

@@ -19,9 +19,9 @@ def test_training_steps(benchmark, batch_size, device):
     the_plan = plan_flags(dataset="mnist-like", dataset_sizes=2000, batch_sizes=batch_size, devices=device, hidden=128, steps=steps, lr=0.01,
                           threads=1, sample_interval=0)
     (run,) = the_plan.points
-    split = the_plan.split(run)
-    result = benchmark.pedantic(run_point, args=(run, split, the_plan.factory), rounds=1 if benchmark.disabled else 5, iterations=1)
-    point = result.point
+    workload = the_plan.workload(run)
+    result = benchmark.pedantic(run_point, args=(run, workload), rounds=1 if benchmark.disabled else 5, iterations=1)
+    point = result.row
     assert point["status"] == "ok"
     benchmark.extra_info.update({key: point[key] for key in ("data_s", "derivative_s", "update_s", "loss_check_s", "samples_per_s", "batch_size",
                                                              "device", "threads", "timing_mode", "steps")})

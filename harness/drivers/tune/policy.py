@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Callable, Sequence
 
-from harness.analysis.stats import nondecreasing
+from harness.measures.stats import nondecreasing
 
 PATIENCE = 1
 """Growing, one more batch size is tried after one that neither won nor cut the steps, as long
@@ -148,7 +148,7 @@ class _Search:
 
     def step_s(self, batch: int) -> float | None:
         """The median step time of a batch size, pooled over its trials that finished, made
-        non-decreasing across the batch sizes tried (``analysis.stats.nondecreasing``: a
+        non-decreasing across the batch sizes tried (``measures.stats.nondecreasing``: a
         smaller batch's slower reading is noise, as ``analyze`` reads it)."""
         per_batch: dict[int, list[float]] = {}
         for t in self.order:

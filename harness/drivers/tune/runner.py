@@ -164,7 +164,7 @@ class _Group:
         start = batches[nearest(batches, noise if noise and noise > 0 else tr.FALLBACK_START)]
         start_lr = rates[nearest(rates, spec.lr)]
         warm = dataclasses.replace(grid[(start, start_lr)], steps=min(WARM_UP_STEPS, grid[(start, start_lr)].steps), stop_at_target=False)
-        run_point(warm, self.plan.split(warm), self.plan.factory)  # not stored: the process's first steps are slow, and trials are timed
+        run_point(warm, self.plan.workload(warm))  # not stored: the process's first steps are slow, and trials are timed
         known = [] if self.goal["target_loss"] is not None or self.goal["target_accuracy"] is not None else [self._pilot(start, start_lr)]
         optimizer = spec.optimizer if self.plan.own_recipe is None else self.plan.own_recipe.optimizer
         exponent = 0.5 if optimizer in ADAPTIVE else 1.0  # Adam's best rate grows as sqrt(B) (Malladi et al. 2022)
@@ -175,7 +175,7 @@ class _Group:
     def _pilot(self, start: int, start_lr: float) -> Trial:
         point = dataclasses.replace(self.grid[(start, start_lr)], stop_at_target=False)
         self.goal["target_loss"], result, warning = tr.pilot(point, self.plan, self.plan.spec.target.fraction, self.store, self.run_id)
-        self.ids.append(result.point["point_id"])
+        self.ids.append(result.row["point_id"])
         self.say(f"  pilot B={start} lr={start_lr:g}: target loss {self.goal['target_loss']:.4g} (rel:{self.plan.spec.target.fraction:g} of its own curve)")
         if warning:
             self.warnings.append(warning)
@@ -186,9 +186,9 @@ class _Group:
         base = self.grid[(batch, lr)]
         point = dataclasses.replace(base, stop_at_target=True, seed=base.seed + repeat, repeat=repeat, **self.goal)
         timed = batch in self.timed  # its step time is measured: stop at the target (a run-on past it is for a step time)
-        result = run_point(point, self.plan.split(point), self.plan.factory, prune=tr.prune_for(budget), measure_after_target=not timed)
+        result = run_point(point, self.plan.workload(point), prune=tr.prune_for(budget), measure_after_target=not timed)
         self.store.add_point(self.run_id, result)
-        self.ids.append(result.point["point_id"])
+        self.ids.append(result.row["point_id"])
         trial = tr.as_trial(batch, lr, result, self.goal)
         if trial.step_s:
             self.timed.add(batch)

@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import torch
 
-from harness.analysis.convergence import relative_target, to_target
-from harness.analysis.noise_scale import b_simple
+from harness.measures.targets import relative_target, to_target
+from harness.measures.noise_scale import b_simple
 from harness.config.points import PointSpec
 from harness.drivers import crossings
 from harness.drivers.plan import Plan
@@ -22,8 +22,8 @@ from harness.errors import RunError
 from harness.run.engine import run_point
 from harness.run.parts import make_loss
 from harness.run.prepare import noise_estimator
-from harness.store.schema import PointResult, Status
-from harness.workload import models
+from harness.run.measurement import PointResult
+from harness.store.schema import Status
 
 NOISE_SAMPLES = 512
 """Training samples whose per-example gradients give the noise scale at initialisation."""
@@ -53,7 +53,7 @@ def prune_for(budget: Budget) -> Callable[[dict, float | None], str | None]:
 
 def as_trial(batch: int, lr: float, result: PointResult, goal: dict[str, Any]) -> Trial:
     """What a stored point tells the search."""
-    row, checks = result.point, result.checks
+    row, checks = result.row, result.checks
     step_s = None if "burn_in_only" in str(row.get("flags") or "") else row.get("step_wall_s")  # a warm-up time is not its step time
     if row["status"] == Status.OK and row.get("steps_to_target") is not None:
         return Trial(batch, lr, "reached", int(row["steps_to_target"]), step_s, 1.0)
@@ -75,17 +75,17 @@ def progress(checks: list[dict], goal: dict[str, Any]) -> float:
 def pilot(point: PointSpec, plan: Plan, fraction: float, store, run_id: str) -> tuple[float, PointResult, str | None]:
     """Run the pilot (its whole budget) and fix the target from its curve: L_ref + F (L_0 -
     L_ref). Returns (target loss, the stored point, a warning where the target is trivial)."""
-    result = run_point(point, plan.split(point), plan.factory)
+    result = run_point(point, plan.workload(point))
     losses = [c["eval_loss"] for c in result.checks if c["eval_loss"] is not None and math.isfinite(c["eval_loss"])]
     if not losses:
         store.add_point(run_id, result)
         raise RunError("--target", f"the pilot trial (B={point.batch_size}, lr {point.lr:g}) ended {result.status} before a loss check; "
-                                   f"give --target-loss instead ({result.point.get('error') or 'no check'})")
+                                   f"give --target-loss instead ({result.row.get('error') or 'no check'})")
     target = relative_target(losses[0], min(losses), fraction)
-    found = {"point_id": result.point["point_id"], "target_loss": target, **to_target(result.checks, point.batch_size, target_loss=target)}
-    result.point.update(crossings.refine(plan, point, target, result.checks, found))  # the target is known only now: find its step
+    found = {"point_id": point.point_id, "target_loss": target, **to_target(result.checks, point.batch_size, target_loss=target)}
+    result = result.settle(**crossings.refine(plan, point, target, result.checks, found))  # the target is known only now: find its step
     store.add_point(run_id, result)
-    hit = result.point.get("steps_to_target")
+    hit = result.row.get("steps_to_target")
     warning = None
     if hit is not None and hit <= TRIVIAL_SHARE * point.steps:
         warning = (f"the pilot reached its target (loss {target:.4g}) at step {hit} of {point.steps}: it measures the first plateau, not "
@@ -99,9 +99,7 @@ def initial_noise_scale(point: PointSpec, plan: Plan) -> float | None:
     probe = dataclasses.replace(point, noise_samples=min(NOISE_SAMPLES, point.train_size))
     device = torch.device(point.device)
     try:
-        torch.manual_seed(point.init_seed)
-        model, own_loss = models.build_with_loss(point.model, plan.factory, n_features=split.n_features, n_outputs=split.n_outputs,
-                                                 hidden=point.hidden, input_shape=split.input_shape)
+        model, own_loss = plan.workload(point).build()
         estimate = noise_estimator(probe, model.to(device), own_loss or make_loss(split.task), split.X_train, split.y_train, device)
         return None if estimate is None else b_simple(estimate())
     except Exception as exc:  # a model the estimator cannot run: start from the fallback
