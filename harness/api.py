@@ -25,22 +25,25 @@ from harness.workload import models
 from harness.errors import SpecError
 from harness.drivers.plan import plan
 from harness.config.axes import FIELDS
+from harness.config.execution import Executor, parse_executor
 from harness.config.spec import build_spec
 from harness.store.sqlite import Store
 from harness.drivers.sweep import run_sweep
 
 
 def benchmark(model: Any = None, data: Any = None, *, spec: str | Path | None = None, store: str | Path | None = None,
-              progress: bool | None = None, **options: Any):
+              progress: bool | None = None, executor: str = "local", **options: Any):
     """Run the sweep and return its points (one row per point, the export's columns). With
     ``store`` the run is kept there (and ``batchbench report --store`` can show it); without,
     it lives in a temporary store that is removed. ``spec``: a spec file whose keys the other
-    arguments override, as flags override it for ``batchbench run``."""
-    return run_tables(model, data, spec=spec, store=store, progress=progress, **options)["points"]
+    arguments override, as flags override it for ``batchbench run``. ``executor``: ``local``,
+    ``ray``, ``ray:auto`` or ``ray:HOST:PORT``, as ``--executor`` (a Ray instance this process
+    already started is joined)."""
+    return run_tables(model, data, spec=spec, store=store, progress=progress, executor=executor, **options)["points"]
 
 
 def run_tables(model: Any = None, data: Any = None, *, spec: str | Path | None = None, store: str | Path | None = None,
-               progress: bool | None = None, tables: tuple[str, ...] = ("points",), **options: Any) -> dict:
+               progress: bool | None = None, tables: tuple[str, ...] = ("points",), executor: str = "local", **options: Any) -> dict:
     """``benchmark``, returning the run's ``tables`` (``points``, ``checks``, ``steps``,
     ``samples``) by name: the pytest fixture needs the timed steps, the asv suite a spec file."""
     from harness.config.spec import load_toml
@@ -61,11 +64,12 @@ def run_tables(model: Any = None, data: Any = None, *, spec: str | Path | None =
     if model is not None:
         name, factory = (model, None) if isinstance(model, str) else models.from_object(model)
         values["model"] = name
+    where = parse_executor(executor)
     the_plan = plan(build_spec(load_toml(spec) if spec is not None else {}, cli_values=values), factory=factory, source=source)
     if store is not None:
-        return _run(the_plan, Path(store), progress, tables)
+        return _run(the_plan, Path(store), progress, tables, where)
     with tempfile.TemporaryDirectory(prefix="batchbench-") as folder:
-        return _run(the_plan, Path(folder) / "run.sqlite", progress, tables)
+        return _run(the_plan, Path(folder) / "run.sqlite", progress, tables, where)
 
 
 def _source(data: Any):
@@ -79,7 +83,7 @@ def _source(data: Any):
     return None
 
 
-def _run(the_plan, path: Path, progress: bool | None, tables: tuple[str, ...]) -> dict:
+def _run(the_plan, path: Path, progress: bool | None, tables: tuple[str, ...], executor: Executor) -> dict:
     with Store(path) as store:
-        run_id = run_sweep(the_plan, store, progress=progress)
+        run_id = run_sweep(the_plan, store, progress=progress, executor=executor)
         return {table: store.load(table, [run_id]) for table in tables}

@@ -1,7 +1,10 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a Ray instance a test starts binds to 127.0.0.1 only (read when ray is imported)
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / "tests" / "plugins.py"

@@ -472,3 +472,26 @@ class SlowCheck(nn.Module):
 
 def slow_check(n_features, n_outputs):
     return SlowCheck(n_features, n_outputs)
+
+
+class DiesOnce(nn.Module):
+    """A linear model whose process dies (SIGKILL) at its first training step where the file
+    ``$BATCHBENCH_TEST_DIE_ONCE`` exists, removing it first: a worker lost mid-point, once."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        import os
+        import signal
+
+        marker = os.environ.get("BATCHBENCH_TEST_DIE_ONCE")
+        if self.training and marker and os.path.exists(marker):
+            os.remove(marker)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.linear(x)
+
+
+def dies_once(n_features, n_outputs):
+    return DiesOnce(n_features, n_outputs)

@@ -124,7 +124,7 @@ def test_the_run_package_starts_no_process():
         assert "subprocess" not in text and "torch.distributed.run" not in text, name
 
 
-STATUS_WORDS = "ok|oom|diverged|error|skipped|pruned|interrupted"
+STATUS_WORDS = "ok|oom|diverged|error|skipped|pruned|interrupted|lost"
 
 
 def test_statuses_are_compared_only_through_the_status_type():

@@ -1,5 +1,6 @@
-"""What a user's scripts read stays as batchbench 0.6.0 wrote it: the export of a seeded sweep
-(every table, CSV and JSON) and the export of a store 0.6.0 wrote.
+"""What a user's scripts read changes only on purpose (a CHANGELOG line, and a re-pin): the
+export of a seeded sweep (its points, checks and runs) and the export of a store 0.6.0 wrote
+(every table, CSV and JSON; since 0.7.0 with the three columns of where a point ran).
 
 The seeded sweep's clock readings (times, memory, utilisation, timestamps, the machine) are
 masked; everything else (columns, their order, ids, statuses, step counts, losses) must come out
@@ -25,7 +26,7 @@ CLOCK = {"run_id", "wall_s", "samples_per_s", "steps_per_s", "data_s", "derivati
          "derivative_total_s", "update_total_s", "loss_check_total_s", "step_wall_s", "time_to_target_s", "compute_to_target_s",
          "peak_rss_bytes", "cpu_util_mean_pct", "step_wall_iqr_s", "check_peak_rss_bytes", "achieved_tflops", "refine_s", "compute_s",
          "started_at", "finished_at", "env_json", "device_name", "noise_scale_total_s", "gpu_util_mean_pct", "comm_s",
-         "step_wall_ci_pct", "timed_steps"}
+         "step_wall_ci_pct", "timed_steps", "host"}
 """Columns that read a clock, the machine or the moment (and how many steps were timed, which
 follows from a mark's cost against a step's): masked where they hold a value."""
 TABLES = ("points", "checks", "runs")

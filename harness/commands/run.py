@@ -14,6 +14,7 @@ from harness.analysis.keys import short_labels, shown_columns
 from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags
 from harness.commands.report import write_run_report
 from harness.commands.text import layout
+from harness.config.execution import Executor, parse_executor
 from harness.config.axes import FIELDS
 from harness.errors import SpecError
 from harness.config.values import parse_int
@@ -36,6 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "sqlite:///mlflow.db); repeat for both")
     groups["output"].add_argument("--runs", default="1", help="run the whole sweep this many times, each in its own process, into the store "
                                                                 "(what `compare` needs to tell a change from the noise between runs) [1]")
+    executor_flags(parser)
+
+
+def executor_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where points run")
+    group.add_argument("--executor", help="local (here, one after another), ray (a local Ray instance for the sweep: every core and GPU), "
+                                          "ray:auto or ray:HOST:PORT (a running Ray cluster); needs batchbench[ray] [local]")
+    group.add_argument("--cpus-per-point", help="ray: cores a CPU point asks for (lower it to run several CPU points at once on a node, "
+                                                "timed side by side) [every core of a node]")
+    group.add_argument("--retries", help="ray: runs of a point whose worker or node died before it is stored as lost [2]")
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class Request:
     quiet: bool = False
     logs: tuple[LogTarget, ...] = ()
     runs: int = 1
+    executor: Executor = Executor()
     report: str | None = None
     """Where the HTML report goes (None: ``reports/<run id>.html``)."""
     no_report: bool = False
@@ -64,7 +76,8 @@ def request_of(args: argparse.Namespace) -> Request:
             raise SpecError("--nproc", "give --nproc or --world-sizes, not both")
         flags["world_sizes"] = args.nproc
     return Request(spec_file=args.spec_file, flags=flags, store=args.store or DEFAULT_STORE, resume=args.resume, quiet=args.quiet,
-                   logs=parse_logs(args.log), runs=parse_int("runs", args.runs, 1, 1000), report=args.report, no_report=args.no_report)
+                   logs=parse_logs(args.log), runs=parse_int("runs", args.runs, 1, 1000),
+                   executor=parse_executor(args.executor, args.cpus_per_point, args.retries), report=args.report, no_report=args.no_report)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -110,7 +123,8 @@ def _run_here(the_plan, request: Request, keep: list) -> int:
             say(f"migrated {store.path} from an older batchbench ({'; '.join(store.migrated)})")
         if request.resume:
             the_plan = as_written(the_plan, store, say)
-        run_id = run_sweep(the_plan, store, resume=request.resume, progress=None if not request.quiet else False, say=say, logs=request.logs)
+        run_id = run_sweep(the_plan, store, resume=request.resume, progress=None if not request.quiet else False, say=say, logs=request.logs,
+                           executor=request.executor)
         points, checks = store.load("points", [run_id]), store.load("checks", [run_id])
     if not request.quiet:
         print(points_table(points) + "\n")
@@ -196,6 +210,10 @@ def child_flags(request: Request) -> list[str]:
         value = request.flags.get(axis.name)
         if value is not None:
             flags += [axis.flag] if axis.flag_kind == "switch" else [axis.flag, str(value)]
+    executor = request.executor
+    if executor.kind != "local":
+        flags += ["--executor", "ray" + (f":{executor.address}" if executor.address else ""), "--retries", str(executor.retries)]
+        flags += ["--cpus-per-point", str(executor.cpus_per_point)] if executor.cpus_per_point else []
     return [*flags, "--store", str(request.store), "--quiet", "--no-report"]
 
 

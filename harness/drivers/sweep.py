@@ -19,26 +19,19 @@ from typing import Callable, Sequence
 
 from harness import env
 from harness.analysis.convergence import relative_targets
-from harness.workload.workload import Workload
-from harness.parallel.launch import ExternalRanks, launch
+from harness.config.execution import Executor
+from harness.drivers.executors import Local, OnRay, PointsInterrupted, executor_for, run_one
+from harness.parallel.launch import ExternalRanks
 from harness.drivers import crossings
 from harness.drivers.capacity import resolve_micro_batches
 from harness.store.logs import LogTarget, open_logs
 from harness.drivers.plan import Plan, plan_flags
 from harness.run.measurement import PointResult
 from harness.store.schema import FAILED
-from harness.run.engine import PointInterrupted, run_point
+from harness.run.engine import PointInterrupted
 from harness.config.points import PointSpec
 from harness.config.values import flag
 from harness.store.sqlite import Store
-
-
-def run_one(point: PointSpec, workload: Workload, progress: Callable[[int, int], None] | None = None,
-            timeout_s: float | None = None) -> PointResult:
-    """One point in this process, or its ranks launched when it is data-parallel."""
-    if point.world_size > 1 and not point.skip_reason:
-        return launch(point)
-    return run_point(point, workload, progress=progress, timeout_s=timeout_s)
 
 
 @dataclass(frozen=True)
@@ -55,6 +48,8 @@ class SweepOptions:
     """Lines for the user: what ``--resume`` found, a failed point as it happens."""
     logs: Sequence[LogTarget] = ()
     """TensorBoard / MLflow, written each point as it is stored."""
+    executor: Executor = Executor()
+    """Where the points run (``--executor``): here, or on Ray."""
 
     @property
     def writes(self) -> bool:
@@ -85,25 +80,37 @@ def _sweep(plan: Plan, store: Store | None, opts: SweepOptions) -> str:
     todo = [p for p in plan.points if p.point_id not in done]
     show = writes and (sys.stderr.isatty() if opts.progress is None else opts.progress)
     writers = open_logs(opts.logs, run_id) if writes else []
-    with tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), disable=not show, unit="point", desc="sweep", file=sys.stderr) as bar:
-        for point in todo:
-            bar.set_postfix_str(f"{point.dataset_size}x B={point.batch_size} {point.device} r{point.repeat}", refresh=False)
-            workload = plan.workload(point)
-            try:
-                with StepBar(point, show) as steps:
-                    result = (ranks.run(point, workload) if ranks is not None
-                              else run_one(point, workload, steps.update, plan.spec.point_timeout))
-            except PointInterrupted as stop:  # Ctrl-C: the point so far is kept (status interrupted; --resume runs it again)
-                if writes:
-                    store.add_point(run_id, stop.result)
-                raise
-
-            if writes:
-                _keep(store, run_id, point, result, writers, opts, bar if show else None)
-            bar.update(1)
+    executor = executor_for(opts.executor, ranks, show, plan.spec.point_timeout, opts.say)
+    with tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), disable=not show, unit="point", desc="sweep", file=sys.stderr) as bar, \
+            executor:
+        _run_points(plan, todo, executor, (store if writes else None, run_id, writers), opts, bar if show else None)
     if writes:
         finalise(plan, store, run_id, opts.say)
     return run_id
+
+
+def _run_points(plan: Plan, todo: list[PointSpec], executor: Local | OnRay, into: tuple, opts: SweepOptions, bar) -> None:
+    """The points through the executor, each kept as it comes back (``into``: the store, None
+    on a rank that does not write, the run id and the log writers)."""
+    store, run_id, writers = into
+
+    def note(text: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(text, refresh=False)
+
+    try:
+        for result in executor.results(todo, plan.workload, note):
+            if store is not None and result is not None:
+                _keep(store, run_id, result.point, result, writers, opts, bar)
+            if bar is not None:
+                bar.update(1)
+    except (PointInterrupted, PointsInterrupted) as stop:  # Ctrl-C: the points so far are kept (status interrupted; --resume runs them again)
+        if store is not None:
+            for interrupted in ([stop.result] if isinstance(stop, PointInterrupted) else stop.results):
+                store.add_point(run_id, interrupted)
+        raise
+    if store is not None:
+        store.update_points(run_id, executor.later())
 
 
 def _keep(store: Store, run_id: str, point: PointSpec, result: PointResult, writers: list, opts: SweepOptions, bar) -> None:
@@ -146,35 +153,6 @@ def commit(store: Store, run_id: str, point: PointSpec, result: PointResult, say
             raise StoreError("--store", f"point B={point.batch_size} · {point.dataset_size} samples ({point.point_id}) trained but "
                                         f"could not be stored, so it is lost (the points before it are kept; --resume runs it "
                                         f"again): {trouble(store.path, exc)}") from None
-
-
-class StepBar:
-    """A point's own bar (steps, with an ETA), shown only on a terminal and only once the point
-    has run for ``DELAY_S``: short points never show one. Updated at the loss checks, between
-    steps and outside every timed window, so it costs the loop nothing."""
-
-    DELAY_S = 3.0
-
-    def __init__(self, point: PointSpec, show: bool):
-        self.point, self.show, self.bar = point, show, None
-
-    def __enter__(self) -> "StepBar":
-        if self.show:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.point.steps, delay=self.DELAY_S, leave=False, unit="step", desc=f"  B={self.point.batch_size}",
-                            file=sys.stderr)
-        return self
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 
 
 def failure_line(point: PointSpec, result: PointResult, store: Store) -> str:

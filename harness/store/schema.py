@@ -140,6 +140,9 @@ POINTS_LAID_OUT = {
     "refine_checks": "INTEGER",  # whole check-set evaluations that refinement took
     "refine_s": "REAL",  # seconds the refinement took, training and checks (set aside from every other time)
     "lr_scale": "REAL",  # the factor tune and cbs applied to a LightningModule's own learning rates (null: its rates as written)
+    "host": "TEXT",  # where it ran: the host name (on Ray, with the node's id: two nodes of one machine differ)
+    "executor": "TEXT",  # local (in the sweep's process, one after another) or ray
+    "co_running": "INTEGER",  # other points of the sweep that ran on the same node while it was measured (0: alone)
 }
 
 CHECKS = {
@@ -209,6 +212,8 @@ class Status(str, Enum):
     """``batchbench tune`` stopped it once it could no longer win."""
     INTERRUPTED = "interrupted"
     """Ctrl-C stopped it; ``--resume`` runs it again."""
+    LOST = "lost"
+    """The process or node running it died more often than ``--retries`` allows (Ray)."""
 
     __hash__ = str.__hash__  # hashes as its text: pandas' isin and dict keys find the stored words
 
@@ -219,7 +224,7 @@ class Status(str, Enum):
         return self.value
 
 
-FAILED = (Status.ERROR, Status.OOM, Status.DIVERGED)
+FAILED = (Status.ERROR, Status.OOM, Status.DIVERGED, Status.LOST)
 """Statuses of points that failed (told on the terminal as they happen); ``pruned`` and
 ``skipped`` are decisions, ``interrupted`` a stop."""
 
