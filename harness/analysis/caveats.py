@@ -1,7 +1,7 @@
 """What an answer cannot promise, said beside it (in the line ``run`` and ``tune`` print, the
 report's answer box and ``analyze``): points that failed, steps to target still known only
 coarsely, a learning rate at the edge of what was tried, a winner whose step time rests on few
-measured steps. And what is left out of the ranking, with why: a point whose only timed steps are
+measured steps, CPU points timed beside others on their node. And what is left out of the ranking, with why: a point whose only timed steps are
 its burn-in's (warm-up times are not its step time). Pure: rows in, sentences out.
 """
 
@@ -92,9 +92,23 @@ def thin_step_time(group, best_batch: int | None) -> str | None:
     return None
 
 
+def side_by_side(group) -> str | None:
+    """CPU points timed while other points of the sweep ran on their node (Ray with
+    ``--cpus-per-point`` below a node's cores): they shared its cores, caches and memory bandwidth."""
+    if "co_running" not in group or "device" not in group:
+        return None
+    beside = group[(group["co_running"].fillna(0) > 0) & (group["device"] == "cpu")]
+    if beside.empty:
+        return None
+    batches = ", ".join(f"B={int(b)}" for b in sorted(set(beside["batch_size"]))[:6])
+    return (f"{len(beside)} CPU point{'s' if len(beside) > 1 else ''} ({batches}) were timed beside other points on their node "
+            f"(up to {int(beside['co_running'].max())} at once): their step times are slower than alone, by however much they shared")
+
+
 def caveats(chosen, tried, everything, checks, best_batch: int | None) -> tuple[str, ...]:
     """Every caveat of one group's answer, most serious first: ``chosen``, the points it ranks
     (the best rate per batch size where tuned); ``tried``, every ok point; ``everything``, every
     point of the group whatever its status."""
-    found = (failures(everything), coarse(chosen, checks), lr_edge(tried, everything, best_batch), thin_step_time(chosen, best_batch))
+    found = (failures(everything), coarse(chosen, checks), lr_edge(tried, everything, best_batch), thin_step_time(chosen, best_batch),
+             side_by_side(tried))
     return tuple(c for c in found if c)
