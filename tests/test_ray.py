@@ -163,3 +163,40 @@ def test_the_python_api_runs_objects_on_ray_as_it_does_here(ray_instance):
     there = harness.benchmark(model, (X, y), executor="ray", **flags).sort_values("batch_size")
     assert list(there["point_id"]) == list(here["point_id"])
     assert list(there["final_eval_loss"]) == list(here["final_eval_loss"]) and set(there["executor"]) == {"ray"}
+
+
+def test_cbs_on_ray_gives_the_curve_and_ramp_it_gives_here(ray_instance, cli, tmp_path):
+    """The branches of every checkpoint at once, the ramp beside its constant run: the same
+    stored points, the same critical batch sizes and ramp as one after another here."""
+    import json
+
+    flags = ("cbs", "--dataset", "blobs", "--dataset-sizes", "2000", "--devices", "cpu", "--threads", "1", "--hidden", "32", "--batch-sizes", "8",
+             "--lr", "0.1", "--epochs", "2", "--checkpoints", "3", "--largest-batch", "64", "--json", "--no-report")
+    code, here, err = cli(*flags, "--store", tmp_path / "local.sqlite")
+    assert code == 0, err
+    code, there, err = cli(*flags, "--executor", "ray", "--cpus-per-point", "1", "--store", tmp_path / "ray.sqlite")
+    assert code == 0, err
+    here, there = json.loads(here), json.loads(there)
+    assert [c["critical_batch_size"] for c in there["curve"]] == [c["critical_batch_size"] for c in here["curve"]]
+    assert there["ramp"] == here["ramp"]
+    local, on_ray = _points(tmp_path / "local.sqlite"), _points(tmp_path / "ray.sqlite")
+    assert sorted(on_ray["point_id"]) == sorted(local["point_id"]) and set(on_ray["executor"]) == {"ray"}
+    same = local.set_index("point_id").loc[on_ray["point_id"], "final_eval_loss"]
+    assert list(on_ray["final_eval_loss"]) == list(same)
+
+
+def test_tune_on_ray_gives_the_answer_it_gives_here(ray_instance, cli, tmp_path):
+    """A round of rates at once per batch size and the finalists' repeats side by side: the same
+    batch size, or one the other side's answer holds tied with it (step times are noisy)."""
+    import json
+
+    flags = ("tune", "--dataset", "linreg", "--dataset-sizes", "5120", "--model", "linear", "--lr-grid", "0.015625,0.03125,0.0625,0.125,0.25,0.5,1",
+             "--batch-sizes", "8..4096", "--target-loss", "0.3", "--devices", "cpu", "--threads", "1", "--no-report", "--quiet", "--json")
+    code, here, err = cli(*flags, "--store", tmp_path / "local.sqlite")
+    assert code == 0, err
+    code, there, err = cli(*flags, "--executor", "ray", "--store", tmp_path / "ray.sqlite")
+    assert code == 0, err
+    here, there = json.loads(here), json.loads(there)
+    assert there["batch_size"] in [here["batch_size"], *here["tied"]] or here["batch_size"] in [there["batch_size"], *there["tied"]], (here, there)
+    points = _points(tmp_path / "ray.sqlite")
+    assert set(points["executor"]) == {"ray"} and points["point_id"].is_unique

@@ -119,3 +119,21 @@ def test_nothing_reached_gives_no_choice():
     curve = Curve(s_min=1e6, b_crit=1, t0=1e-3, c=1e-6)  # every trial misses its budget
     choice = search(BATCHES[:4], LRS[:3], curve.run, start_batch=2, start_lr=0.25)
     assert choice.best is None and choice.trials
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rounds_of_trials_at_once_find_what_one_at_a_time_finds(seed):
+    """With ``run_trials`` (Ray), each batch size's first rates run as one round under the
+    budget the round starts with: more trials, the same answer on the classic curve."""
+    asked_together = []
+
+    def together(asked):
+        asked_together.append(len(asked))
+        return [curve.run(b, lr, budget) for b, lr, budget in asked]
+
+    one = search(BATCHES, LRS, Curve(s_min=15, b_crit=256, t0=1e-3, c=1e-6, seed=seed).run, start_batch=64, start_lr=0.25)
+    curve = Curve(s_min=15, b_crit=256, t0=1e-3, c=1e-6, seed=seed)
+    rounds = search(BATCHES, LRS, curve.run, start_batch=64, start_lr=0.25, run_trials=together)
+    assert asked_together and max(asked_together) == 3  # the hint and its neighbours at once
+    assert rounds.best.batch_size in (one.best.batch_size // 2, one.best.batch_size, one.best.batch_size * 2)
+    assert len({(t.batch_size, t.lr) for t in rounds.trials}) == len(rounds.trials)  # no trial run twice

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import sys
 
-from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags, sweep_spec
+from harness.commands.flags import DEFAULT_STORE, executor_flags, executor_of, kept_inputs, sweep_flags, sweep_spec
 from harness.commands.report import write_run_report
 from harness.commands.text import layout, number, seconds, to_json
 from harness.config.axes import FIELDS, taken_by
@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--largest-batch", help="the largest branch batch [the training set]")
     groups["output"].add_argument("--json", action="store_true", help="print the curve, the ramp and the verification as JSON")
     groups["output"].add_argument("--quiet", action="store_true", help="no line per checkpoint")
+    executor_flags(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -44,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         branch_samples=None if args.branch_samples is None else parse_int("branch_samples", args.branch_samples, 1),
         rates=parse_int("rates", args.rates, 1, 8), largest=None if args.largest_batch is None else parse_int("largest_batch", args.largest_batch, 1),
     )
-    spec = sweep_spec(args, FIELDS)
+    spec, executor = sweep_spec(args, FIELDS), executor_of(args)
     if len(spec.batch_sizes) != 1 or not isinstance(spec.batch_sizes[0], int):
         raise SpecError("--batch-sizes", "cbs takes one base batch size B0 (e.g. --batch-sizes 8): the branches double it")
     if len(spec.devices) != 1 or spec.devices[0] == "auto":
@@ -66,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         output_path(args.report, "--report", keep)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
     with Store(args.store or DEFAULT_STORE) as store:
-        result = measure(the_plan, store, settings, say)
+        result = measure(the_plan, store, settings, say, executor)
     print(to_json(result.as_dict()) if args.json else cbs_text(result.measured, result.run_id))
     if not args.no_report:
         path = write_run_report(store.path, result.run_id, args.report, title="batchbench cbs", keep=keep)

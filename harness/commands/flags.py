@@ -69,6 +69,23 @@ def sweep_flags(parser: argparse.ArgumentParser, axes: Sequence[Axis] = AXES, na
     return groups
 
 
+def executor_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a command's points run: ``--executor``, ``--cpus-per-point``, ``--retries``."""
+    group = parser.add_argument_group("where points run")
+    group.add_argument("--executor", help="local (here, one after another), ray (a local Ray instance for the sweep: every core and GPU), "
+                                          "ray:auto or ray:HOST:PORT (a running Ray cluster); needs batchbench[ray] [local]")
+    group.add_argument("--cpus-per-point", help="ray: cores a CPU point asks for (lower it to run several CPU points at once on a node, "
+                                                "timed side by side) [every core of a node]")
+    group.add_argument("--retries", help="ray: runs of a point whose worker or node died before it is stored as lost [2]")
+
+
+def executor_of(args: argparse.Namespace):
+    """``executor_flags``'s values, parsed (a ``SpecError`` naming the flag)."""
+    from harness.config.execution import parse_executor
+
+    return parse_executor(args.executor, args.cpus_per_point, args.retries)
+
+
 def store_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store [{DEFAULT_STORE}]")
 

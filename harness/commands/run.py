@@ -11,10 +11,10 @@ from typing import Any, Mapping
 import pandas as pd
 
 from harness.analysis.keys import short_labels, shown_columns
-from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags
+from harness.commands.flags import DEFAULT_STORE, executor_flags, executor_of, kept_inputs, sweep_flags
 from harness.commands.report import write_run_report
 from harness.commands.text import layout
-from harness.config.execution import Executor, parse_executor
+from harness.config.execution import Executor
 from harness.config.axes import FIELDS
 from harness.errors import SpecError
 from harness.config.values import parse_int
@@ -38,15 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups["output"].add_argument("--runs", default="1", help="run the whole sweep this many times, each in its own process, into the store "
                                                                 "(what `compare` needs to tell a change from the noise between runs) [1]")
     executor_flags(parser)
-
-
-def executor_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("where points run")
-    group.add_argument("--executor", help="local (here, one after another), ray (a local Ray instance for the sweep: every core and GPU), "
-                                          "ray:auto or ray:HOST:PORT (a running Ray cluster); needs batchbench[ray] [local]")
-    group.add_argument("--cpus-per-point", help="ray: cores a CPU point asks for (lower it to run several CPU points at once on a node, "
-                                                "timed side by side) [every core of a node]")
-    group.add_argument("--retries", help="ray: runs of a point whose worker or node died before it is stored as lost [2]")
 
 
 @dataclass(frozen=True)
@@ -77,7 +68,7 @@ def request_of(args: argparse.Namespace) -> Request:
         flags["world_sizes"] = args.nproc
     return Request(spec_file=args.spec_file, flags=flags, store=args.store or DEFAULT_STORE, resume=args.resume, quiet=args.quiet,
                    logs=parse_logs(args.log), runs=parse_int("runs", args.runs, 1, 1000),
-                   executor=parse_executor(args.executor, args.cpus_per_point, args.retries), report=args.report, no_report=args.no_report)
+                   executor=executor_of(args), report=args.report, no_report=args.no_report)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.commands.flags import DEFAULT_STORE, kept_inputs, sweep_flags, sweep_spec
+from harness.commands.flags import DEFAULT_STORE, executor_flags, executor_of, kept_inputs, sweep_flags, sweep_spec
 from harness.commands.report import write_run_report
 from harness.commands.text import to_json
 from harness.config.axes import FIELDS, taken_by
@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--json", action="store_true",
                         help="print the answer as JSON (batch_size, lr, time_to_target_s, steps_to_target, trials, samples_processed, ...)")
     output.add_argument("--quiet", action="store_true", help="no line per trial")
+    executor_flags(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,13 +33,14 @@ def main(args: argparse.Namespace) -> int:
     from harness.drivers.tune.runner import tune, tune_spec
     from harness.store.sqlite import Store
 
+    executor = executor_of(args)
     the_plan = plan(tune_spec(sweep_spec(args, FIELDS)), decided=("lr_policy",))
     keep = kept_inputs(args.store, args.spec_file, the_plan.spec)
     if args.report and not args.no_report:
         output_path(args.report, "--report", keep)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
     with Store(args.store or DEFAULT_STORE) as store:
-        run_id, results = tune(the_plan, store, say=say)
+        run_id, results = tune(the_plan, store, say=say, executor=executor)
     if args.json:
         groups = [r.as_dict() for r in results]
         print(to_json({"run_id": run_id, "store": str(store.path), **groups[0], "groups": groups}))

@@ -33,7 +33,8 @@ from harness.config.policies import ADAPTIVE
 from harness.config.values import CheckEvery
 from harness.drivers.plan import Plan
 from harness.errors import RunError
-from harness.run.engine import run_point
+from harness.config.execution import Executor
+from harness.drivers.executors import Call, Local, OnRay, PointsInterrupted, executor_for
 from harness.run.snapshot import Snapshot
 from harness.run.measurement import PointResult
 from harness.store.schema import Status
@@ -69,31 +70,49 @@ class CbsResult:
 
 
 class _Runner:
-    """Runs points and stores each as it ends."""
+    """Runs points through the executor (here, or at once on Ray) and stores each as it ends."""
 
-    def __init__(self, plan: Plan, store: Store, run_id: str):
-        self.plan, self.store, self.run_id = plan, store, run_id
+    def __init__(self, plan: Plan, store: Store, run_id: str, executor: Local | OnRay):
+        self.plan, self.store, self.run_id, self.executor = plan, store, run_id, executor
         self.own_rates = plan.own_recipe is not None
         """A LightningModule: branches move its own rates (``lr_scale``), not ``--lr``."""
 
     def run(self, point: PointSpec, start: Snapshot | None = None) -> tuple[PointResult, list[Snapshot]]:
-        snapshots: list[Snapshot] = []
-        result = run_point(point, self.plan.workload(point), start=start, snapshots=snapshots)
-        self.store.add_point(self.run_id, result)
-        return result, snapshots
+        return self.run_all([(point, {"start": start, "keep": True})])[0]
+
+    def run_all(self, calls: list[Call]) -> list[tuple[PointResult, list[Snapshot]]]:
+        """Every call (independent of each other: on Ray they run at once), in their order."""
+        done: dict[int, tuple[PointResult, list[Snapshot]]] = {}
+        try:
+            for index, result, snapshots in self.executor.calls(calls, self.plan.workload):
+                self.store.add_point(self.run_id, result)
+                done[index] = (result, snapshots)
+        except PointsInterrupted as stop:  # Ctrl-C: the points in flight are kept as interrupted
+            for interrupted in stop.results:
+                self.store.add_point(self.run_id, interrupted)
+            raise
+        return [done[i] for i in range(len(calls))]
 
     def measured(self, tolerance: float) -> Measured:
         points, checks = self.store.load("points", [self.run_id]), self.store.load("checks", [self.run_id])
         return measured(points, checks, tolerance)
 
 
-def measure(plan: Plan, store: Store, settings: CbsSettings = CbsSettings(), say: Callable[[str], None] = lambda line: None) -> CbsResult:
-    """The whole protocol for the plan's point (B0, lr0): base, branches, ramp, verification."""
+def measure(plan: Plan, store: Store, settings: CbsSettings = CbsSettings(), say: Callable[[str], None] = lambda line: None,
+            executor: Executor = Executor()) -> CbsResult:
+    """The whole protocol for the plan's point (B0, lr0): base, branches, ramp, verification;
+    on Ray (``executor``) the branches of every checkpoint at once, and the ramp beside the
+    constant run it is verified against."""
+    with executor_for(executor, say=say) as where:
+        return _measure(plan, store, settings, say, where)
+
+
+def _measure(plan: Plan, store: Store, settings: CbsSettings, say: Callable[[str], None], executor: Local | OnRay) -> CbsResult:
     base = plan.points[0]
     environment = env.environment(list(plan.devices), plan.spec.threads)
     spec_json = json.dumps({**json.loads(plan.spec.to_json()), "cbs": dataclasses.asdict(settings)})
     run_id, _ = store.start_run(spec_json, HASH_PREFIX + plan.sweep_hash, environment, resume=False)
-    runner = _Runner(plan, store, run_id)
+    runner = _Runner(plan, store, run_id, executor)
     largest = min(settings.largest or base.train_size, base.train_size)
     own = plan.own_recipe  # a LightningModule: its own rates, times the rule's factor (lr_scale)
     exponent = 0.5 if (own.optimizer if own else base.optimizer) in ADAPTIVE else 1.0
@@ -108,10 +127,9 @@ def measure(plan: Plan, store: Store, settings: CbsSettings = CbsSettings(), say
         raise RunError("--model" if own else "--lr", f"the base run ended {result.status} ({result.row.get('error')}); give {smaller} or another --batch-sizes")
     factors = [2**i for i in range(int(math.log2(max(1, largest // base.batch_size))) + 1)]
     delta = settings.branch_samples or base.train_size
-    for snap in snapshots[:-1]:  # the last is the end of the budget: nothing to branch into
-        for k in factors:
-            _branch(runner, base_point, snap, k, delta, exponent, settings.rates)
-        found = runner.measured(settings.tolerance).curve[-1]
+    kept = snapshots[:-1]  # the last is the end of the budget: nothing to branch into
+    runner.run_all([branch for snap in kept for k in factors for branch in _branches(runner, base_point, snap, k, delta, exponent, settings.rates)])
+    for snap, found in zip(kept, runner.measured(settings.tolerance).curve):
         say(f"  after {snap.samples:,} samples (check loss {snap.check_loss:.4g}): critical batch {found.text()}")
     stages = ramp(runner.measured(settings.tolerance).curve, base.batch_size, 1.0, exponent, largest)  # each stage's rate as a factor of B0's
     say("ramp: " + " -> ".join(f"B={s.batch_size} from {s.start_samples:,}" for s in stages) + "; verifying it")
@@ -129,29 +147,28 @@ def _stage(base: PointSpec, role: str, batch: int, factor: float, steps: int, st
                                check_every=CheckEvery("steps", max(1, steps // BRANCH_CHECKS)), **rate)
 
 
-def _branch(runner: _Runner, base: PointSpec, snap: Snapshot, factor: int, delta: int, exponent: float, rates: int) -> None:
+def _branches(runner: _Runner, base: PointSpec, snap: Snapshot, factor: int, delta: int, exponent: float, rates: int) -> list[Call]:
     """The branch at ``factor`` x B0 from ``snap``, at the rule's rate and its halvings."""
     batch = base.batch_size * factor
     steps = max(1, math.ceil(delta / batch))
-    for j in range(rates):
-        runner.run(_stage(base, "branch", batch, factor**exponent / 2**j, steps, snap.samples, runner.own_rates), start=snap)
+    return [(_stage(base, "branch", batch, factor**exponent / 2**j, steps, snap.samples, runner.own_rates), {"start": snap}) for j in range(rates)]
 
 
 def _verify(runner: _Runner, base: PointSpec, stages: tuple[Stage, ...]) -> None:
     """The ramp, a chain of points each continuing the last from its end, and a constant run at
     its final batch, both from the initial weights for the base run's samples."""
     budget = base.steps * base.batch_size
+    final, beside = stages[-1], []
+    if final.batch_size != base.batch_size:  # the constant run at the ramp's final batch, beside the ramp's first stage
+        steps = max(1, round(budget / final.batch_size))
+        beside = [(dataclasses.replace(_stage(base, "constant", final.batch_size, final.lr, steps, 0, runner.own_rates),
+                                       check_every=CheckEvery("steps", max(1, steps // 40))), {})]
     start = None
     for i, stage in enumerate(stages):
         end = stages[i + 1].start_samples if i + 1 < len(stages) else budget
         steps = max(1, round((end - stage.start_samples) / stage.batch_size))
-        result, snapshots = runner.run(_stage(base, "ramp", stage.batch_size, stage.lr, steps, stage.start_samples, runner.own_rates), start=start)
+        chain: Call = (_stage(base, "ramp", stage.batch_size, stage.lr, steps, stage.start_samples, runner.own_rates), {"start": start, "keep": True})
+        (result, snapshots), *_ = runner.run_all([chain, *(beside if i == 0 else [])])
         if result.status != Status.OK or not snapshots:
             return
         start = snapshots[-1]
-    final = stages[-1]
-    if final.batch_size != base.batch_size:
-        steps = max(1, round(budget / final.batch_size))
-        point = dataclasses.replace(_stage(base, "constant", final.batch_size, final.lr, steps, 0, runner.own_rates),
-                                    check_every=CheckEvery("steps", max(1, steps // 40)))
-        runner.run(point)

@@ -22,12 +22,28 @@ from harness.errors import SpecError
 from harness.parallel.launch import ExternalRanks, launch
 from harness.run.engine import run_point
 from harness.run.measurement import Measurement, PointResult
+from harness.run.snapshot import Snapshot
 from harness.store.schema import FAILED, Status
 from harness.workload import models
 from harness.workload.datasets import Split
 from harness.workload.workload import Workload
 
 RAY_EXTRA = "batchbench[ray]"
+
+Call = tuple[PointSpec, dict[str, Any]]
+"""A point to run, with ``run_point``'s options for it: ``start`` (the snapshot it continues
+from), ``prune``, ``measure_after_target``; and ``keep`` (True: return the snapshots it kept at
+its checks: ``batchbench cbs``'s base run and ramp)."""
+
+
+def _run_call(point: PointSpec, workload: Workload, options: dict[str, Any]) -> tuple[PointResult, list[Snapshot]]:
+    options = dict(options)
+    snapshots: list[Snapshot] = []
+    if options.pop("keep", False):
+        options["snapshots"] = snapshots
+    if not options:
+        return run_one(point, workload), snapshots
+    return run_point(point, workload, **options), snapshots
 
 
 HOST = socket.gethostname()
@@ -80,6 +96,13 @@ class Local:
         """Columns of stored points that changed once later points ran (none here)."""
         return []
 
+    def calls(self, calls: list[Call], workload: Callable[[PointSpec], Workload]) -> Iterator[tuple[int, PointResult, list[Snapshot]]]:
+        """Each call (a point, continued from a snapshot or keeping them), in order, as
+        (its index, its result, the snapshots it kept)."""
+        for index, (point, options) in enumerate(calls):
+            result, snapshots = _run_call(point, workload(point), options)
+            yield index, result.settle(host=HOST, executor=self.name, co_running=0), snapshots
+
 
 class OnRay:
     """Each point a Ray task, asking for what it needs: a CUDA point its ranks' GPUs, a CPU point
@@ -108,45 +131,52 @@ class OnRay:
 
     def results(self, todo: list[PointSpec], workload: Callable[[PointSpec], Workload],
                 note: Callable[[str], None]) -> Iterator[PointResult | None]:
+        failed, in_flight = 0, len(todo)
+        for _, result, _ in self.calls([(point, {}) for point in todo], workload):
+            in_flight -= 1
+            failed += result.status in FAILED
+            nodes = len({host for host, _, _ in self.spans.values()})
+            note(f"{in_flight} in flight, {failed} failed, {nodes} node{'s' if nodes != 1 else ''} so far")
+            yield result
+
+    def calls(self, calls: list[Call], workload: Callable[[PointSpec], Workload]) -> Iterator[tuple[int, PointResult, list[Snapshot]]]:
+        """Every call at once, a task each; (its index, its result, the snapshots it kept) as
+        each comes back. Ctrl-C cancels those in flight (``PointsInterrupted``)."""
         ray = import_ray()
         _ship_plugins()
         task = ray.remote(_point_task)
         splits: dict[int, Any] = {}
-        pending: dict[Any, PointSpec] = {}
+        pending: dict[Any, int] = {}
         cpus = self.executor.cpus_per_point or _smallest_node_cpus(ray)
-        for point in todo:
+        for index, (point, call_options) in enumerate(calls):
             load = workload(point)
             if point.dataset_size not in splits:  # each data set once into the object store, shared by its points
                 splits[point.dataset_size] = ray.put(load.split)
             gpus = point.world_size if point.device.startswith("cuda") else 0
             options = {"num_cpus": 1 if gpus else cpus, "num_gpus": gpus, "max_retries": self.executor.retries, "retry_exceptions": False}
-            pending[task.options(**options).remote(point, splits[point.dataset_size], load.factory)] = point
-        failed = 0
+            pending[task.options(**options).remote(point, splits[point.dataset_size], load.factory, call_options)] = index
         try:
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
-                result = self._arrived(ray, ref, pending.pop(ref))
-                failed += result.status in FAILED
-                nodes = len({host for host, _, _ in self.spans.values()})
-                note(f"{len(pending)} in flight, {failed} failed, {nodes} node{'s' if nodes != 1 else ''} so far")
-                yield result
+                index = pending.pop(ref)
+                yield index, *self._arrived(ray, ref, calls[index][0])
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            raise PointsInterrupted([PointResult(point, Measurement(), Status.INTERRUPTED, "interrupted (Ctrl-C) while on Ray")
-                                     for point in pending.values()]) from None
+            raise PointsInterrupted([PointResult(calls[index][0], Measurement(), Status.INTERRUPTED, "interrupted (Ctrl-C) while on Ray")
+                                     for index in pending.values()]) from None
 
-    def _arrived(self, ray, ref, point: PointSpec) -> PointResult:
+    def _arrived(self, ray, ref, point: PointSpec) -> tuple[PointResult, list[Snapshot]]:
         try:
-            result, host, start, end = ray.get(ref)
+            result, snapshots, host, start, end = ray.get(ref)
         except ray.exceptions.RayError as exc:  # its worker or node died past --retries (user errors are the point's status)
             reason = " ".join(str(exc).split())[:300]
             return PointResult(point, Measurement(), Status.LOST, f"lost after {self.executor.retries} retries: {type(exc).__name__}: {reason}",
-                               settled={"executor": self.name})
+                               settled={"executor": self.name}), []
         self.spans[point.point_id] = (host, start, end)
         co = self._co_running(point.point_id)
         self.told[point.point_id] = co
-        return result.settle(host=host, executor=self.name, co_running=co)
+        return result.settle(host=host, executor=self.name, co_running=co), snapshots
 
     def _co_running(self, point_id: str) -> int:
         host, start, end = self.spans[point_id]
@@ -158,14 +188,15 @@ class OnRay:
         return [{"point_id": point_id, "co_running": co} for point_id, co in now.items() if co != self.told.get(point_id)]
 
 
-def _point_task(point: PointSpec, split: Split, factory: models.Factory) -> tuple[PointResult, str, float, float]:
-    """A Ray task: one point on this worker, with where and when it ran."""
+def _point_task(point: PointSpec, split: Split, factory: models.Factory,
+                options: dict[str, Any]) -> tuple[PointResult, list[Snapshot], str, float, float]:
+    """A Ray task: one call (``Call``) on this worker, with where and when it ran."""
     import ray
 
-    start = time.time()
-    result = run_one(point, Workload.of(point, split, factory))
+    began = time.time()
+    result, snapshots = _run_call(point, Workload.of(point, split, factory), options)
     node = ray.get_runtime_context().get_node_id()
-    return result, f"{socket.gethostname()}/{node[:8]}", start, time.time()
+    return result, snapshots, f"{socket.gethostname()}/{node[:8]}", began, time.time()
 
 
 def import_ray():
@@ -218,8 +249,8 @@ class StepBar:
             self.bar.close()
 
 
-def executor_for(executor: Executor, ranks: ExternalRanks | None, show: bool, timeout_s: float | None,
-                 say: Callable[[str], None]) -> Local | OnRay:
+def executor_for(executor: Executor, ranks: ExternalRanks | None = None, show: bool = False, timeout_s: float | None = None,
+                 say: Callable[[str], None] = lambda line: None) -> Local | OnRay:
     if executor.kind == "ray":
         if ranks is not None:
             raise SpecError("--executor", "ray runs the ranks of a data-parallel point itself; do not start batchbench under torchrun with it")

@@ -99,6 +99,8 @@ class Budget:
 
 
 RunTrial = Callable[[int, float, Budget], Trial]
+RunTrials = Callable[[list[tuple[int, float, Budget]]], list[Trial]]
+"""Several trials at once (``--executor ray``): their results in the order asked."""
 """(batch size, learning rate, budget) -> the trial, run."""
 
 
@@ -141,10 +143,29 @@ def nearest(values: Sequence[float], value: float) -> int:
 class _Search:
     """The trials run so far, the step time of each batch size, and the budget of the next trial."""
 
-    def __init__(self, rates: list[float], run_trial: RunTrial, known: Sequence[Trial]):
-        self.rates, self.run_trial = rates, run_trial
+    def __init__(self, rates: list[float], run_trial: RunTrial, known: Sequence[Trial], run_trials: RunTrials | None = None):
+        self.rates, self.run_trial, self.run_trials = rates, run_trial, run_trials
         self.done: dict[tuple[int, float], Trial] = {(t.batch_size, t.lr): t for t in known}
         self.order: list[Trial] = list(known)
+
+    def round(self, batch: int, hint: int) -> None:
+        """With room to run trials at once: the hint's rate and its neighbours at this batch size
+        in one round, each with the budget the round starts with (the local search then finds
+        them run, and goes on one trial at a time)."""
+        if self.run_trials is None:
+            return
+        todo = [i for i in (hint - 1, hint, hint + 1) if 0 <= i < len(self.rates) and (batch, self.rates[i]) not in self.done]
+        if len(todo) < 2:
+            return
+        budget = self.budget(batch)
+        for i, result in zip(todo, self.run_trials([(batch, self.rates[i], budget) for i in todo])):
+            self.done[(batch, self.rates[i])] = result
+            self.order.append(result)
+
+    def budget(self, batch: int) -> Budget:
+        fewest = min((t.steps for t in self.order if t.batch_size == batch and t.reached), default=None)
+        best = self.best_time()
+        return Budget(fewest, None if best is None else best * PRUNE_SLACK)
 
     def step_s(self, batch: int) -> float | None:
         """The median step time of a batch size, pooled over its trials that finished, made
@@ -171,24 +192,24 @@ class _Search:
     def trial(self, batch: int, i: int) -> Trial:
         key = (batch, self.rates[i])
         if key not in self.done:
-            fewest = min((t.steps for t in self.order if t.batch_size == batch and t.reached), default=None)
-            best = self.best_time()
-            result = self.run_trial(batch, self.rates[i], Budget(fewest, None if best is None else best * PRUNE_SLACK))
+            result = self.run_trial(batch, self.rates[i], self.budget(batch))
             self.done[key] = result
             self.order.append(result)
         return self.done[key]
 
 
 def search(batch_sizes: Sequence[int], lrs: Sequence[float], run_trial: RunTrial, *, start_batch: float, start_lr: float,
-           lr_exponent: float = 1.0, known: Sequence[Trial] = ()) -> Choice:
+           lr_exponent: float = 1.0, known: Sequence[Trial] = (), run_trials: RunTrials | None = None) -> Choice:
     """Find the (batch size, learning rate) with the least time to target. ``batch_sizes`` and
     ``lrs``: the candidates, any order; ``lr_exponent``: how the best rate is expected to scale
-    with the batch (1 for SGD, 0.5 for Adam); ``known``: trials already run (a pilot), reused."""
+    with the batch (1 for SGD, 0.5 for Adam); ``known``: trials already run (a pilot), reused;
+    ``run_trials``: where trials can run at once, the first rates of each batch size as a round."""
     batches, rates = sorted(set(batch_sizes)), sorted(set(lrs))
     if not batches or not rates:
         raise ValueError("tune needs at least one batch size and one learning rate")
-    state = _Search(rates, run_trial, known)
+    state = _Search(rates, run_trial, known, run_trials)
     first = batches[nearest(batches, max(start_batch, batches[0]))]
+    state.round(first, nearest(rates, start_lr))
     results: dict[int, tuple[Trial, int]] = {first: best_rate(lambda i: state.trial(first, i), len(rates), nearest(rates, start_lr))}
     for direction in (+1, -1):
         if direction == -1 and _best_batch(results, state) != first:
@@ -204,6 +225,7 @@ def _walk(batches, rates, results, state: _Search, first: int, direction: int, l
     while 0 <= position < len(batches):
         b = batches[position]
         hint = nearest(rates, rates[results[previous][1]] * (b / previous) ** lr_exponent)
+        state.round(b, hint)
         results[b] = best_rate(lambda i, b=b: state.trial(b, i), len(rates), hint)
         if _best_batch(results, state) != b and not _still_falling(results[previous][0], results[b][0], direction) and not _near_best(results[b][0], state):
             if patience == 0 or _rising(results[previous][0], results[b][0]):

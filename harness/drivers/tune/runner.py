@@ -37,6 +37,8 @@ from harness.drivers.tune import trials as tr
 from harness.drivers.tune.policy import Budget, Choice, Trial, nearest, search
 from harness.config.axes import BY_NAME
 from harness.errors import SpecError
+from harness.config.execution import Executor
+from harness.drivers.executors import Call, Local, OnRay, executor_for
 from harness.run.engine import run_point
 from harness.store.sqlite import Store
 from harness.workload import datasets
@@ -122,9 +124,17 @@ def check_tunable(plan: Plan) -> None:
                                              "at every batch size")
 
 
-def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: None) -> tuple[str, list[TuneResult]]:
-    """Search every group of the plan; every trial is committed to ``store`` as it ends."""
+def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: None,
+         executor: Executor = Executor()) -> tuple[str, list[TuneResult]]:
+    """Search every group of the plan; every trial is committed to ``store`` as it ends. On
+    Ray (``executor``) the first rates of each batch size run as one round, and the finalists'
+    repeats side by side; the pilot and the noise scale run here."""
     check_tunable(plan)
+    with executor_for(executor, say=say) as where:
+        return _tune(plan, store, say, where)
+
+
+def _tune(plan: Plan, store: Store, say: Callable[[str], None], executor: Local | OnRay) -> tuple[str, list[TuneResult]]:
     plan = resolve_micro_batches(plan, say)
     environment = env.environment(list(plan.devices), plan.spec.threads)
     run_id, _ = store.start_run(plan.spec.to_json(), HASH_PREFIX + plan.sweep_hash, environment, resume=False)
@@ -140,7 +150,7 @@ def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: 
     for (device, size, sampling, world, placement), grid in groups.items():
         key = {"device": device, "dataset_size": size, "sampling": sampling, "world_size": world, "data_placement": placement}
         say(f"tuning {plan.spec.dataset} · {size} samples · {device}: {len({b for b, _ in grid})} batch sizes x {len({lr for _, lr in grid})} learning rates")
-        results.append(_Group(plan, store, run_id, grid, say).tune(key))
+        results.append(_Group(plan, store, run_id, grid, say, executor).tune(key))
     store.finish_run(run_id)
     return run_id, results
 
@@ -148,8 +158,9 @@ def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: 
 class _Group:
     """One search: its grid of points, the target, and the ids of the points it stored."""
 
-    def __init__(self, plan: Plan, store: Store, run_id: str, grid: dict[tuple[int, float], PointSpec], say):
-        self.plan, self.store, self.run_id, self.grid, self.say = plan, store, run_id, grid, say
+    def __init__(self, plan: Plan, store: Store, run_id: str, grid: dict[tuple[int, float], PointSpec], say, executor: Local | OnRay):
+        self.plan, self.store, self.run_id, self.grid, self.say, self.executor = plan, store, run_id, grid, say, executor
+        self.at_once = isinstance(executor, OnRay)
         spec = plan.spec
         self.goal: dict[str, Any] = {"target_loss": spec.target_loss, "target_accuracy": spec.target_accuracy}
         self.ids: list[str] = []
@@ -163,12 +174,14 @@ class _Group:
         noise = tr.initial_noise_scale(next(iter(grid.values())), self.plan)
         start = batches[nearest(batches, noise if noise and noise > 0 else tr.FALLBACK_START)]
         start_lr = rates[nearest(rates, spec.lr)]
-        warm = dataclasses.replace(grid[(start, start_lr)], steps=min(WARM_UP_STEPS, grid[(start, start_lr)].steps), stop_at_target=False)
-        run_point(warm, self.plan.workload(warm))  # not stored: the process's first steps are slow, and trials are timed
+        if not self.at_once:  # on Ray the trials run in other processes
+            warm = dataclasses.replace(grid[(start, start_lr)], steps=min(WARM_UP_STEPS, grid[(start, start_lr)].steps), stop_at_target=False)
+            run_point(warm, self.plan.workload(warm))  # not stored: the process's first steps are slow, and trials are timed
         known = [] if self.goal["target_loss"] is not None or self.goal["target_accuracy"] is not None else [self._pilot(start, start_lr)]
         optimizer = spec.optimizer if self.plan.own_recipe is None else self.plan.own_recipe.optimizer
         exponent = 0.5 if optimizer in ADAPTIVE else 1.0  # Adam's best rate grows as sqrt(B) (Malladi et al. 2022)
-        choice = search(batches, rates, self.run_trial, start_batch=start, start_lr=start_lr, lr_exponent=exponent, known=known)
+        choice = search(batches, rates, self.run_trial, start_batch=start, start_lr=start_lr, lr_exponent=exponent, known=known,
+                        run_trials=self.run_trials if self.at_once else None)
         self._repeat(choice.finalists)
         return self._result(key, choice, start, noise)
 
@@ -183,29 +196,43 @@ class _Group:
         return tr.as_trial(start, start_lr, result, self.goal)
 
     def run_trial(self, batch: int, lr: float, budget: Budget, repeat: int = 0) -> Trial:
-        base = self.grid[(batch, lr)]
-        point = dataclasses.replace(base, stop_at_target=True, seed=base.seed + repeat, repeat=repeat, **self.goal)
-        timed = batch in self.timed  # its step time is measured: stop at the target (a run-on past it is for a step time)
-        result = run_point(point, self.plan.workload(point), prune=tr.prune_for(budget), measure_after_target=not timed)
-        self.store.add_point(self.run_id, result)
-        self.ids.append(result.row["point_id"])
-        trial = tr.as_trial(batch, lr, result, self.goal)
-        if trial.step_s:
-            self.timed.add(batch)
-        step = f"{trial.step_s * 1e3:8.3g} ms" if trial.step_s else " " * 11
-        rate = f"lr {lr:<8g}" if self.plan.own_recipe is None else f"its lr x {point.lr_scale:<5.3g}"
-        self.say(f"  {'trial' if not repeat else f'seed+{repeat}'} {batch:>6} x {rate} {trial.outcome:<8} {trial.steps:>7,} steps {step}")
-        return trial
+        return self.run_trials([(batch, lr, budget)], repeat)[0]
+
+    def run_trials(self, asked: list[tuple[int, float, Budget]], repeat: int = 0) -> list[Trial]:
+        """Trials (at once where the executor can), each stored as it ends; in the order asked."""
+        calls: list[Call] = []
+        for batch, lr, budget in asked:
+            base = self.grid[(batch, lr)]
+            point = dataclasses.replace(base, stop_at_target=True, seed=base.seed + repeat, repeat=repeat, **self.goal)
+            timed = batch in self.timed  # its step time is measured: stop at the target (a run-on past it is for a step time)
+            calls.append((point, {"prune": tr.prune_for(budget), "measure_after_target": not timed}))
+        trials: dict[int, Trial] = {}
+        for index, result, _ in self.executor.calls(calls, self.plan.workload):
+            self.store.add_point(self.run_id, result)
+            self.ids.append(result.row["point_id"])
+            batch, lr, _ = asked[index]
+            trials[index] = trial = tr.as_trial(batch, lr, result, self.goal)
+            if trial.step_s:
+                self.timed.add(batch)
+            step = f"{trial.step_s * 1e3:8.3g} ms" if trial.step_s else " " * 11
+            rate = f"lr {lr:<8g}" if self.plan.own_recipe is None else f"its lr x {result.point.lr_scale:<5.3g}"
+            self.say(f"  {'trial' if not repeat else f'seed+{repeat}'} {batch:>6} x {rate} {trial.outcome:<8} {trial.steps:>7,} steps {step}")
+        return [trials[i] for i in range(len(asked))]
 
     def _repeat(self, finalists: tuple[Trial, ...]) -> None:
         """The finalists (the winner alone too) again over more seeds, a round across all of them at
         a time, so their steps become medians over data orders (and the step times of those that
-        train past their burn-in are measured side by side)."""
+        train past their burn-in are measured side by side); on Ray every repeat at once."""
         if not finalists:
             return
-        for repeat in range(1, REPEATS + 1):
-            for trial in finalists:
-                self.run_trial(trial.batch_size, trial.lr, Budget(), repeat=repeat)
+        rounds = [[(t.batch_size, t.lr, Budget()) for t in finalists] for _ in range(REPEATS)]
+        if self.at_once:
+            for repeat, asked in enumerate(rounds, start=1):
+                self.run_trials(asked, repeat)  # a round's finalists side by side, on separate slots
+            return
+        for repeat, asked in enumerate(rounds, start=1):
+            for one in asked:
+                self.run_trials([one], repeat)
 
     def _result(self, key: dict, choice: Choice, start: int, noise: float | None) -> TuneResult:
         points = self.store.load("points", [self.run_id])
