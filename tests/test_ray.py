@@ -68,6 +68,9 @@ def test_with_no_retries_a_dead_worker_leaves_its_point_lost_and_the_sweep_goes_
     lost = points[points["status"] == "lost"]
     assert len(points) == 3 and len(lost) == 1 and (points["status"] == "ok").sum() == 2
     assert "lost after 0 retries" in lost["error"].iloc[0] and "lost after 0 retries" in err  # told as it happened
+    code, _, err = cli("run", *FLAGS, "--model", plugin("dies_once"), "--executor", "ray", "--retries", "0", "--resume", "--store", store)
+    points = _points(store)
+    assert code == 0 and len(points) == 3 and points["point_id"].is_unique and set(points["status"]) == {"ok"}, err  # --resume ran it again
 
 
 def test_ray_flags_are_checked_before_anything_runs(cli, tmp_path):
@@ -200,3 +203,63 @@ def test_tune_on_ray_gives_the_answer_it_gives_here(ray_instance, cli, tmp_path)
     assert there["batch_size"] in [here["batch_size"], *here["tied"]] or here["batch_size"] in [there["batch_size"], *there["tied"]], (here, there)
     points = _points(tmp_path / "ray.sqlite")
     assert set(points["executor"]) == {"ray"} and points["point_id"].is_unique
+
+
+def test_a_plugin_a_worker_cannot_import_is_that_points_error_not_a_hang(ray_instance, cli, tmp_path, monkeypatch):
+    """``module:callable`` importable here but not on the workers (a path only this process
+    has): each point is an ``error`` naming the import, said once per point; the sweep ends."""
+    (tmp_path / "only_here_models.py").write_text("from torch import nn\n\ndef net(n_features, n_outputs):\n    return nn.Linear(n_features, n_outputs)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = tmp_path / "s.sqlite"
+    code, _, err = cli("run", *FLAGS, "--model", "only_here_models:net", "--executor", "ray", "--retries", "0", "--store", store)
+    points = _points(store)
+    assert code == 1 and set(points["status"]) == {"error"} and len(points) == 3, err
+    assert points["error"].str.contains("only_here_models").all() and points["error"].str.startswith("on a Ray worker").all()
+
+
+def test_ctrl_c_stores_the_points_in_flight_as_interrupted_and_resume_finishes(ray_instance, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    store = tmp_path / "s.sqlite"
+    flags = ["--devices", "cpu", "--threads", "1", "--dataset", "blobs", "--dataset-sizes", "400", "--batch-sizes", "1,2,4,8", "--steps", "3000",
+             "--no-report", "--quiet", "--executor", f"ray:{ray.get_runtime_context().gcs_address}", "--cpus-per-point", "1", "--store", str(store)]
+    driver = subprocess.Popen([sys.executable, "-m", "harness", "run", *flags], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None:
+        try:
+            if store.exists() and len(_points(store)) >= 1:
+                break
+        except Exception:  # the store is being created
+            pass
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    points = _points(store)
+    assert (points["status"] == "interrupted").sum() >= 1 and points["point_id"].is_unique, list(points["status"])
+    done = subprocess.run([sys.executable, "-m", "harness", "run", *flags, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    points = _points(store)
+    assert len(points) == 4 and points["point_id"].is_unique and set(points["status"]) == {"ok"}
+
+
+def test_a_plugin_file_and_the_module_beside_it_that_it_imports_reach_the_workers(ray_instance, cli, tmp_path, monkeypatch):
+    """``file.py:callable`` whose file imports a sibling module (found here through the path the
+    user gave Python): both travel with the tasks, so the workers need neither file."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "widths_beside.py").write_text("WIDTH = 8\n")
+    (folder / "net_file.py").write_text("import widths_beside\nfrom torch import nn\n\n"
+                                        "def net(n_features, n_outputs):\n"
+                                        "    return nn.Sequential(nn.Linear(n_features, widths_beside.WIDTH), nn.ReLU(), nn.Linear(widths_beside.WIDTH, n_outputs))\n")
+    monkeypatch.syspath_prepend(str(folder))
+    store = tmp_path / "s.sqlite"
+    code, _, err = cli("run", *FLAGS, "--model", f"{folder / 'net_file.py'}:net", "--executor", "ray", "--store", store)
+    assert code == 0, err
+    points = _points(store)
+    assert set(points["status"]) == {"ok"} and set(points["n_params"]) == {2 * 8 + 8 + 8 * 3 + 3}

@@ -191,9 +191,9 @@ def test_runs_lists_every_run_with_its_points(cli, tmp_path):
 
 def test_a_long_point_shows_a_bar_of_its_steps(tmp_path, monkeypatch, capsys):
     """Inside a point that runs longer than StepBar.DELAY_S a bar counts its steps (0 s here)."""
-    from harness.drivers import sweep
+    from harness.drivers import executors, sweep
 
-    monkeypatch.setattr(sweep.StepBar, "DELAY_S", 0.0)
+    monkeypatch.setattr(executors.StepBar, "DELAY_S", 0.0)
     with Store(tmp_path / "s.sqlite") as store:
         sweep.run_sweep(plan_flags(**{**FAST, "batch_sizes": "8", "steps": 60, "check_every": 20}), store, progress=True)
     err = capsys.readouterr().err

@@ -21,6 +21,7 @@ from harness.config.execution import Executor
 from harness.errors import SpecError
 from harness.parallel.launch import ExternalRanks, launch
 from harness.run.engine import run_point
+from harness.run.guard import one_line
 from harness.run.measurement import Measurement, PointResult
 from harness.run.snapshot import Snapshot
 from harness.store.schema import FAILED, Status
@@ -169,6 +170,10 @@ class OnRay:
     def _arrived(self, ray, ref, point: PointSpec) -> tuple[PointResult, list[Snapshot]]:
         try:
             result, snapshots, host, start, end = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # the task itself raised (a plug-in that cannot be imported on the worker, say)
+            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            return PointResult(point, Measurement(), Status.ERROR, f"on a Ray worker: {one_line(cause)}", traceback=str(exc),
+                               settled={"executor": self.name}), []
         except ray.exceptions.RayError as exc:  # its worker or node died past --retries (user errors are the point's status)
             reason = " ".join(str(exc).split())[:300]
             return PointResult(point, Measurement(), Status.LOST, f"lost after {self.executor.retries} retries: {type(exc).__name__}: {reason}",
@@ -213,12 +218,23 @@ def _smallest_node_cpus(ray) -> int:
 
 
 def _ship_plugins() -> None:
-    """Plug-in modules loaded from files (``file.py:callable``) travel with the tasks, by value:
-    a worker on another node has no such module to import."""
+    """Plug-in modules loaded from files (``file.py:callable``), and the modules beside them that
+    they imported (not installed packages, not batchbench), travel with the tasks, by value: a
+    worker on another node has no such files to import."""
+    from pathlib import Path
+
     from ray import cloudpickle
 
+    plugins = [m for name, m in list(sys.modules.items()) if name.startswith("batchbench_plugin_") and getattr(m, "__file__", None)]
+    folders = {Path(m.__file__).resolve().parent for m in plugins}
+    installed = {Path(p).resolve() for p in {sys.prefix, sys.base_prefix, *(x for x in sys.path if "-packages" in x)}}
     for name, module in list(sys.modules.items()):
-        if name.startswith("batchbench_plugin_"):
+        where = getattr(module, "__file__", None)
+        if not where or name.startswith("harness") or "." in name:
+            continue
+        path = Path(where).resolve()
+        beside = any(folder in path.parents for folder in folders)
+        if (name.startswith("batchbench_plugin_") or beside) and not any(root in path.parents for root in installed):
             cloudpickle.register_pickle_by_value(module)
 
 

@@ -213,7 +213,7 @@ class Status(str, Enum):
     INTERRUPTED = "interrupted"
     """Ctrl-C stopped it; ``--resume`` runs it again."""
     LOST = "lost"
-    """The process or node running it died more often than ``--retries`` allows (Ray)."""
+    """The process or node running it died more often than ``--retries`` allows (Ray); ``--resume`` runs it again."""
 
     __hash__ = str.__hash__  # hashes as its text: pandas' isin and dict keys find the stored words
 
@@ -227,6 +227,10 @@ class Status(str, Enum):
 FAILED = (Status.ERROR, Status.OOM, Status.DIVERGED, Status.LOST)
 """Statuses of points that failed (told on the terminal as they happen); ``pruned`` and
 ``skipped`` are decisions, ``interrupted`` a stop."""
+
+AGAIN = (Status.INTERRUPTED, Status.LOST)
+"""Statuses ``--resume`` runs again: the point was cut off, not measured (Ctrl-C; a worker or
+node that died on Ray past ``--retries``)."""
 
 POINT_COLUMNS = tuple(c for c in POINTS if c != "run_id")
 """The keys of every ``PointResult.row`` (the store adds ``run_id``)."""

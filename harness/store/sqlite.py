@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 
 from harness.errors import SpecError, StoreError
 from harness.config.compat import RENAMED, STORE_FORMAT
-from harness.store.schema import TABLES, Recorded, Status
+from harness.store.schema import AGAIN, TABLES, Recorded
 
 DEFAULT_STORE = "results/batchbench.sqlite"
 
@@ -143,7 +143,7 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ? AND status IS NOT ?", (row[0], Status.INTERRUPTED))}
+        done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ? AND status NOT IN (?, ?)", (row[0], *AGAIN))}
         return row[0], done, row[1] is not None
 
     def start_run(self, spec_json: str, spec_hash: str, env: dict[str, Any], *, resume: bool, old_hashes: tuple[str, ...] = ()) -> tuple[str, set[str]]:
@@ -154,9 +154,9 @@ class Store:
         if found is not None:
             with self.conn:
                 self.conn.execute("UPDATE runs SET spec_hash = ? WHERE run_id = ?", (spec_hash, found[0]))
-                for table in ("checks", "steps", "samples", "points"):  # an interrupted point runs again, from its start
+                for table in ("checks", "steps", "samples", "points"):  # an interrupted or lost point runs again, from its start
                     self.conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND point_id IN "
-                                      "(SELECT point_id FROM points WHERE run_id = ? AND status = ?)", (found[0], found[0], Status.INTERRUPTED))
+                                      "(SELECT point_id FROM points WHERE run_id = ? AND status IN (?, ?))", (found[0], found[0], *AGAIN))
             return found[0], found[1]
         run_id = new_run_id()
         with self.conn:
