@@ -263,3 +263,11 @@ def test_a_plugin_file_and_the_module_beside_it_that_it_imports_reach_the_worker
     assert code == 0, err
     points = _points(store)
     assert set(points["status"]) == {"ok"} and set(points["n_params"]) == {2 * 8 + 8 + 8 * 3 + 3}
+
+
+def test_point_timeout_ends_a_point_on_a_ray_worker_too(ray_instance, cli, tmp_path):
+    store = tmp_path / "s.sqlite"
+    flags = [f if f != "60" else "2000" for f in FLAGS]  # about 8 s a point
+    code, _, err = cli("run", *flags, "--model", plugin("known_cost"), "--point-timeout", "2", "--executor", "ray", "--store", store)
+    points = _points(store)
+    assert code == 1 and set(points["status"]) == {"error"} and points["error"].str.contains("timed out after 2 s").all(), err

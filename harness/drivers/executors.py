@@ -33,8 +33,8 @@ RAY_EXTRA = "batchbench[ray]"
 
 Call = tuple[PointSpec, dict[str, Any]]
 """A point to run, with ``run_point``'s options for it: ``start`` (the snapshot it continues
-from), ``prune``, ``measure_after_target``; and ``keep`` (True: return the snapshots it kept at
-its checks: ``batchbench cbs``'s base run and ramp)."""
+from), ``prune``, ``measure_after_target``, ``timeout_s``; and ``keep`` (True: return the
+snapshots it kept at its checks: ``batchbench cbs``'s base run and ramp)."""
 
 
 def _run_call(point: PointSpec, workload: Workload, options: dict[str, Any]) -> tuple[PointResult, list[Snapshot]]:
@@ -42,8 +42,8 @@ def _run_call(point: PointSpec, workload: Workload, options: dict[str, Any]) -> 
     snapshots: list[Snapshot] = []
     if options.pop("keep", False):
         options["snapshots"] = snapshots
-    if not options:
-        return run_one(point, workload), snapshots
+    if point.world_size > 1 and not point.skip_reason:  # its ranks, launched from here (a sweep's point: no other options)
+        return launch(point), snapshots
     return run_point(point, workload, **options), snapshots
 
 
@@ -111,8 +111,8 @@ class OnRay:
 
     name = "ray"
 
-    def __init__(self, executor: Executor, say: Callable[[str], None] = lambda line: None):
-        self.executor, self.say, self.owned = executor, say, False
+    def __init__(self, executor: Executor, say: Callable[[str], None] = lambda line: None, timeout_s: float | None = None):
+        self.executor, self.say, self.timeout_s, self.owned = executor, say, timeout_s, False
         self.spans: dict[str, tuple[str, float, float]] = {}
         """point id -> (host, start, end) of every point that came back."""
         self.told: dict[str, int] = {}
@@ -133,7 +133,8 @@ class OnRay:
     def results(self, todo: list[PointSpec], workload: Callable[[PointSpec], Workload],
                 note: Callable[[str], None]) -> Iterator[PointResult | None]:
         failed, in_flight = 0, len(todo)
-        for _, result, _ in self.calls([(point, {}) for point in todo], workload):
+        options = {} if self.timeout_s is None else {"timeout_s": self.timeout_s}  # --point-timeout, in the worker
+        for _, result, _ in self.calls([(point, options) for point in todo], workload):
             in_flight -= 1
             failed += result.status in FAILED
             nodes = len({host for host, _, _ in self.spans.values()})
@@ -270,6 +271,6 @@ def executor_for(executor: Executor, ranks: ExternalRanks | None = None, show: b
     if executor.kind == "ray":
         if ranks is not None:
             raise SpecError("--executor", "ray runs the ranks of a data-parallel point itself; do not start batchbench under torchrun with it")
-        return OnRay(executor, say)
+        return OnRay(executor, say, timeout_s)
     return Local(ranks, show, timeout_s)
 
