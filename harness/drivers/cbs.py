@@ -91,6 +91,10 @@ class _Runner:
             for interrupted in stop.results:
                 self.store.add_point(self.run_id, interrupted)
             raise
+        except KeyboardInterrupt:  # between points (storing one): the same for those still in flight
+            for interrupted in self.executor.stop():
+                self.store.add_point(self.run_id, interrupted)
+            raise
         return [done[i] for i in range(len(calls))]
 
     def measured(self, tolerance: float) -> Measured:

@@ -97,6 +97,10 @@ class Local:
         """Columns of stored points that changed once later points ran (none here)."""
         return []
 
+    def stop(self) -> list[PointResult]:
+        """The points in flight after Ctrl-C between points: none here."""
+        return []
+
     def calls(self, calls: list[Call], workload: Callable[[PointSpec], Workload]) -> Iterator[tuple[int, PointResult, list[Snapshot]]]:
         """Each call (a point, continued from a snapshot or keeping them), in order, as
         (its index, its result, the snapshots it kept)."""
@@ -116,6 +120,8 @@ class OnRay:
         self.spans: dict[str, tuple[str, float, float]] = {}
         """point id -> (host, start, end) of every point that came back."""
         self.told: dict[str, int] = {}
+        self.pending: dict[Any, tuple[int, PointSpec]] = {}
+        """The tasks in flight (Ray's references), with their calls' index and point."""
 
     def __enter__(self) -> OnRay:
         ray = import_ray()
@@ -148,7 +154,7 @@ class OnRay:
         _ship_plugins()
         task = ray.remote(_point_task)
         splits: dict[int, Any] = {}
-        pending: dict[Any, int] = {}
+        pending = self.pending = {}
         cpus = self.executor.cpus_per_point or _smallest_node_cpus(ray)
         for index, (point, call_options) in enumerate(calls):
             load = workload(point)
@@ -156,17 +162,24 @@ class OnRay:
                 splits[point.dataset_size] = ray.put(load.split)
             gpus = point.world_size if point.device.startswith("cuda") else 0
             options = {"num_cpus": 1 if gpus else cpus, "num_gpus": gpus, "max_retries": self.executor.retries, "retry_exceptions": False}
-            pending[task.options(**options).remote(point, splits[point.dataset_size], load.factory, call_options)] = index
+            pending[task.options(**options).remote(point, splits[point.dataset_size], load.factory, call_options)] = (index, point)
         try:
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
-                index = pending.pop(ref)
-                yield index, *self._arrived(ray, ref, calls[index][0])
+                index, point = pending.pop(ref)
+                yield index, *self._arrived(ray, ref, point)
         except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise PointsInterrupted([PointResult(calls[index][0], Measurement(), Status.INTERRUPTED, "interrupted (Ctrl-C) while on Ray")
-                                     for index in pending.values()]) from None
+            raise PointsInterrupted(self.stop()) from None
+
+    def stop(self) -> list[PointResult]:
+        """Cancel the points in flight (Ctrl-C): they are returned ``interrupted``, for the
+        caller to store (``--resume`` runs them again)."""
+        ray = import_ray()
+        for ref in self.pending:
+            ray.cancel(ref)  # a KeyboardInterrupt in the task (force=True, killing the worker, can trip a Ray check on a reply in flight)
+        stopped = [PointResult(point, Measurement(), Status.INTERRUPTED, "interrupted (Ctrl-C) while on Ray") for _, point in self.pending.values()]
+        self.pending = {}
+        return stopped
 
     def _arrived(self, ray, ref, point: PointSpec) -> tuple[PointResult, list[Snapshot]]:
         try:

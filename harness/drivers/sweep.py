@@ -104,13 +104,23 @@ def _run_points(plan: Plan, todo: list[PointSpec], executor: Local | OnRay, into
                 _keep(store, run_id, result.point, result, writers, opts, bar)
             if bar is not None:
                 bar.update(1)
-    except (PointInterrupted, PointsInterrupted) as stop:  # Ctrl-C: the points so far are kept (status interrupted; --resume runs them again)
+    except KeyboardInterrupt as stop:  # Ctrl-C: the points so far are kept (status interrupted; --resume runs them again)
         if store is not None:
-            for interrupted in ([stop.result] if isinstance(stop, PointInterrupted) else stop.results):
+            for interrupted in _cut_off(stop, executor):
                 store.add_point(run_id, interrupted)
         raise
     if store is not None:
         store.update_points(run_id, executor.later())
+
+
+def _cut_off(stop: KeyboardInterrupt, executor: Local | OnRay) -> list[PointResult]:
+    """The points Ctrl-C cut off: the one the engine was training, those in flight on Ray, or
+    (Ctrl-C between points, while one was being stored) those the executor still runs."""
+    if isinstance(stop, PointInterrupted):
+        return [stop.result]
+    if isinstance(stop, PointsInterrupted):
+        return stop.results
+    return executor.stop()
 
 
 def _keep(store: Store, run_id: str, point: PointSpec, result: PointResult, writers: list, opts: SweepOptions, bar) -> None:
