@@ -149,7 +149,7 @@ class OnRay:
 
     def calls(self, calls: list[Call], workload: Callable[[PointSpec], Workload]) -> Iterator[tuple[int, PointResult, list[Snapshot]]]:
         """Every call at once, a task each; (its index, its result, the snapshots it kept) as
-        each comes back. Ctrl-C cancels those in flight (``PointsInterrupted``)."""
+        each comes back. Ctrl-C stops waiting for those in flight (``PointsInterrupted``)."""
         ray = import_ray()
         _ship_plugins()
         task = ray.remote(_point_task)
@@ -172,11 +172,10 @@ class OnRay:
             raise PointsInterrupted(self.stop()) from None
 
     def stop(self) -> list[PointResult]:
-        """Cancel the points in flight (Ctrl-C): they are returned ``interrupted``, for the
-        caller to store (``--resume`` runs them again)."""
-        ray = import_ray()
-        for ref in self.pending:
-            ray.cancel(ref)  # a KeyboardInterrupt in the task (force=True, killing the worker, can trip a Ray check on a reply in flight)
+        """The points in flight at Ctrl-C, as ``interrupted`` for the caller to store
+        (``--resume`` runs them again). Their tasks are not cancelled here: they end with this
+        process, which owns them (``ray.cancel`` of a task whose reply is on its way trips a
+        check in Ray 2.60's core worker and aborts the process)."""
         stopped = [PointResult(point, Measurement(), Status.INTERRUPTED, "interrupted (Ctrl-C) while on Ray") for _, point in self.pending.values()]
         self.pending = {}
         return stopped
