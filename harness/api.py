@@ -17,8 +17,9 @@ raises ``harness.errors.SpecError`` with the same text the CLI prints.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.workload import datasets, pipelines
 from harness.workload import models
@@ -30,16 +31,84 @@ from harness.config.spec import build_spec
 from harness.store.sqlite import Store
 from harness.drivers.sweep import run_sweep
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.analysis.recommend import Recommendation
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One configuration's answer (the points of a data set, size, device, model, recipe...
+    that differ only in batch size): what ``batchbench analyze`` says for it."""
+
+    configuration: str
+    """The configuration in words (``digits · 1797 samples · cpu``)."""
+    key: dict[str, Any]
+    """Its value of each configuration column."""
+    recommendation: Recommendation | None
+    """The batch size to train with, the ones tied with it, the time to target and the caveats;
+    None where no batch size reached the target with a measured step time (``reason`` says why)."""
+    reason: str
+
+    @property
+    def batch_size(self) -> int | None:
+        return None if self.recommendation is None else self.recommendation.batch_size
+
+    def __str__(self) -> str:
+        return f"{self.configuration}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A finished sweep: its points and checks (the export's columns) and an answer a configuration."""
+
+    points: pd.DataFrame
+    checks: pd.DataFrame
+    answers: tuple[Answer, ...]
+
+    @property
+    def batch_size(self) -> int | None:
+        """The recommended batch size where the sweep has one configuration (else ``ValueError``:
+        read ``answers``); None where it has no answer."""
+        if len(self.answers) > 1:
+            raise ValueError(f"the sweep has {len(self.answers)} configurations: read .answers, one each")
+        return self.answers[0].batch_size if self.answers else None
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.answers)) or "no point finished: nothing to answer"
+
 
 def benchmark(model: Any = None, data: Any = None, *, spec: str | Path | None = None, store: str | Path | None = None,
-              progress: bool | None = None, executor: str = "local", **options: Any):
+              progress: bool | None = None, executor: str = "local", **options: Any) -> pd.DataFrame:
     """Run the sweep and return its points (one row per point, the export's columns). With
     ``store`` the run is kept there (and ``batchbench report --store`` can show it); without,
     it lives in a temporary store that is removed. ``spec``: a spec file whose keys the other
     arguments override, as flags override it for ``batchbench run``. ``executor``: ``local``,
     ``ray``, ``ray:auto`` or ``ray:HOST:PORT``, as ``--executor`` (a Ray instance this process
-    already started is joined)."""
+    already started is joined). ``sweep`` takes the same arguments and adds the answer."""
     return run_tables(model, data, spec=spec, store=store, progress=progress, executor=executor, **options)["points"]
+
+
+def sweep(model: Any = None, data: Any = None, *, spec: str | Path | None = None, store: str | Path | None = None,
+          progress: bool | None = None, executor: str = "local", **options: Any) -> Sweep:
+    """``benchmark``, returning the points, their loss checks and the answer for each
+    configuration: ``harness.sweep(...).batch_size``, ``print(harness.sweep(...))``."""
+    tables = run_tables(model, data, spec=spec, store=store, progress=progress, executor=executor, tables=("points", "checks"), **options)
+    return Sweep(tables["points"], tables["checks"], answers(tables["points"], tables["checks"]))
+
+
+def answers(points: pd.DataFrame, checks: pd.DataFrame) -> tuple[Answer, ...]:
+    """An answer per configuration of stored points (``Store.load("points")``, ``("checks")``)."""
+    from harness.analysis.convergence import analyze
+    from harness.analysis.keys import group_label
+    from harness.analysis.recommend import no_answer, recommend
+
+    out = []
+    for group in analyze(points, checks):
+        advice = recommend(group)
+        out.append(Answer(group_label(group.key), dict(group.key), advice, no_answer(group) if advice is None else advice.sentence()))
+    return tuple(out)
 
 
 def run_tables(model: Any = None, data: Any = None, *, spec: str | Path | None = None, store: str | Path | None = None,

@@ -132,7 +132,7 @@ def test_asv_init_then_asv_run_tracks_two_commits(tmp_path, cli, monkeypatch):
     widths = []
     for path in results:
         data = json.loads(path.read_text())["results"]
-        speed = data["batchbench_training.TrainingStep.track_samples_per_s"][0]
+        speed = data["batchbench_training.TrainingStep.track_time_per_sample_s"][0]
         assert len(speed) == 2 and all(v is not None and v > 0 for v in speed), speed
         assert all(v > 0 for v in data["batchbench_training.TrainingStep.track_derivative_s"][0])
         assert "batchbench_training.TrainingStep.track_steps_to_target" in data

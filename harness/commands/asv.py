@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     init = actions.add_parser("init", help="write asv.conf.json and a benchmarks/ suite for the spec's points",
                               description="Write asv.conf.json (environments see this Python's packages; nothing is installed from an index) "
                                           "and benchmarks/batchbench_training.py (one asv parameter set per point of the spec; track_ metrics: "
-                                          "phase medians, samples/s, steps and time to target, peak memory). Without SPEC, batchbench.toml "
+                                          "phase medians, time per sample, steps and time to target, peak memory: each a cost, lower is better). Without SPEC, batchbench.toml "
                                           "is used, or written as a starting point.")
     init.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="the spec to track, inside the repository [batchbench.toml]")
     init.add_argument("--force", action="store_true", help="replace asv.conf.json and the suite if they exist")

@@ -186,11 +186,13 @@ AXES: tuple[Axis, ...] = (
          "tensor (indexing) or dataloader (per-sample collation, pinned memory with --data-placement pinned); a Dataset "
          "pipeline (--dataset module:callable) always reads through a DataLoader",
          title="loader", phrase="{} loader"),
-    Axis("workers", lambda value: v.parse_int("workers", value, 0, 64), 0, "workload", "DataLoader worker processes with --loader dataloader",
-         record=only(lambda p: p.loader == "dataloader", "workers"), title="workers", since="0.3", group_key=False),
-    Axis("prefetch_factor", lambda value: v.parse_int("prefetch_factor", value, 1, 1024), 2, "workload",
-         "batches each DataLoader worker prepares ahead", record=only(lambda p: p.loader == "dataloader" and p.workers > 0, "prefetch_factor"),
-         since="0.5", group_key=False),
+    Axis("workers", v.integers("workers", 0, 64), (0,), "workload",
+         "comma list of DataLoader worker processes with --loader dataloader or a Dataset pipeline", sweep=True,
+         record=only(lambda p: p.loader == "dataloader", "workers"), title="workers", phrase="workers {}", since="0.3"),
+    Axis("prefetch_factor", v.integers("prefetch_factor", 1, 1024), (2,), "workload",
+         "comma list of batches each DataLoader worker prepares ahead (points with --workers 0 take the first)", sweep=True,
+         at_point=pol.prefetch_factors, record=only(lambda p: p.loader == "dataloader" and p.workers > 0, "prefetch_factor"),
+         title="prefetch", phrase="prefetch {}", since="0.5"),
     Axis("seed", lambda value: v.parse_int("seed", value, 0, 2**62), 0, "workload", "seed of the data order and of the initial weights",
          at_point=lambda spec, at: spec.seed + at["repeat"], group_key=False),
     Axis("data_seed", lambda value: v.parse_int("data_seed", value, 0, 2**32 - 1), 0, "workload",
@@ -273,7 +275,9 @@ def taken_by(command: str, axes: Sequence[Axis] = AXES) -> list[str]:
 
 
 def sweep_axes(axes: Sequence[Axis] = AXES) -> tuple[Axis, ...]:
-    return tuple(a for a in axes if a.sweep)
+    """The sweep axes in the order they multiply points: as declared, ``repeats`` innermost."""
+    swept = [a for a in axes if a.sweep]
+    return tuple(sorted(swept, key=lambda a: a.name == "repeats"))
 
 
 def with_axis(axis: Axis, axes: Sequence[Axis] = AXES) -> tuple[Axis, ...]:

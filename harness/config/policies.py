@@ -172,6 +172,11 @@ def placements(spec, at: dict) -> tuple[str, ...]:
     return tuple(p for p in spec.data_placement if p != "host") or ("auto",)
 
 
+def prefetch_factors(spec, at: dict) -> tuple[int, ...]:
+    """Every --prefetch-factor with workers; the first alone without (no worker prefetches)."""
+    return spec.prefetch_factor if at["workers"] > 0 else spec.prefetch_factor[:1]
+
+
 def repeats(spec, at: dict) -> range:
     return range(spec.repeats)
 

@@ -54,8 +54,8 @@ class SweepSpec:
     grad_clip: float | None = _axis("grad_clip")
     micro_batch_size: int | str | None = _axis("micro_batch_size")
     loader: str = _axis("loader")
-    workers: int = _axis("workers")
-    prefetch_factor: int = _axis("prefetch_factor")
+    workers: tuple[int, ...] = _axis("workers")
+    prefetch_factor: tuple[int, ...] = _axis("prefetch_factor")
     seed: int = _axis("seed")
     data_seed: int = _axis("data_seed")
     lr_policy: str = _axis("lr_policy")
@@ -170,7 +170,7 @@ def _check_together(parsed: dict[str, Any]) -> None:
         if parsed.get("stop_at_target"):
             raise SpecError("--stop-at-target", "is not supported with --world-sizes > 1 (every rank would have to agree when to stop)")
     pipeline = ":" in str(parsed.get("dataset", "")) and not str(parsed.get("dataset", "")).endswith(FILE_ENDINGS)
-    if parsed.get("workers") and parsed.get("loader", "tensor") != "dataloader" and not pipeline:  # a Dataset pipeline always has a DataLoader
+    if any(parsed.get("workers", ())) and parsed.get("loader", "tensor") != "dataloader" and not pipeline:  # a Dataset pipeline always has a DataLoader
         raise SpecError("--workers", "applies to --loader dataloader or a Dataset pipeline (tensor indexing has no workers)")
     if parsed.get("stop_at_target") and not (parsed.get("target_loss") is not None or parsed.get("target_accuracy") is not None):
         raise SpecError("--stop-at-target", "needs --target-loss or --target-accuracy (a rel: target is known only after the sweep)")

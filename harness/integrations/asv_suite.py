@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import NamedTuple
 
 from harness.analysis.keys import NAMED_BY, configuration_fields
 from harness.store.schema import Status
@@ -75,16 +76,47 @@ def _plain(value):
     return value
 
 
-def _metric(name: str, column: str, unit: str):
-    """A ``track_`` method returning the point's ``column`` (NaN where it is null: a target
-    not reached, a peak not measured on this device)."""
+class Metric(NamedTuple):
+    """What one ``track_`` method reports: a ``points`` column, as a cost. asv ranks every
+    ``track_`` value lower-is-better (a rise is a regression) and has no attribute to say
+    otherwise, so ``unit`` is "seconds" (asv prints a time; rounded to ``SIGNIFICANT`` digits
+    here), "bytes" (asv prints a size) or "steps" (both exact counts), never a rate."""
+
+    column: str
+    unit: str
+    reciprocal: bool = False  # the column is a rate; the metric is its inverse (a cost)
+
+SIGNIFICANT = 4
+
+VERSION = "batchbench-2"
+"""asv's ``version`` of every metric: results with another version are left out of ``asv
+publish`` and marked not comparable by ``asv compare``. Without it asv hashes the source of the
+``track_``, ``setup`` and ``setup_cache`` methods, so a batchbench release that only reworded them
+would hide a history; change it when what a metric measures changes."""
+
+
+def value_of(row: dict, metric: Metric) -> float | int:
+    """The metric's value for a point's row: NaN where the column is null (a target not
+    reached, a peak not measured on this device); seconds rounded, counts whole."""
+    value = row.get(metric.column)
+    if value is None or math.isnan(value) or (metric.reciprocal and value <= 0):
+        return float("nan")
+    if metric.reciprocal:
+        value = 1 / value
+    if metric.unit == "seconds":
+        return float(f"{value:.{SIGNIFICANT}g}")
+    return int(round(value))
+
+
+def _metric(name: str, metric: Metric):
+    """A ``track_`` method returning ``value_of`` the point's row."""
 
     def track(self, results, *params):
-        value = self.point.get(column)
-        return float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        return value_of(self.point, metric)
 
     track.__name__ = track.__qualname__ = name
-    track.unit = unit
+    track.unit = metric.unit  # type: ignore[attr-defined]
+    track.version = VERSION  # type: ignore[attr-defined]
     return track
 
 
@@ -113,13 +145,16 @@ class TrainingSuite:
 
 
 METRICS = {
-    "track_data_s": ("data_s", "seconds"), "track_derivative_s": ("derivative_s", "seconds"),
-    "track_update_s": ("update_s", "seconds"), "track_loss_check_s": ("loss_check_s", "seconds"),
-    "track_samples_per_s": ("samples_per_s", "samples/s"), "track_steps_to_target": ("steps_to_target", "steps"),
-    "track_time_to_target_s": ("compute_to_target_s", "seconds"),  # training time: loss checks left out
-    "track_peak_device_mem_bytes": ("peak_device_mem_bytes", "bytes"), "track_peak_rss_bytes": ("peak_rss_bytes", "bytes"),
+    "track_data_s": Metric("data_s", "seconds"), "track_derivative_s": Metric("derivative_s", "seconds"),
+    "track_update_s": Metric("update_s", "seconds"), "track_loss_check_s": Metric("loss_check_s", "seconds"),
+    "track_time_per_sample_s": Metric("samples_per_s", "seconds", reciprocal=True),  # 1 / throughput: a slower step rises
+    "track_steps_to_target": Metric("steps_to_target", "steps"),
+    "track_time_to_target_s": Metric("compute_to_target_s", "seconds"),  # training time: loss checks left out
+    "track_peak_device_mem_bytes": Metric("peak_device_mem_bytes", "bytes"), "track_peak_rss_bytes": Metric("peak_rss_bytes", "bytes"),
 }
-"""asv metric -> (points column, unit): one ``track_`` method of ``TrainingSuite`` each."""
-for _name, (_column, _unit) in METRICS.items():
-    setattr(TrainingSuite, _name, _metric(_name, _column, _unit))
-del _name, _column, _unit
+"""asv metric -> what it reports: one ``track_`` method of ``TrainingSuite`` each. A name ends in
+``_s`` (seconds), ``_bytes`` (bytes) or ``steps_to_target`` (steps); no rate (``_per_s``) is
+tracked, since asv would read its fall as an improvement."""
+for _name, _what in METRICS.items():
+    setattr(TrainingSuite, _name, _metric(_name, _what))
+del _name, _what

@@ -103,6 +103,11 @@ def _item(data: Any, index: int, name: str, flag: str) -> tuple[Any, Any]:
         raise SpecError(flag, f"{name}: reading item {index} failed: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     if not isinstance(item, (tuple, list)) or len(item) != 2:
         raise SpecError(flag, f"{name}: item {index} is {type(item).__name__}; batchbench needs (x, y) pairs")
+    for part, value in (("input", item[0]), ("target", item[1])):
+        if not isinstance(value, (torch.Tensor, np.ndarray, np.generic, int, float)) or isinstance(value, bool):
+            kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+            hint = " (a PIL image: convert it in the Dataset, e.g. torchvision's ToTensor)" if "PIL" in kind else ""
+            raise SpecError(flag, f"{name}: item {index}'s {part} is a {kind}{hint}; batchbench needs tensors, arrays or numbers")
     return item[0], item[1]
 
 
@@ -113,9 +118,12 @@ def decode(data: Any, rows: np.ndarray, name: str) -> tuple[torch.Tensor, torch.
     from torch.utils.data import DataLoader, Subset
 
     parts_x, parts_y = [], []
-    for xb, yb in DataLoader(Subset(data, rows.tolist()), batch_size=DECODE_BATCH):
-        parts_x.append(torch.as_tensor(xb))
-        parts_y.append(torch.as_tensor(yb))
+    try:
+        for xb, yb in DataLoader(Subset(data, rows.tolist()), batch_size=DECODE_BATCH):
+            parts_x.append(torch.as_tensor(xb))
+            parts_y.append(torch.as_tensor(yb))
+    except (TypeError, RuntimeError, ValueError) as exc:  # items the default collation cannot stack
+        raise SpecError("--dataset", f"{name}: its items cannot be batched: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
     X, y = torch.cat(parts_x), torch.cat(parts_y)
     if X.dtype == torch.uint8:
         raise SpecError("--dataset", f"{name} gives uint8 inputs (0..255 bytes); scale them in the Dataset (e.g. x.float() / 255, "

@@ -30,6 +30,7 @@ def load_callable(name: str, flag: str) -> Callable[..., Any]:
     if target.endswith(".py"):
         module = load_file(target, flag)
     else:
+        _searched(Path.cwd())  # as ``python -m``: a module in the working folder imports, console script or not
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
@@ -53,6 +54,7 @@ def load_file(path_text: str, flag: str):
     key = "batchbench_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     if key in sys.modules:
         return sys.modules[key]
+    _searched(path.resolve().parent)  # as ``python file.py``: the modules beside it import
     spec = importlib.util.spec_from_file_location(key, path)
     if spec is None or spec.loader is None:
         raise SpecError(flag, f"cannot load {path} as a Python module")
@@ -64,3 +66,11 @@ def load_file(path_text: str, flag: str):
         del sys.modules[key]
         raise SpecError(flag, f"loading {path} failed: {type(exc).__name__}: {exc}") from None
     return module
+
+
+def _searched(folder: Path) -> None:
+    """Put ``folder`` first on the import path, as Python does for the script it runs, unless
+    it is there already: a plug-in imports its own modules whichever way batchbench started."""
+    on_path = {str(Path(entry or ".").resolve()) for entry in sys.path}
+    if str(folder) not in on_path:
+        sys.path.insert(0, str(folder))
