@@ -104,6 +104,8 @@ LAYERS = {
                        "harness.api", "harness.integrations"),
     "harness.drivers": ("harness.commands", "harness.cli", "harness.report", "harness.api", "harness.integrations"),
     "harness.api": ("harness.commands", "harness.cli", "harness.integrations"),
+    "harness.ramp": ("harness.drivers", "harness.report", "harness.parallel", "harness.store.sqlite", "harness.api", "harness.integrations",
+                     "harness.commands", "harness.cli"),
     "harness.integrations": ("harness.commands", "harness.cli"),
     "harness.commands": ("harness.cli",),
 }

@@ -13,7 +13,7 @@ from harness.commands.text import layout, number, seconds, to_json
 from harness.config.axes import FIELDS, taken_by
 from harness.config.values import parse_float, parse_int
 from harness.errors import SpecError
-from harness.outputs import output_path
+from harness.outputs import output_path, write_output
 
 NAME = "cbs"
 HELP = "measure the critical batch size through training and the batch-size ramp it implies"
@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rates", default="2", help="learning rates a branch tries: the rule's (SGD: lr x k; Adam: lr x sqrt k) and halvings [2]")
     group.add_argument("--largest-batch", help="the largest branch batch [the training set]")
     groups["output"].add_argument("--json", action="store_true", help="print the curve, the ramp and the verification as JSON")
+    groups["output"].add_argument("--ramp-out", metavar="FILE", help="write the measured ramp as a small JSON file, for harness.ramp.load "
+                                  "(a batch sampler and a learning-rate multiplier for your own loop)")
     groups["output"].add_argument("--quiet", action="store_true", help="no line per checkpoint")
     executor_flags(parser)
 
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from harness.drivers.cbs import CbsSettings, measure
     from harness.drivers.plan import plan
+    from harness.ramp import of_run
     from harness.store.sqlite import Store
 
     settings = CbsSettings(
@@ -65,10 +68,16 @@ def main(args: argparse.Namespace) -> int:
     keep = kept_inputs(args.store, args.spec_file, the_plan.spec)
     if args.report and not args.no_report:
         output_path(args.report, "--report", keep)
+    if args.ramp_out:
+        output_path(args.ramp_out, "--ramp-out", keep)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
     with Store(args.store or DEFAULT_STORE) as store:
         result = measure(the_plan, store, settings, say, executor)
-    print(to_json(result.as_dict()) if args.json else cbs_text(result.measured, result.run_id))
+    ramp = of_run(result.measured, the_plan.points[0], own.optimizer if own is not None else the_plan.points[0].optimizer)
+    print(to_json({**result.as_dict(), **ramp.settings()}) if args.json else cbs_text(result.measured, result.run_id))
+    if args.ramp_out:
+        path = write_output(args.ramp_out, to_json(ramp.as_dict()) + "\n", "--ramp-out", keep)
+        print(f"ramp file: {path}", file=sys.stderr if args.json else sys.stdout)
     if not args.no_report:
         path = write_run_report(store.path, result.run_id, args.report, title="batchbench cbs", keep=keep)
         print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
