@@ -28,3 +28,14 @@ def test_every_link_of_the_readme_and_the_docs_is_a_file():
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
             if not target.startswith("http"):
                 assert (page.parent / target).exists(), (page.name, target)
+
+
+def test_the_docs_run_pytest_with_the_python_batchbench_is_in():
+    """A venv that sees the system's packages has no pytest of its own: a bare ``pytest`` (or
+    ``.venv/bin/pytest``) is the system's, without batchbench's fixture. Every command the docs
+    give runs ``python -m pytest``."""
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for block in re.findall(r"```(?:sh|bash|console)?\n(.*?)```", page.read_text(), flags=re.S):
+            for line in block.splitlines():
+                command = line.split("#")[0].strip()
+                assert not re.match(r"^(\S*/)?pytest\b", command), (page.name, line)
