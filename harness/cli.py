@@ -3,7 +3,8 @@ module a command (its flags, its run, its text).
 
 Every failure batchbench can explain is one line on stderr naming the field, with its kind's
 exit code (``harness.errors``); a point that fails at run time is recorded with its status and
-the sweep goes on; Ctrl-C keeps the finished points and exits 130.
+the sweep goes on; Ctrl-C keeps the finished points and exits 130, and SIGTERM and SIGHUP
+stop it the same way (exit 143 and 129).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Sequence
 from harness.version import __version__
 from harness.commands import analyze, asv, cbs, compare, export, fit, merge, overhead, report, run, runs, tune
 from harness.commands.flags import Parser
-from harness.errors import SpecError, StoreError, UserError
+from harness.errors import SpecError, Stopped, StoreError, UserError
 
 COMMANDS = {module.NAME: module for module in (run, tune, cbs, analyze, compare, report, fit, overhead, merge, runs, export, asv)}
 
@@ -30,6 +31,12 @@ INTERRUPTED = {
     "merge": "each source store is merged whole or not at all; run the merge again to finish",
 }
 """What Ctrl-C leaves behind, per command (the others write whole files or nothing)."""
+
+
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop a command the way Ctrl-C does: the point in flight stored interrupted,
+children ended, partial files removed; the exit code is 128 + the signal's number."""
+STOP_CODES = tuple(128 + s for s in STOPS)
 
 
 def parser() -> Parser:
@@ -45,13 +52,13 @@ def parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    interrupted: list[bool] = []
+    interrupted: list[int] = []
 
-    def on_interrupt(signum, frame):  # noted here too, in case a library swallows the exception
-        interrupted.append(True)
-        raise KeyboardInterrupt
+    def on_stop(signum, frame):  # noted here too, in case a library swallows the exception
+        interrupted.append(signum)
+        raise Stopped(signum)
 
-    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() else None
+    previous = {s: signal.signal(s, on_stop) for s in STOPS} if threading.current_thread() is threading.main_thread() else {}
     try:
         refuse_repeated_flags(argv)
         code = COMMANDS[args.command].main(args)
@@ -61,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _say(StoreError(_store_field(args), f"cannot use {trouble(_store_path(args), exc)}"))
     except UserError as exc:
         code = _say(exc)
-    except KeyboardInterrupt:
-        interrupted.append(True)
+    except KeyboardInterrupt as stop:
+        interrupted.append(getattr(stop, "signum", signal.SIGINT))
         code = 0
     except BrokenPipeError:  # the reader went away (`batchbench analyze --json | head`): what it read is all it wanted
         _quiet_stdout()
@@ -72,26 +79,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         code = 0
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if interrupted:
-        print(f"batchbench: interrupted; {INTERRUPTED.get(args.command, 'nothing partial was written')}", file=sys.stderr)
-        return 130
+        signum = interrupted[0]
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"batchbench: {how}; {INTERRUPTED.get(args.command, 'nothing partial was written')}", file=sys.stderr)
+        return 128 + signum
     return code
 
 
 def console() -> None:
-    """The ``batchbench`` program: ``main``, then exit with its code. After Ctrl-C (130) the
+    """The ``batchbench`` program: ``main``, then exit with its code. After a stop (130, 143, 129) the
     process ends at once, once its output is flushed: the store and every output file were
     closed whole before, and interpreter shutdown with native threads (torch, plotting) mid-way
     through their work can crash instead of exiting."""
     code = main()
-    if code == 130:
+    if code in STOP_CODES:
         import os
 
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(code)
     sys.exit(code)
 
 

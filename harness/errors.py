@@ -9,7 +9,8 @@ to do; the CLI prints it as ``batchbench: error: FIELD: message`` and exits with
 2     ``SpecError``: bad input, found before anything ran; no store or file was touched
 3     ``StoreError``: a store or an output file could not be read or written (locked by another
       process, disk full, damaged, no permission); what was committed before is kept
-130   interrupted (Ctrl-C); finished points are stored, ``--resume`` continues
+130   interrupted (Ctrl-C); finished points are stored, ``--resume`` continues; 143 (SIGTERM)
+      and 129 (SIGHUP) are the same stop
 ====  ==========================================================================================
 """
 
@@ -40,3 +41,30 @@ class RunError(UserError):
     """Work that started and could not give its answer; what ran is stored."""
 
     exit_code = 1
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP as the CLI raises it: one stop whatever the signal (Slurm,
+    Kubernetes and Ray end work with SIGTERM), taken everywhere Ctrl-C is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def users_own(exc: BaseException) -> bool:
+    """Whether a user's code (a plug-in's import or factory) raised ``exc`` of its own accord: any
+    ``Exception``, ``sys.exit()``, ``GeneratorExit``, and a ``KeyboardInterrupt`` that no signal
+    caused (the CLI raises ``Stopped`` for those; elsewhere an interrupt is taken as a stop)."""
+    if isinstance(exc, KeyboardInterrupt):
+        import signal
+
+        return not isinstance(exc, Stopped) and signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    return isinstance(exc, (Exception, SystemExit, GeneratorExit))
+
+
+def users_failure(exc: BaseException) -> str:
+    """What a user's code raised, in words: ``ValueError: bad`` or ``sys.exit(0)``."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return " ".join(f"{type(exc).__name__}: {exc}".split()).rstrip(": ")

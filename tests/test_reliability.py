@@ -668,12 +668,23 @@ def test_a_hanging_plug_in_times_out_and_the_sweep_goes_on(cli, tmp_path):
         assert dict(conn.execute("select batch_size, status from points").fetchall()) == {4: "ok", 8: "error"}
 
 
+def _has_run(store) -> bool:
+    try:
+        with sqlite3.connect(store, timeout=1) as conn:
+            return conn.execute("select count(*) from runs").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 def test_ctrl_c_records_the_point_in_flight_as_interrupted_and_resume_reruns_it(tmp_path):
     store = tmp_path / "s.sqlite"
     args = [sys.executable, "-m", "harness", "run", "--model", plugin("slow"), "--devices", "cpu", "--dataset-sizes", "64", "--batch-sizes", "1",
             "--steps", "400", "--quiet", "--no-report", "--store", str(store)]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    deadline = time.monotonic() + 60  # the run is in the store: its point trains (on a loaded machine the imports alone took 4 s)
+    while time.monotonic() < deadline and proc.poll() is None and not _has_run(store):
+        time.sleep(0.05)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "the point in flight as interrupted" in err

@@ -161,6 +161,38 @@ def failure_summary(points) -> list[str]:
     return [f"{n} point{'s' if n > 1 else ''}: {status}: {error}" for (status, error), n in counts.items()]
 
 
+def _child(process) -> int:
+    """A run's process to its end. A stop of this one (Ctrl-C, SIGTERM, SIGHUP) stops it the
+    same way and waits while it stores its point in flight: nothing commits after we exit.
+    Ctrl-C at a terminal reaches the child itself; it gets SIGINT from here only if it is still
+    running a few seconds later (``kill -INT`` of this process alone)."""
+    import signal
+    import subprocess
+
+    try:
+        return process.wait()
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        try:
+            process.wait(timeout=5.0) if signum == signal.SIGINT else None
+        except subprocess.TimeoutExpired:
+            pass
+        if process.poll() is None:
+            process.send_signal(signum)
+        _wait_through_stops(process)
+        raise
+
+
+def _wait_through_stops(process) -> None:
+    """Wait for the child to end, whatever more signals arrive meanwhile."""
+    while True:
+        try:
+            process.wait()
+            return
+        except KeyboardInterrupt:
+            continue
+
+
 def _run_in_processes(request: Request, keep: list) -> int:
     """The sweep ``runs`` times, each in a fresh process, one after the other, into one store:
     each run is one measurement of what varies between processes, which repeats inside one run
@@ -175,7 +207,7 @@ def _run_in_processes(request: Request, keep: list) -> int:
         before = set(store.run_ids())
     for n in range(runs):
         print(f"batchbench: run {n + 1} of {runs} (its own process)", file=sys.stderr, flush=True)
-        code = subprocess.run(command).returncode
+        code = _child(subprocess.Popen(command))
         if code not in (0, 1):
             return code
     with Store.open_existing(store_path) as store:

@@ -167,9 +167,11 @@ class Store:
         return run_id, set()
 
     @contextlib.contextmanager
-    def sweep_lock(self, spec_hash: str) -> Iterator[None]:
-        """Held while a process resumes a sweep: a second ``--resume`` of the same sweep is
-        refused in one line instead of running its points twice. An advisory lock on a byte of
+    def sweep_lock(self, spec_hash: str, *, resume: bool = True) -> Iterator[None]:
+        """Held while a process writes a sweep: a ``--resume`` holds it alone, a new run shares
+        it with other new runs (each writes its own run). So a ``--resume`` while the same sweep
+        runs, or a run while it resumes, is refused in one line instead of training points
+        twice (and failing on the second commit). An advisory lock on a byte of
         a lock file named by the store file's device and inode (so every path to the file,
         through any link, finds the same lock), released by the kernel if the process dies;
         other sweeps go on."""
@@ -181,10 +183,11 @@ class Store:
         offset = int(spec_hash[:7], 16)
         try:
             try:
-                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                fcntl.lockf(handle, (fcntl.LOCK_EX if resume else fcntl.LOCK_SH) | fcntl.LOCK_NB, 1, offset)
             except OSError:
-                raise StoreError("--resume", f"another batchbench process is already running this sweep into {self.path}; "
-                                            "wait for it to finish (then --resume finds what it stored)") from None
+                doing = "already running" if resume else "resuming"
+                raise StoreError("--resume" if resume else "--store", f"another batchbench process is {doing} this sweep into {self.path}; "
+                                 "wait for it to finish (then --resume finds what it stored)") from None
             yield
         finally:
             handle.close()

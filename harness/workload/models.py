@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from harness.workload.architectures import GPT, ResNet
-from harness.errors import SpecError
+from harness.errors import SpecError, users_failure, users_own
 from harness.workload import lightning, plugins
 
 BUILTINS = ("linear", "mlp", "cnn", "resnet", "gpt")
@@ -137,9 +137,11 @@ def build_with_loss(name: str, factory: Factory, *, n_features: int, n_outputs: 
         made = factory(**kwargs)
     except SpecError:
         raise
-    except Exception as exc:
+    except BaseException as exc:  # sys.exit() in a factory too: one line, nothing run
+        if not users_own(exc):
+            raise
         given = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-        raise SpecError("--model", f"{name}({given}) failed: {type(exc).__name__}: {exc}") from None
+        raise SpecError("--model", f"{name}({given}) failed: {users_failure(exc)}") from None
     model, loss = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
     if not isinstance(model, nn.Module):
         raise SpecError("--model", f"{name} returned {type(model).__name__}, not a torch.nn.Module or a (module, loss_fn) pair")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.errors import SpecError
+from harness.errors import SpecError, users_failure, users_own
 from harness.workload import plugins
 
 DECODE_BATCH = 256
@@ -73,8 +73,10 @@ def resolve(name: str) -> Pipeline:
         made = make()
     except SpecError:
         raise
-    except Exception as exc:
-        raise SpecError("--dataset", f"{name}() failed: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    except BaseException as exc:  # sys.exit() in a factory too: one line, nothing run
+        if not users_own(exc):
+            raise
+        raise SpecError("--dataset", f"{name}() failed: {users_failure(exc)}") from None
     return from_objects(made, name)
 
 
@@ -99,8 +101,10 @@ def _task(name: str, train: Any, flag: str) -> tuple[str, int | None]:
 def _item(data: Any, index: int, name: str, flag: str) -> tuple[Any, Any]:
     try:
         item = data[index]
-    except Exception as exc:
-        raise SpecError(flag, f"{name}: reading item {index} failed: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    except BaseException as exc:
+        if not users_own(exc):
+            raise
+        raise SpecError(flag, f"{name}: reading item {index} failed: {users_failure(exc)}") from None
     if not isinstance(item, (tuple, list)) or len(item) != 2:
         raise SpecError(flag, f"{name}: item {index} is {type(item).__name__}; batchbench needs (x, y) pairs")
     for part, value in (("input", item[0]), ("target", item[1])):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.errors import SpecError
+from harness.errors import SpecError, users_failure, users_own
 
 
 def is_plugin_name(name: str) -> bool:
@@ -35,8 +35,10 @@ def load_callable(name: str, flag: str) -> Callable[..., Any]:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise SpecError(flag, f"cannot import module {target!r}: {exc}") from None
-        except Exception as exc:  # the plug-in's own code failed at import
-            raise SpecError(flag, f"importing {target!r} failed: {type(exc).__name__}: {exc}") from None
+        except BaseException as exc:  # the plug-in's own code failed at import (sys.exit() too)
+            if not users_own(exc):
+                raise
+            raise SpecError(flag, f"importing {target!r} failed: {users_failure(exc)}") from None
     made = getattr(module, attr, None)
     if made is None:
         raise SpecError(flag, f"{target!r} has no attribute {attr!r}")
@@ -62,9 +64,11 @@ def load_file(path_text: str, flag: str):
     sys.modules[key] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except BaseException as exc:  # sys.exit() at import too: one line, nothing run
         del sys.modules[key]
-        raise SpecError(flag, f"loading {path} failed: {type(exc).__name__}: {exc}") from None
+        if not users_own(exc):
+            raise
+        raise SpecError(flag, f"loading {path} failed: {users_failure(exc)}") from None
     return module
 
 
