@@ -40,7 +40,7 @@ def test_a_sweep_writes_tensorboard_and_mlflow_logs_the_libraries_read(cli, tmp_
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("batchbench")
-    found = client.search_runs([experiment.experiment_id])
+    found = client.search_runs([experiment.experiment_id], filter_string="tags.`batchbench.kind` = 'point'")  # the sweep is their parent run
     assert len(found) == 2 and {r.data.tags["batchbench.point_id"] for r in found} == set(expected)
     for run in found:
         assert run.data.params["batch_size"] in ("8", "32") and run.data.params["optimizer"] == "sgd" and run.info.status == "FINISHED"

@@ -25,6 +25,7 @@ from harness.parallel.launch import ExternalRanks
 from harness.drivers import crossings
 from harness.drivers.capacity import resolve_micro_batches
 from harness.store.logs import LogTarget, open_logs
+from harness.drivers.log_answers import settle_logs
 from harness.drivers.plan import Plan, plan_flags
 from harness.run.measurement import PointResult
 from harness.store.schema import FAILED
@@ -62,7 +63,7 @@ def run_sweep(plan: Plan, store: Store | None, **options) -> str:
     0 only (None elsewhere)."""
     opts = SweepOptions(**options)
     plan = resolve_micro_batches(plan, opts.say)
-    lock = store.sweep_lock(plan.sweep_hash) if opts.writes and opts.resume else contextlib.nullcontext()
+    lock = store.sweep_lock(plan.sweep_hash, resume=opts.resume) if opts.writes else contextlib.nullcontext()
     with lock:
         return _sweep(plan, store, opts)
 
@@ -79,13 +80,14 @@ def _sweep(plan: Plan, store: Store | None, opts: SweepOptions) -> str:
     run_id, done = ranks.share(header) if ranks is not None else header
     todo = [p for p in plan.points if p.point_id not in done]
     show = writes and (sys.stderr.isatty() if opts.progress is None else opts.progress)
-    writers = open_logs(opts.logs, run_id) if writes else []
+    writers = open_logs(opts.logs, run_id, plan.spec.to_json()) if writes else []
     executor = executor_for(opts.executor, ranks, show, plan.spec.point_timeout, opts.say)
     with tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), disable=not show, unit="point", desc="sweep", file=sys.stderr) as bar, \
             executor:
         _run_points(plan, todo, executor, (store if writes else None, run_id, writers), opts, bar if show else None)
     if writes:
         finalise(plan, store, run_id, opts.say)
+        settle_logs(writers, store, run_id)  # the logs get what the sweep's end settled, and the answer
     return run_id
 
 
@@ -94,9 +96,9 @@ def _run_points(plan: Plan, todo: list[PointSpec], executor: Local | OnRay, into
     on a rank that does not write, the run id and the log writers)."""
     store, run_id, writers = into
 
-    def note(text: str) -> None:
+    def note(text: str) -> None:  # drawn now: the bar names the point that runs, not the one that finished
         if bar is not None:
-            bar.set_postfix_str(text, refresh=False)
+            bar.set_postfix_str(text, refresh=True)
 
     try:
         for result in executor.results(todo, plan.workload, note):
