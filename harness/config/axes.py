@@ -251,7 +251,7 @@ AXES: tuple[Axis, ...] = (
          match=False, group_key=False),
     Axis("burn_in_steps", lambda value: v.parse_int("burn_in_steps", value, 0), pol.DEFAULT_BURN_IN_STEPS, "timing",
          "warm-up steps left out of statistics (at most half the steps)", at_point=lambda spec, at: min(spec.burn_in_steps, at["steps"] // 2), match=False, group_key=False),
-    Axis("point_timeout", lambda value: v.parse_float("point_timeout", value, 0.0, 1e7), None, "timing",
+    Axis("point_timeout", lambda value: v.parse_float("point_timeout", value, 1.0, 1e7, low_open=False), None, "timing",
          "end a point that runs longer than this many seconds as an error (a hung plug-in) and go on", shown_default="off",
          point=None, since="0.5", group_key=False, commands=RUN_TUNE),
     Axis("peak_tflops", lambda value: v.parse_float("peak_tflops", value, 0.0), None, "timing",

@@ -156,6 +156,9 @@ def build_spec(file_values: Mapping[str, Any] | None = None, cli_values: Mapping
 
 def _check_together(parsed: dict[str, Any]) -> None:
     """What no single value can say: one budget, one target, options that need another."""
+    if parsed.get("burn_in_steps") is not None and parsed.get("steps") is not None and parsed["burn_in_steps"] >= parsed["steps"]:
+        raise SpecError("--burn-in-steps", f"{parsed['burn_in_steps']} leaves none of --steps {parsed['steps']} to measure; "
+                                           "at most half the steps are burn-in")
     if parsed.get("steps") is not None and parsed.get("epochs") is not None:
         raise SpecError("--steps", "give --steps or --epochs, not both")
     targets = [name for name in ("target_loss", "target_accuracy", "target") if parsed.get(name) not in (None, NO_TARGET)]

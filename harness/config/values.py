@@ -130,20 +130,20 @@ def tokens(field: str, value: Any) -> list[str]:
     elif isinstance(value, (str, int, float)):
         items = [t.strip() for t in str(value).split(",")]
     else:
-        raise SpecError(flag(field), f"expected a comma list, got {value!r}")
+        raise SpecError(flag(field), f"expected a comma list, got {_shown_value(value)}")
     if not items or any(t == "" for t in items):
-        raise SpecError(flag(field), f"empty entry in {value!r}; give a comma list")
+        raise SpecError(flag(field), f"empty entry in {_shown_value(value)}; give a comma list")
     return items
 
 
 def parse_int(field: str, value: Any, minimum: int, maximum: int | None = MAX_COUNT) -> int:
     allowed = f"an integer >= {minimum}" + (f" and <= {maximum:,}" if maximum is not None else "")
     if isinstance(value, bool):
-        raise SpecError(flag(field), f"{value!r} is not an integer; use {allowed}")
+        raise SpecError(flag(field), f"{_shown_value(value)} is not an integer; use {allowed}")
     try:
         number = int(str(value).strip()) if not isinstance(value, int) else value
     except ValueError:
-        raise SpecError(flag(field), f"{value!r} is not an integer; use {allowed}") from None
+        raise SpecError(flag(field), f"{_shown_value(value)} is not an integer; use {allowed}") from None
     if number < minimum or (maximum is not None and number > maximum):
         raise SpecError(flag(field), f"{number} is not allowed; use {allowed}")
     return number
@@ -152,19 +152,31 @@ def parse_int(field: str, value: Any, minimum: int, maximum: int | None = MAX_CO
 def parse_float(field: str, value: Any, low: float, high: float | None = None, *, low_open: bool = True) -> float:
     allowed = f"a number {'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
     if isinstance(value, bool):
-        raise SpecError(flag(field), f"{value!r} is not a number; use {allowed}")
+        raise SpecError(flag(field), f"{_shown_value(value)} is not a number; use {allowed}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise SpecError(flag(field), f"{value!r} is not a number; use {allowed}") from None
+        raise SpecError(flag(field), f"{_shown_value(value)} is not a number; use {allowed}") from None
     bad = (
         not math.isfinite(number)
         or (number <= low if low_open else number < low)
         or (high is not None and number >= high)
     )
     if bad:
-        raise SpecError(flag(field), f"{value!r} is not allowed; use {allowed}")
+        raise SpecError(flag(field), f"{_shown_value(value)} is not allowed; use {allowed}")
+    if 0 < abs(number) < FLOAT32_TINY:  # training runs in float32, where this is 0 or loses its digits
+        raise SpecError(flag(field), f"{_shown_value(value)} is below float32's smallest normal number ({FLOAT32_TINY:g}), where training computes; use a larger number")
     return number
+
+
+FLOAT32_TINY = 1.1754943508222875e-38
+"""float32's smallest normal number: a value below it is 0 or a denormal where training computes."""
+
+
+def _shown_value(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it, cut short (a 1 MB value is not echoed whole)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
 def choice(field: str, allowed: tuple[str, ...]) -> Callable[[Any], str]:
@@ -173,7 +185,7 @@ def choice(field: str, allowed: tuple[str, ...]) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
         if text not in allowed:
-            raise SpecError(flag(field), f"{value!r} is not one of {', '.join(allowed)}")
+            raise SpecError(flag(field), f"{_shown_value(value)} is not one of {', '.join(allowed)}")
         return text
 
     return parse
@@ -213,7 +225,7 @@ def boolean(field: str) -> Callable[[Any], bool]:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise SpecError(flag(field), f"{value!r} is not true or false")
+        raise SpecError(flag(field), f"{_shown_value(value)} is not true or false")
 
     return parse
 
@@ -236,7 +248,7 @@ def parse_batch_sizes(value: Any) -> tuple[BatchToken, ...]:
                 raise SpecError("--batch-sizes", f"range {token!r} is empty; {allowed}")
             out.append(BatchRange(low, high))
         elif not token.lstrip("-").isdigit():
-            raise SpecError("--batch-sizes", f"{token!r} is not a batch size; {allowed}")
+            raise SpecError("--batch-sizes", f"{_shown_value(token)} is not a batch size; {allowed}")
         elif not 1 <= int(token) <= MAX_COUNT:
             raise SpecError("--batch-sizes", f"{token} is not allowed; {allowed}")
         else:
@@ -251,7 +263,7 @@ def parse_devices(value: Any) -> tuple[str, ...]:
     names = [t.lower() for t in tokens("devices", value)]
     for name in names:
         if not DEVICE_RE.match(name):
-            raise SpecError("--devices", f"{name!r} is not a device; use cpu, cuda, cuda:N, mps or auto")
+            raise SpecError("--devices", f"{_shown_value(name)} is not a device; use cpu, cuda, cuda:N, mps or auto")
     return tuple(names)
 
 
@@ -267,9 +279,9 @@ def parse_target(value: Any) -> RelativeTarget:
     if text in ("none", "off"):
         return NO_TARGET
     if not text.startswith("rel:"):
-        raise SpecError("--target", f"{value!r} is not a target; {allowed}")
+        raise SpecError("--target", f"{_shown_value(value)} is not a target; {allowed}")
     if not text[4:]:
-        raise SpecError("--target", f"{value!r} has no fraction; {allowed}")
+        raise SpecError("--target", f"{_shown_value(value)} has no fraction; {allowed}")
     return RelativeTarget(parse_float("target", text[4:], 0.0, 1.0))
 
 
@@ -281,16 +293,16 @@ def parse_interval(value: Any) -> float:
     try:
         seconds = float(number) * scale
     except ValueError:
-        raise SpecError("--sample-interval", f"{value!r} is not an interval; use seconds (0.1, 0.1s), milliseconds (100ms) or 0 for off") from None
-    if not math.isfinite(seconds) or seconds < 0 or 0 < seconds < 0.001:
-        raise SpecError("--sample-interval", f"{value!r} is not allowed; use 0 (off) or at least 1ms")
+        raise SpecError("--sample-interval", f"{_shown_value(value)} is not an interval; use seconds (0.1, 0.1s), milliseconds (100ms) or 0 for off") from None
+    if not math.isfinite(seconds) or seconds < 0 or 0 < seconds < 0.001 or seconds > 3600:
+        raise SpecError("--sample-interval", f"{_shown_value(value)} is not allowed; use 0 (off) or 1ms to 3600s")
     return seconds
 
 
 def parse_shard(value: Any) -> Shard:
     match = re.fullmatch(r"(\d+)/(\d+)", str(value).strip())
     if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
-        raise SpecError("--shard", f"{value!r} is not a shard; use I/N with 0 <= I < N, e.g. 0/4 (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+        raise SpecError("--shard", f"{_shown_value(value)} is not a shard; use I/N with 0 <= I < N, e.g. 0/4 (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
     return Shard(int(match.group(1)), int(match.group(2)))
 
 
@@ -304,26 +316,26 @@ def parse_check_every(value: Any) -> CheckEvery:
     if text.startswith("log:"):
         count = text[4:]
         if not count.isdigit() or not 2 <= int(count) <= 100_000:
-            raise SpecError("--check-every", f"{value!r} is not a schedule; {allowed}")
+            raise SpecError("--check-every", f"{_shown_value(value)} is not a schedule; {allowed}")
         return CheckEvery("log", int(count))
     if text.endswith("s"):
         try:
             seconds = float(text[:-1])
         except ValueError:
-            raise SpecError("--check-every", f"{value!r} is not a schedule; {allowed}") from None
+            raise SpecError("--check-every", f"{_shown_value(value)} is not a schedule; {allowed}") from None
         if not math.isfinite(seconds) or seconds <= 0:
-            raise SpecError("--check-every", f"{value!r} is not allowed; {allowed}")
+            raise SpecError("--check-every", f"{_shown_value(value)} is not allowed; {allowed}")
         return CheckEvery("seconds", seconds=seconds)
     if text.isdigit() and 1 <= int(text) <= MAX_COUNT:
         return CheckEvery("steps", int(text))
-    raise SpecError("--check-every", f"{value!r} is not a schedule; {allowed}")
+    raise SpecError("--check-every", f"{_shown_value(value)} is not a schedule; {allowed}")
 
 
 def parse_betas(value: Any) -> tuple[float, float]:
     """Adam's two moment decay rates, each in [0, 1)."""
     items = tokens("betas", value)
     if len(items) != 2:
-        raise SpecError("--betas", f"{value!r} is not two numbers; use b1,b2 with 0 <= b < 1, e.g. 0.9,0.95")
+        raise SpecError("--betas", f"{_shown_value(value)} is not two numbers; use b1,b2 with 0 <= b < 1, e.g. 0.9,0.95")
     return tuple(parse_float("betas", t, 0.0, 1.0, low_open=False) for t in items)  # type: ignore[return-value]
 
 
@@ -334,4 +346,4 @@ def parse_micro_batch(value: Any) -> int | str:
     try:
         return parse_int("micro_batch_size", value, 1, MAX_DATASET_SIZE)
     except SpecError:
-        raise SpecError("--micro-batch-size", f"{value!r} is not allowed; use a micro-batch size >= 1 or auto (the largest that fits)") from None
+        raise SpecError("--micro-batch-size", f"{_shown_value(value)} is not allowed; use a micro-batch size >= 1 or auto (the largest that fits)") from None
