@@ -27,6 +27,7 @@ def merge_into(out: Store, source: Store) -> tuple[int, int]:
     added = present = 0
     frames = {table: source.load(table) for table in ("runs", "points", *DETAIL_TABLES)}
     with out.conn:
+        out.conn.execute("BEGIN IMMEDIATE")  # what is known is read under the write lock: a concurrent merge waits, then sees our runs
         known = set(out.run_ids())
         shard_runs = dict(out.conn.execute("SELECT spec_hash, run_id FROM runs WHERE spec_hash LIKE 'shards:%'").fetchall())
         for run in _records(frames["runs"]):
@@ -44,6 +45,8 @@ def merge_into(out: Store, source: Store) -> tuple[int, int]:
                 else:
                     out.insert("runs", [run])
                 known.add(target)
+            else:
+                _finish(out, target, run.get("finished_at"))
             have = {r[0] for r in out.conn.execute("SELECT point_id FROM points WHERE run_id = ?", (target,))}
             points = frames["points"][frames["points"]["run_id"] == run["run_id"]]
             new = points[~points["point_id"].isin(have)]
@@ -56,6 +59,12 @@ def merge_into(out: Store, source: Store) -> tuple[int, int]:
             added += len(new)
             present += len(points) - len(new)
     return added, present
+
+
+def _finish(out: Store, run_id: str, finished_at: Any) -> None:
+    """A run met again (a later copy of it): finished if this copy finished it."""
+    if finished_at is not None:
+        out.conn.execute("UPDATE runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL", (finished_at, run_id))
 
 
 def _spec(text: Any) -> dict[str, Any]:
