@@ -9,7 +9,7 @@ import sys
 
 from harness.commands.flags import runs_flag, store_flag
 from harness.errors import SpecError
-from harness.outputs import output_path, write_output
+from harness.outputs import STDOUT, is_stdout, output_path, write_output
 
 NAME = "export"
 HELP = "write a stored table as CSV, JSON or Parquet, or the points to TensorBoard or MLflow"
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="csv", help="csv, json or parquet; or tensorboard or mlflow (the points, with -o the "
                                                         "folder or tracking URI) [csv]")
     runs_flag(parser, default="all runs")
-    parser.add_argument("-o", "--output", help="file to write [stdout]")
+    parser.add_argument("-o", "--output", help="file to write; - is standard output [stdout]")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,19 +36,14 @@ def main(args: argparse.Namespace) -> int:
         return _export_logs(args)
     if args.format not in FORMATS:
         raise SpecError("--format", f"{args.format!r} is not a format; use {', '.join(FORMATS + LOGS)}")
-    keep = [(args.store, "the store it reads")]
-    if args.output:
-        output_path(args.output, "-o", keep)
+    keep, target, example = [(args.store, "the store it reads")], args.output or STDOUT, f"{args.table}.{args.format}"
+    output_path(target, "-o", keep, example=example, stdout=True)
     with Store.open_existing(args.store) as store:
         frame = store.load(args.table, store.select_runs(args.runs) if args.runs else None)
     payload = encode(frame, args.format)
-    if args.output:
-        write_output(args.output, payload, "-o", keep)
-        print(f"wrote {len(frame)} rows of {args.table} to {args.output}", file=sys.stderr)
-    elif isinstance(payload, bytes):
-        sys.stdout.buffer.write(payload)
-    else:
-        sys.stdout.write(payload)
+    write_output(target, payload, "-o", keep, example=example, stdout=True)
+    if not is_stdout(target):
+        print(f"wrote {len(frame)} rows of {args.table} to {target}", file=sys.stderr)
     return 0
 
 

@@ -16,9 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.outputs import store_output_path
     from harness.store.merge import merge_into
     from harness.store.sqlite import Store
 
+    store_output_path(args.output, "-o")  # a file, never standard output, a device or another store's journal
     sources = [Store.open_existing(path, field="STORE") for path in args.stores]  # all checked before writing
     with Store(args.output, field="-o") as out:
         for source in sources:

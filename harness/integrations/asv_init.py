@@ -19,12 +19,14 @@ the suite's parameter sets, written as literals.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import SpecError
+from harness.errors import SpecError, StoreError
+from harness.outputs import Keep, output_path, write_output
 
 SUITE = "benchmarks/batchbench_training.py"
 DEFAULT_SPEC = "batchbench.toml"
@@ -46,8 +48,9 @@ SUITE_TEXT = '''\
 
 Every point of the spec below is one asv parameter set; one batchbench run per commit
 (setup_cache) feeds every track_ metric: phase medians (data, derivative, update, loss check),
-samples/s, steps and training time to the target, peak memory. The spec is read from this
-working tree; the model and data files it names come from the commit being benchmarked.
+time per sample, steps and training time to the target, peak memory. Each is a cost, so a
+rise is what asv flags as a regression. The spec is read from this working tree; the model and
+data files it names come from the commit being benchmarked.
 Edit the spec to change what is tracked, then run `batchbench asv init --force` (also after
 moving Python).
 """
@@ -117,7 +120,7 @@ def init(root: Path, spec: str | None, *, force: bool = False) -> list[Written]:
     if spec is None:
         spec_path = root / DEFAULT_SPEC
         if not spec_path.exists():
-            spec_path.write_text(STARTER_SPEC)
+            write_output(_inside(root, spec_path, ()), STARTER_SPEC, "asv init")
             out.append(Written(spec_path, True))
     else:
         spec_path = Path(spec).resolve()
@@ -133,10 +136,35 @@ def init(root: Path, spec: str | None, *, force: bool = False) -> list[Written]:
         root / SUITE: SUITE_TEXT.format(spec=relative, names=names, params=params),
         root / "benchmarks" / "__init__.py": "",
     }
-    for path, text in files.items():
-        keep = path.exists() and (not force or path.name == "__init__.py")
-        if not keep:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        out.append(Written(path, not keep))
+    todo = {path: text for path, text in files.items() if not (path.exists() and (not force or path.name == "__init__.py"))}
+    inputs = [(spec_path, "the spec file"), *_spec_sources(spec_path, root)]
+    for path in todo:  # every file checked before any is written
+        _inside(root, path, [*inputs, *((other, f"{other.relative_to(root)}, which asv init writes too") for other in files if other != path)])
+    for path, text in todo.items():
+        write_output(path, text, "asv init")
+    out.extend(Written(path, path in todo) for path in files)
     return out
+
+
+def _inside(root: Path, path: Path, keep: Keep) -> Path:
+    """``path`` if asv init may write it: it leads (through any link) to a file in the
+    repository, and it is none of ``keep`` (the spec, the files it names, the other files
+    written) nor anything else an output may never be (``harness.outputs``)."""
+    real = Path(os.path.realpath(path))
+    if root not in real.parents:
+        raise StoreError("asv init", f"{path.relative_to(root)} is a link to {real}, outside the repository; asv init writes only in {root}: "
+                                     "remove the link or point it inside")
+    return output_path(path, "asv init", keep, example=path.name)
+
+
+def _spec_sources(spec_path: Path, root: Path) -> list[tuple[Path, str]]:
+    """The model and data files the spec names in the repository (``net.py:make``, ``data.csv``)."""
+    from harness.config.spec import load_toml
+
+    found = []
+    for key, value in load_toml(spec_path).items():
+        if key in ("model", "dataset") and isinstance(value, str):
+            name = value.rpartition(":")[0] if ":" in value and not (root / value).exists() else value
+            if name and (root / name).is_file():
+                found.append((root / name, f"the {key} file of the spec"))
+    return found
