@@ -150,6 +150,8 @@ class RunSummary:
     steps_to_base_loss: int | None
     train_s_to_base_loss: float | None
     """Steps to the base run's final loss, each x the median step time at its batch size."""
+    train_s: float | None = None
+    """Every step of the run, each x the median step time at its batch size."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,99 @@ def summarize_runs(name: str, segments, target: float | None, step_s: dict) -> R
         steps_before, time_before = steps_before + done, time_before + done * per_step
     return RunSummary(name=name, batches=tuple(int(r["batch_size"]) for r, _ in segments), steps=steps_before, final_loss=final,
                       steps_to_base_loss=None if reached is None else reached[0],
-                      train_s_to_base_loss=None if reached is None or not math.isfinite(reached[1]) else reached[1])
+                      train_s_to_base_loss=None if reached is None or not math.isfinite(reached[1]) else reached[1],
+                      train_s=time_before if math.isfinite(time_before) else None)
+
+
+@dataclass(frozen=True)
+class RampCheck:
+    """The verified ramp against the base run (constant B0): whether it reached the base run's
+    final loss, whether it ended within the tolerance of it, and the steps and training time it
+    took for that against the base run's."""
+
+    base: RunSummary
+    ramp: RunSummary
+    tolerance: float
+
+    @property
+    def reached(self) -> bool:
+        return self.ramp.steps_to_base_loss is not None
+
+    @property
+    def excess(self) -> float | None:
+        """The ramp's final loss over the base run's, less 1 (0.02: 2% above); None if either is missing."""
+        if self.ramp.final_loss is None or not self.base.final_loss:
+            return None
+        return self.ramp.final_loss / self.base.final_loss - 1
+
+    @property
+    def matched(self) -> bool:
+        """The ramp ended within the tolerance of the base run's final loss."""
+        return self.excess is not None and self.excess <= self.tolerance
+
+    def saving(self) -> tuple[int, int, float | None, float | None]:
+        """(ramp steps, base steps, ramp training s, base training s): to the base run's final
+        loss where the ramp reached it, else over each whole run."""
+        if self.reached:
+            return (self.ramp.steps_to_base_loss or 0, self.base.steps_to_base_loss or self.base.steps,
+                    self.ramp.train_s_to_base_loss, self.base.train_s_to_base_loss)
+        return self.ramp.steps, self.base.steps, self.ramp.train_s, self.base.train_s
+
+
+def ramp_check(m: Measured) -> RampCheck | None:
+    """The ramp against constant B0 (None where no ramp past B0 was run)."""
+    runs = {v.name: v for v in m.verification}
+    if "ramp" not in runs or "constant B0" not in runs or len(m.stages) < 2:
+        return None
+    return RampCheck(runs["constant B0"], runs["ramp"], m.tolerance)
+
+
+def _curve_words(m: Measured) -> str:
+    def at(c: CriticalBatch) -> str:
+        return f"{'at least ' if c.lower_bound else ''}{c.batch_size} (after {c.samples:,} samples)"
+
+    if not m.curve:
+        return f"No checkpoint measured a critical batch size (B0 = {m.b0})"
+    first, last = m.curve[0], m.curve[-1]
+    if len({(c.batch_size, c.lower_bound) for c in m.curve}) == 1:
+        way = f"{'at least ' if first.lower_bound else ''}{first.batch_size} at every checkpoint ({first.samples:,} to {last.samples:,} samples)"
+    else:
+        way = f"from {at(first)} to {at(last)}"
+    return f"Critical batch size {way}, over {len(m.curve)} checkpoint{'s' * (len(m.curve) > 1)} of the base run at B0 = {m.b0}"
+
+
+def _ramp_words(m: Measured, check: RampCheck | None) -> str:
+    if check is None:
+        if m.curve and len(m.stages) < 2:
+            return f"it never reached 2 x B0 = {2 * m.b0}, so the ramp stays at B0 and there is nothing to save by growing the batch"
+        return "no ramp was verified"
+    ramp = " → ".join(str(s.batch_size) for s in m.stages)
+    base_loss = "-" if check.base.final_loss is None else f"{check.base.final_loss:.4g}"
+    if check.excess is None:
+        return f"the ramp {ramp} has no final loss to compare with the base run's {base_loss}"
+    ramp_steps, base_steps, ramp_s, base_s = check.saving()
+    fewer = f"{ramp_steps:,} steps instead of {base_steps:,} ({1 - ramp_steps / base_steps:.0%} fewer)" if base_steps else f"{ramp_steps:,} steps"
+    if ramp_s is not None and base_s:
+        fewer += f", {_seconds(ramp_s)} of training instead of {_seconds(base_s)}"
+    off = f"{abs(check.excess):.1%} {'above' if check.excess >= 0 else 'below'}"
+    if check.reached:
+        tail = "" if check.matched else f", though it ended {off} it, beyond the {check.tolerance:.0%} tolerance"
+        return f"the ramp {ramp} reached the base run's final loss {base_loss} in {fewer}{tail}"
+    if check.matched:
+        return (f"the ramp {ramp} ended within the {check.tolerance:.0%} tolerance of the base run's final loss ({check.ramp.final_loss:.4g}, "
+                f"{off} {base_loss}) in {fewer}, without reaching {base_loss} itself")
+    return (f"the ramp {ramp} never reached the base run's final loss {base_loss}: it ended at {check.ramp.final_loss:.4g}, {off}, beyond the "
+            f"{check.tolerance:.0%} tolerance, so this ramp does not pay here: keep B0 = {m.b0}")
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+
+
+def verdict(m: Measured) -> str:
+    """The cbs run in one line: the critical batch size through training, the ramp, and whether
+    its verification held the base run's loss and what it saved, or that it never reached it."""
+    return f"{_curve_words(m)}; {_ramp_words(m, ramp_check(m))}."
 
 
 def tolerance_of(runs) -> float:

@@ -11,7 +11,7 @@ from harness.store.schema import PHASES, Status
 from harness.analysis import convergence
 from harness.analysis.memory import fit_memory
 from harness.analysis.recommend import recommend
-from harness.report.plot import PHASE_COLORS, Figure, lines, log2_axis, log_y, palette, png, pyplot, series_label
+from harness.report.plot import PHASE_COLORS, Figure, lines, log2_axis, log_axis, log_y, palette, png, pyplot, series_label, symlog_x
 
 
 def throughput_figure(ok: pd.DataFrame) -> Figure | None:
@@ -22,7 +22,7 @@ def throughput_figure(ok: pd.DataFrame) -> Figure | None:
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     lines(ax, data, ("batch_size", "samples_per_s"), "series", palette(data["series"].unique(), "deep"), marker="o")
     log2_axis(ax, data["batch_size"])
-    ax.set_yscale("log")
+    log_y(ax)
     ax.set(xlabel="batch size (log₂)", ylabel="samples / s (log)")
     ax.legend(title=None, fontsize=8)
     repeats = int(ok["repeat"].max()) + 1
@@ -151,10 +151,9 @@ def convergence_figures(ok: pd.DataFrame, checks: pd.DataFrame) -> list[Figure]:
             lines(ax, d, (x, "eval_loss"), "batch_size", colors, band=x != "wall_s", lw=1.1)
             ax.set(title=f"N={size}", xlabel=xlabel, ylabel="check-set loss")
             if x != "wall_s" and d[x].max() > 50 * max(d[x][d[x] > 0].min(), 1):
-                ax.set_xscale("symlog", linthresh=max(1, d[x][d[x] > 0].min()))
-                ax.set_xlim(left=0)
-            if (d["eval_loss"] > 0).all() and d["eval_loss"].max() / max(d["eval_loss"].min(), 1e-12) > 20:
-                log_y(ax)
+                symlog_x(ax, max(1, d[x][d[x] > 0].min()))
+        if (data["eval_loss"] > 0).all() and data["eval_loss"].max() / max(data["eval_loss"].min(), 1e-12) > 20:
+            log_y(axes[0][0])  # the panels share their y axis: once, after every panel is drawn
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], color=colors[b], lw=1.5) for b in batches]  # every panel's batch sizes
@@ -166,6 +165,17 @@ def convergence_figures(ok: pd.DataFrame, checks: pd.DataFrame) -> list[Figure]:
     return figs
 
 
+def group_names(groups) -> list[str]:
+    """A legend label per group: what tells the groups apart (``workers 2``), or device and
+    dataset size where nothing does."""
+    from harness.analysis.keys import group_label
+
+    keys = [k for k in (groups[0].key if groups else {}) if len({str(g.key.get(k)) for g in groups}) > 1]
+    if not keys:
+        return [f"{g.key.get('device')} · N={g.key.get('dataset_size')}" for g in groups]
+    return [group_label({k: g.key[k] for k in keys}) for g in groups]
+
+
 def headline_figure(groups) -> Figure | None:
     """Time to target as the product of its two factors, a panel each, the choice starred."""
     shown = [(g, recommend(g)) for g in groups]
@@ -175,9 +185,9 @@ def headline_figure(groups) -> Figure | None:
     plt, _ = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     batches = set()
-    for g, rec in shown:
+    for (g, rec), label in zip(shown, group_names([g for g, _ in shown])):
         t = g.table.sort_values("batch_size")
-        label = f"{g.key.get('device')} · N={g.key.get('dataset_size')}" if len(shown) > 1 else None
+        label = label if len(shown) > 1 else None
         color = None
         for ax, column in zip(axes, ("steps_to_target", "step_s", "train_s")):
             d = t.dropna(subset=[column])
@@ -233,8 +243,8 @@ def search_figure(points: pd.DataFrame, checks: pd.DataFrame) -> Figure | None:
         log2_axis(ax, trials["batch_size"])
         ax.set(xlabel="batch size")
         ax.legend(fontsize=7)
-    left.set_yscale("log", base=2)
-    left.set(ylabel="learning rate (log₂)")
+    log_y(left)
+    left.set(ylabel="learning rate (log)")
     log_y(right)
     right.set(ylabel="seconds of training (log)")
     fig.tight_layout()
@@ -252,11 +262,10 @@ def target_figures(ok: pd.DataFrame, checks: pd.DataFrame, groups) -> tuple[list
         notes.append("No point reached a target (or none was set): run with --target-loss, --target-accuracy or --target rel:F for steps- and time-to-target.")
     else:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for g in groups:
+        for g, label in zip(groups, group_names(groups)):
             t = g.table.dropna(subset=["steps_to_target"])
             if t.empty:
                 continue
-            label = f"{g.key.get('device')} · N={g.key.get('dataset_size')}"
             line = axes[0].plot(t["batch_size"], t["steps_to_target"], "o-", label=label)[0]
             if g.fit is not None:
                 grid = np.geomspace(t["batch_size"].min(), t["batch_size"].max(), 100)
@@ -285,7 +294,7 @@ def target_figures(ok: pd.DataFrame, checks: pd.DataFrame, groups) -> tuple[list
         batches = sorted(data["batch_size"].unique())
         fig, ax = plt.subplots(figsize=(7.5, 3.8))
         lines(ax, data, ("step", "noise_scale"), "batch_size", palette(batches), band=False, lw=1.0)
-        ax.set_yscale("log")
+        log_y(ax)
         ax.set(xlabel="step", ylabel="B_simple (log)")
         ax.legend(title="batch size", fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         figs.append(Figure("Gradient noise scale over training",
@@ -315,7 +324,7 @@ def memory_figures(ok: pd.DataFrame, samples: pd.DataFrame, env: dict) -> tuple[
             limit = device_limit(env, device)
             if limit and limit < 20 * g[dev_col].max():
                 ax.axhline(limit / 2**20, color=pts.get_color(), linestyle="--", linewidth=1)
-        ax.set_xscale("log", base=2)
+        log2_axis(ax, mem["batch_size"])
         ax.set(xlabel="batch size (log₂)", ylabel="peak memory (MiB)")
         ax.legend(fontsize=7)
         limits = ", ".join(f"{d}: {device_limit(env, d) / 2**30:.1f} GiB" for d in mem["device"].unique() if device_limit(env, d))
@@ -370,8 +379,8 @@ def cbs_figure(m) -> Figure | None:
         end = max([*xs, m.base_samples])
         starts = [max(s.start_samples, 1) for s in m.stages] + [end]
         ax.step(starts, [s.batch_size for s in m.stages] + [m.stages[-1].batch_size], where="post", color="black", alpha=0.6, label="ramp")
-    ax.set_xscale("log")
-    ax.set_yscale("log", base=2)
+    log_axis(ax, "x")
+    log_axis(ax, "y", powers_of_two=True)
     ax.set(xlabel="samples seen by the base run (log)", ylabel="batch size (log₂)")
     ax.legend(fontsize=8)
     return Figure(

@@ -18,7 +18,7 @@ import pandas as pd
 from harness.analysis import convergence
 from harness.report import figures
 from harness.report.plot import Figure
-from harness.report.tables import points_table, summary_html
+from harness.report.tables import OTHERS_SHOWN, points_table, run_kind, summary_html
 from harness.store.schema import Status
 
 SECTIONS = ("Summary", "Throughput", "Phase breakdown", "Convergence", "Time and steps to target", "Memory and utilisation", "Points")
@@ -42,12 +42,48 @@ class ReportData:
     points: pd.DataFrame
     checks: pd.DataFrame
     samples: pd.DataFrame
+    others: pd.DataFrame | None = None
+    """The store's runs the page does not show (``runs`` rows with ``points`` and ``ok``
+    counts), listed with the command that shows each; None: not known."""
+    store: str | None = None
+    """The store's path as given, for those commands."""
 
 
 def load(store, run_ids: list[str] | None = None) -> ReportData:
-    """The runs to report (default: the latest) and their points, checks and samples."""
-    runs = store.select_runs(run_ids)
-    return ReportData(store.load("runs", runs), store.load("points", runs), store.load("checks", runs), store.load("samples", runs))
+    """The runs to report and their points, checks and samples: the given ones, or the latest
+    with the runs just before it that repeat it (``repeats_of_latest``); and the store's other
+    runs, which the page lists."""
+    every = store.load("runs")
+    runs = store.select_runs(run_ids) if run_ids else repeats_of_latest(every)
+    others = every[~every["run_id"].isin(runs)]
+    if len(others):  # the points of those the page lists (the latest few), counted
+        status = store.load("points", list(others["run_id"].tail(OTHERS_SHOWN)))[["run_id", "status"]]
+        counts = status.assign(ok=status["status"] == Status.OK).groupby("run_id")["ok"].agg(["size", "sum"])
+        others = others.assign(points=others["run_id"].map(counts["size"]).fillna(0).astype(int),
+                               ok=others["run_id"].map(counts["sum"]).fillna(0).astype(int))
+    return ReportData(store.load("runs", runs), store.load("points", runs), store.load("checks", runs), store.load("samples", runs),
+                      others=others, store=str(store.path))
+
+
+def repeats_of_latest(runs: pd.DataFrame) -> list[str]:
+    """The latest run, and the runs just before it of the same sweep (the same spec) on the same
+    machine and software (the same environment): ``batchbench run --runs N`` writes such runs,
+    and the page pools them as repeats. A ``tune`` or ``cbs`` run is shown alone."""
+    if runs.empty:
+        return []
+    rows = runs.assign(order=runs["started_at"].fillna("")).sort_values("order", kind="stable").to_dict("records")
+    last = rows[-1]
+
+    def key(row: dict) -> tuple:
+        return row.get("spec_hash") or row.get("spec_json"), row.get("env_json")
+
+    shown = [last]
+    if run_kind(last.get("spec_hash")) == "sweep":
+        for row in reversed(rows[:-1]):
+            if key(row) != key(last):
+                break
+            shown.append(row)
+    return [row["run_id"] for row in reversed(shown)]
 
 
 TEMPLATE = """<!doctype html>
@@ -67,7 +103,7 @@ figcaption{font-size:13px;color:#4a5263;margin-top:4px}figcaption b{color:#1d233
 dl.env{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:13px;margin:0 0 10px}dt{color:#6a7285}dd{margin:0}
 table{border-collapse:collapse;font-size:12px}th,td{border-bottom:1px solid #e6e8ee;padding:3px 7px;text-align:right;white-space:nowrap}
 th{background:#f0f2f6;cursor:pointer;position:sticky;top:0}table.rec td,table.rec th{text-align:left;white-space:normal}
-tr.bad td{color:#9b2c2c}.scroll{max-height:520px;overflow:auto;border:1px solid #e6e8ee}
+tr.bad td{color:#9b2c2c}.scroll{max-height:520px;overflow:auto;border:1px solid #e6e8ee}.scroll.runs{max-height:260px;margin:0 0 12px}
 </style></head><body>
 <header><h1>{{ title }}</h1><p>{{ subtitle }}</p></header>
 <nav>{% for s in sections %}<a href="#{{ s.anchor }}">{{ s.title }}</a>{% endfor %}</nav>
@@ -141,13 +177,30 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
     if headline is not None:
         sections["Summary"].figures.append(headline)
     if measured is not None:
-        sections["Summary"].figures.append(figures.cbs_figure(measured))
-        sections["Summary"].html += cbs_html(measured)
+        cbs_summary(sections["Summary"], measured)
     sections["Points"].html = points_table(points) if len(points) else ""
     if not len(points):
         sections["Points"].notes.append("No points stored for this run.")
-    runs = ", ".join(data.runs["run_id"]) if len(data.runs) else "no run"
-    return html_page(title, f"{runs} · {len(points)} points", list(sections.values()))
+    return html_page(title, subtitle(data), list(sections.values()))
+
+
+def subtitle(data: ReportData) -> str:
+    """The runs shown (``3 runs: A, B, C``), the points, and how many more the store holds."""
+    ids = list(data.runs["run_id"]) if len(data.runs) else []
+    shown = ("no run" if not ids else ids[0] if len(ids) == 1 else f"{len(ids)} runs: {', '.join(ids)}")
+    more = len(data.others) if data.others is not None else 0
+    return f"{shown} · {len(data.points)} points" + (f" · {more} other run{'s' * (more > 1)} in the store (listed in the Summary)" if more else "")
+
+
+def cbs_summary(section: Section, m) -> None:
+    """A cbs run's Summary: its verdict first, in one line, then the curve's figure and the
+    verification table."""
+    from harness.analysis.cbs import verdict
+
+    section.html = f"<p class=\"answer\" id=\"verdict\">{html.escape(verdict(m))}</p>" + section.html + cbs_html(m)
+    figure = figures.cbs_figure(m)
+    if figure is not None:
+        section.figures.append(figure)
 
 
 def cbs_measured(data):

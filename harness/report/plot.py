@@ -69,34 +69,99 @@ def log2_axis(ax, values) -> None:
 
 
 def log_y(ax) -> None:
-    """A log y axis (call it after plotting) with ticks at 1, 2 and 5 of each decade, or finer
-    where that gives fewer than three, as plain numbers: a range inside one decade still reads."""
+    """A log y axis (call it after plotting) whose ticks read as numbers whatever its range."""
+    log_axis(ax, "y")
+
+
+def log_axis(ax, which: str = "y", *, powers_of_two: bool = False) -> None:
+    """Put ``ax``'s ``which`` axis ("x" or "y") on a log scale, after plotting, with numeric
+    labels at ticks inside the view however narrow or wide the range: matplotlib's own log
+    ticks sit only at decades, so a range inside one decade (a throughput axis from 60,000 to
+    90,000 samples/s) would have no label at all. ``powers_of_two``: ticks at powers of two
+    where there are at least two (batch sizes)."""
     import math
 
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
 
-    top = ax.dataLim.y1
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    box = ax.dataLim
+    top = box.y1 if which == "y" else box.x1
     if not (math.isfinite(top) and top > 0):  # nothing positive drawn (every point failed): stay linear
         return
-    ax.set_yscale("log")
-    low, high = ax.get_ylim()
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    get_lim, set_lim = (ax.get_ylim, ax.set_ylim) if which == "y" else (ax.get_xlim, ax.set_xlim)
+    low, high = get_lim()
     if not (low > 0 and high > low):
         return
+    ticks = log_ticks(low, high, max_ticks=12 if which == "y" else 7, powers_of_two=powers_of_two)
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FixedFormatter(tick_labels(ticks)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
+    set_lim(low, high)
+
+
+def log_ticks(low: float, high: float, max_ticks: int = 12, powers_of_two: bool = False) -> list[float]:
+    """Round ticks between ``low`` and ``high`` (both > 0): powers of two when asked, else
+    decades, or 1-2-5 of each decade, or 1-1.5-2-3-5-7, whichever first gives three; inside a
+    narrow range, evenly spaced round numbers; over many decades, decades only, then every few."""
+    import math
+
+    def inside(values) -> list[float]:
+        return sorted({float(v) for v in values if low * (1 - 1e-9) <= v <= high * (1 + 1e-9)})
+
     ticks: list[float] = []
+    if powers_of_two:
+        ticks = inside(2.0**k for k in range(math.floor(math.log2(low)), math.ceil(math.log2(high)) + 1))
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
     for subs in ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
-        ticks = [m * 10.0**k for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for m in subs if low <= m * 10.0**k <= high]
-        if len(ticks) >= 3:
+        if len(ticks) >= (2 if powers_of_two else 3):
             break
+        ticks = inside(m * 10.0**k for k in decades for m in subs)
     if len(ticks) < 3:  # a narrow range: evenly spaced round numbers
         from matplotlib.ticker import MaxNLocator
 
-        ticks = [t for t in MaxNLocator(4).tick_values(low, high) if low <= t <= high and t > 0]
-    if len(ticks) > 12:
-        ticks = [t for t in ticks if math.isclose(t / 10.0 ** math.floor(math.log10(t) + 1e-9), 1.0)]
-    ax.set_yticks(ticks)
-    ax.set_yticklabels([f"{t:.3g}" for t in ticks])
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylim(low, high)
+        ticks = inside(t for t in MaxNLocator(4, steps=[1, 2, 2.5, 5, 10], min_n_ticks=3).tick_values(low, high) if t > 0)
+    if len(ticks) < 2:  # narrower than round numbers go: the two ends
+        ticks = [low, high]
+    if len(ticks) > max_ticks and not powers_of_two:
+        ticks = [t for t in ticks if _is_decade(t)]
+    return ticks[::math.ceil(len(ticks) / max_ticks)]
+
+
+def _is_decade(value: float) -> bool:
+    import math
+
+    return math.isclose(value, 10.0 ** round(math.log10(value)), rel_tol=1e-9)
+
+
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Each tick as a plain number with as few digits as tell it from its neighbours
+    (``0.0005``, ``27.5``, ``120,000``), in powers of ten only far from 1 (``2e-7``)."""
+    import math
+
+    digits = 1
+    while digits < 15 and len({f"{t:.{digits}g}" for t in ticks}) < len(ticks):
+        digits += 1
+    labels = []
+    for t in ticks:
+        shown = next((p for p in range(1, digits + 3) if math.isclose(float(f"{t:.{p}g}"), t, rel_tol=1e-12)), digits)
+        if not 1e-4 <= abs(t) < 1e9:
+            labels.append(f"{t:.{shown}g}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e"))
+            continue
+        decimals = max(0, shown - 1 - math.floor(math.log10(abs(t))))
+        labels.append(f"{t:,.{decimals}f}")
+    return labels
+
+
+def symlog_x(ax, linthresh: float) -> None:
+    """An x axis from 0 that is linear up to ``linthresh`` and logarithmic above (steps or
+    samples from 0 over several decades), its ticks as plain numbers."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("symlog", linthresh=linthresh)
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: tick_labels([value])[0] if value > 0 else "0"))
 
 
 def series_label(points: pd.DataFrame) -> pd.Series:
