@@ -359,13 +359,10 @@ def verdict(m: Measured) -> str:
 
 def tolerance_of(runs) -> float:
     """The tolerance a stored cbs run used (in its spec's ``cbs`` settings), else the default."""
-    import json
+    from harness.store.schema import spec_of
 
     for text in reversed(list(runs["spec_json"])) if len(runs) else ():
-        try:
-            settings = json.loads(text or "{}").get("cbs")
-        except (TypeError, ValueError):
-            continue
+        settings = spec_of(text).get("cbs")
         if isinstance(settings, dict) and isinstance(settings.get("tolerance"), (int, float)):
             return float(settings["tolerance"])
     return DEFAULT_TOLERANCE

@@ -93,6 +93,9 @@ def config_frame(points: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
     so that nulls match nulls and 0.1 matches 0.1 whatever the store's float type; ``config``
     joins ``keys``."""
     out = points[points["status"] == Status.OK].copy()
+    if out.empty:  # every point failed (or none is there): nothing to match, columns as ever
+        derived = ("step_s", "model_name", "model_fingerprint", "target", *MATCH_KEYS, "config")
+        return out.assign(**{column: pd.Series(dtype=object) for column in derived})
     out["step_s"] = out["step_wall_s"].where(out["step_wall_s"].notna(), out["batch_size"] / out["samples_per_s"]).astype(float)
     out["model_name"] = out["model"].astype(str).str.rsplit(":", n=1).str[-1]
     out["model_fingerprint"] = model_fingerprints(out)

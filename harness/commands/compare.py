@@ -49,6 +49,7 @@ def main(args: argparse.Namespace) -> int:
     if args.html:
         output_path(args.html, "--html", keep)
     (side_a, label_a), (side_b, label_b) = (load_ref(args.store, ref, field, ("points",)) for ref, field in ((args.a, "A"), (args.b, "B")))
+    empty = [field for field, side in (("A", side_a), ("B", side_b)) if _no_ok_point(field, side["points"])]
     result = compare(side_a["points"], side_b["points"], match=match, threshold=threshold)
     print(result.frame.to_json(orient="records", indent=1) if args.json else comparison_text(result, label_a, label_b))
     if args.html:
@@ -56,12 +57,27 @@ def main(args: argparse.Namespace) -> int:
 
         page = report.render_compare(result, label_a, label_b)
         print(f"report: {write_output(args.html, page, '--html', keep)}", file=sys.stderr if args.json else sys.stdout)
+    if fail_above is not None and "B" in empty:
+        print("batchbench: B has no ok point to hold to --fail-above: the gate fails", file=sys.stderr)
+        return 1
     if fail_above is not None:
         worse = result.regressions(fail_above)
         if len(worse):
             print(f"batchbench: {len(worse)} point(s) significantly slower than {fail_above:g}x (--fail-above)", file=sys.stderr)
             return 1
     return 0
+
+
+def _no_ok_point(field: str, points) -> bool:
+    """Says so on stderr where a side has no ok point (all failed, or none there): nothing of it can match."""
+    from harness.store.schema import Status
+
+    if len(points) and (points["status"] == Status.OK).any():
+        return False
+    counts = points["status"].fillna("no status").value_counts() if len(points) else None
+    detail = "no points" if counts is None else ", ".join(f"{n} {status}" for status, n in counts.items())
+    print(f"batchbench: {field} has no ok point ({detail}): none of its points can be compared", file=sys.stderr)
+    return True
 
 
 def factor(text: str, field: str) -> float:

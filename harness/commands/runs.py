@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from harness.commands.flags import store_flag
 from harness.commands.text import layout, to_json
-from harness.store.schema import Status
+from harness.store.schema import Status, spec_of
 
 NAME = "runs"
 HELP = "list the runs in a store: when, what, how many points"
@@ -43,7 +42,7 @@ def runs_summary(runs, points) -> list[dict]:
     out = []
     for run_row in runs.to_dict("records"):
         mine = points[points["run_id"] == run_row["run_id"]] if len(points) else points
-        spec = json.loads(run_row.get("spec_json") or "{}")
+        spec = spec_of(run_row.get("spec_json"))
 
         def values(column: str) -> list:
             return sorted(set(mine[column].dropna().tolist())) if len(mine) and column in mine else []

@@ -28,7 +28,7 @@ from harness.store.logs import LogTarget, open_logs
 from harness.drivers.log_answers import settle_logs
 from harness.drivers.plan import Plan, plan_flags
 from harness.run.measurement import PointResult
-from harness.store.schema import FAILED
+from harness.store.schema import FAILED, spec_of
 from harness.run.engine import PointInterrupted
 from harness.config.points import PointSpec
 from harness.config.values import flag
@@ -203,10 +203,7 @@ def resume_note(plan: Plan, store: Store) -> str:
     latest = store.load("runs").tail(1)
     if latest.empty:
         return f"nothing to resume in {store.path}; starting a new run"
-    try:
-        before = json.loads(latest["spec_json"].iloc[0] or "{}")
-    except (TypeError, json.JSONDecodeError):
-        before = {}
+    before = spec_of(latest["spec_json"].iloc[0])
     now = json.loads(plan.spec.to_json())
     differ = [key for key in now if before.get(key) != now[key]]
     detail = f" (the latest run differs in {', '.join(flag(k) for k in differ)})" if differ else ""

@@ -9,7 +9,6 @@ caption saying how to read it and an alt text; a section without data says so in
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from harness.analysis import convergence
 from harness.report import figures
 from harness.report.plot import Figure
 from harness.report.tables import OTHERS_SHOWN, points_table, run_kind, summary_html
-from harness.store.schema import Status
+from harness.store.schema import Status, spec_of
 
 SECTIONS = ("Summary", "Throughput", "Phase breakdown", "Convergence", "Time and steps to target", "Memory and utilisation", "Points")
 
@@ -136,7 +135,7 @@ def render(data: ReportData, title: str = "batchbench report") -> str:
     """The report of the given runs as one HTML string."""
     points = data.points
     ok = points[points["status"] == Status.OK] if len(points) else points
-    env = json.loads(data.runs["env_json"].iloc[-1] or "{}") if len(data.runs) else {}
+    env = spec_of(data.runs["env_json"].iloc[-1]) if len(data.runs) else {}
     groups = convergence.analyze(points, data.checks) if len(points) else []
     names = list(SECTIONS)
     if "world_size" in points and points["world_size"].fillna(1).max() > 1:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import shlex
 
 import pandas as pd
@@ -14,7 +13,7 @@ from harness.analysis.keys import shown_columns
 from harness.analysis.recipe import describe
 from harness.analysis.recommend import recommend
 
-from harness.store.schema import Status, display
+from harness.store.schema import Status, display, spec_of
 
 
 TABLE_COLUMNS = [
@@ -125,7 +124,7 @@ def summary_html(data, ok: pd.DataFrame, groups, target_note: bool = True) -> st
 
 def _env_html(record: dict, points: pd.DataFrame) -> str:
     """A run's workload, machine and software, as the rows of a ``dl``."""
-    env = json.loads(record["env_json"] or "{}")
+    env = spec_of(record["env_json"])
     spec = _spec(record)
     devices = ", ".join(f"{d} ({name})" for d, name in (env.get("devices") or {}).items())
     sampling = ", ".join(spec.get("sampling") or []) if isinstance(spec.get("sampling"), list) else str(spec.get("sampling"))
@@ -162,11 +161,7 @@ batch sizes were run, how many repeats, the seeds, the monitor's interval."""
 
 
 def _spec(record: dict) -> dict:
-    try:
-        spec = json.loads(record.get("spec_json") or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return spec if isinstance(spec, dict) else {}
+    return spec_of(record.get("spec_json"))
 
 
 def _text(value) -> str:
@@ -197,7 +192,7 @@ def how_shown(runs: pd.DataFrame) -> tuple[str, list[str], list[str]]:
     records = runs.to_dict("records")
     if len(records) <= 1:
         return "one", [], []
-    specs, envs = [_spec(r) for r in records], [json.loads(r.get("env_json") or "{}") for r in records]
+    specs, envs = [_spec(r) for r in records], [spec_of(r.get("env_json")) for r in records]
     differ = list(dict.fromkeys(k for spec in specs[1:] for k in spec_differences(specs[0], spec)))
     env_differ = list(dict.fromkeys(k for env in envs[1:] for k in spec_differences(envs[0], env)))
     if not env_differ and set(differ) <= set(SAFE_TO_POOL):
@@ -290,6 +285,6 @@ def _differs(shown: dict, other: dict) -> str:
     differ = spec_differences(here, spec)
     if differ:
         return "; ".join(f"{k} {_text(spec.get(k))} (shown: {_text(here.get(k))})" for k in differ[:3]) + ("; ..." if len(differ) > 3 else "")
-    envs = [json.loads(r.get("env_json") or "{}") for r in (shown, other)]
+    envs = [spec_of(r.get("env_json")) for r in (shown, other)]
     changed = spec_differences(*envs)
     return f"the same sweep; other {', '.join(changed[:3])}" if changed else "the same sweep, run at another time"

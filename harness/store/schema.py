@@ -289,3 +289,15 @@ class Recorded(Protocol):
 
     @property
     def samples(self) -> list[dict[str, Any]]: ...
+
+
+def spec_of(text: Any) -> dict[str, Any]:
+    """A run's ``spec_json`` as a dict: {} where it is missing, not JSON or not an object (a
+    store some other program wrote); readers show what they find, never fail on it."""
+    import json
+
+    try:
+        spec = json.loads(text) if isinstance(text, (str, bytes)) else {}
+    except ValueError:
+        return {}
+    return spec if isinstance(spec, dict) else {}

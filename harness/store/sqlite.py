@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -35,6 +36,14 @@ DEFAULT_STORE = "results/batchbench.sqlite"
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another process's write lock (``merge -o`` into a store a sweep
 writes, two sweeps into one store) before it is an error."""
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A point as stored (``Store.kept``): its ``points`` row and its ``checks`` rows."""
+
+    row: dict[str, Any]
+    checks: list[dict[str, Any]]
 
 
 def _now() -> str:
@@ -69,6 +78,7 @@ class Store:
         some of these at once, without its busy wait) is tried again until ``BUSY_TIMEOUT_S``."""
         import time
 
+        self._create_whole()
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
@@ -85,6 +95,29 @@ class Store:
                 time.sleep(0.05)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(self.field, f"cannot write a store at {self.path}: {exc}") from None
+
+    def _create_whole(self) -> None:
+        """A store that is not there yet is made whole under a name of its own beside it, then
+        linked into place: a process stopped or killed while creating it leaves no store without
+        tables (which every reader refuses). Another process that linked one first wins; where the
+        file system has no hard links, the store is created in place as before."""
+        if self.path.exists():
+            return
+        part = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(part)
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self._create()
+            finally:
+                self.conn.close()
+            os.link(part, self.path)
+        except (sqlite3.Error, OSError):  # FileExistsError: another process created it first; or no hard links here
+            pass
+        finally:
+            for leftover in (part, Path(f"{part}-wal"), Path(f"{part}-shm")):
+                leftover.unlink(missing_ok=True)
 
     @classmethod
     def open_existing(cls, path: str | Path, field: str = "--store") -> "Store":
@@ -145,6 +178,22 @@ class Store:
             return None
         done = {r[0] for r in self.conn.execute("SELECT point_id FROM points WHERE run_id = ? AND status NOT IN (?, ?)", (row[0], *AGAIN))}
         return row[0], done, row[1] is not None
+
+    def kept(self, run_id: str) -> dict[str, Kept]:
+        """The points of a run that ``--resume`` keeps (every status but those in ``AGAIN``), by
+        point id, each with its checks in the order they were stored: what a command that
+        decides its next point from the last ones (``tune``, ``cbs``) reads instead of training
+        them again."""
+        def rows(sql: str, *args: Any) -> list[dict[str, Any]]:
+            cursor = self.conn.execute(sql, args)
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, values)) for values in cursor]
+
+        checks: dict[str, list[dict[str, Any]]] = {}
+        for check in rows("SELECT * FROM checks WHERE run_id = ? ORDER BY rowid", run_id):
+            checks.setdefault(check["point_id"], []).append(check)
+        points = rows("SELECT * FROM points WHERE run_id = ? AND status NOT IN (?, ?) ORDER BY rowid", run_id, *AGAIN)
+        return {row["point_id"]: Kept(row, checks.get(row["point_id"], [])) for row in points}
 
     def start_run(self, spec_json: str, spec_hash: str, env: dict[str, Any], *, resume: bool, old_hashes: tuple[str, ...] = ()) -> tuple[str, set[str]]:
         """A run id and the point ids it already holds. With ``resume``, the latest run of the
@@ -238,7 +287,8 @@ class Store:
     # ------------------------------------------------------------ reading
 
     def run_ids(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY started_at, rowid")]
+        order = "started_at, rowid" if "started_at" in self.columns.get("runs", ()) else "rowid"  # a minimal store some program wrote
+        return [r[0] for r in self.conn.execute(f"SELECT run_id FROM runs ORDER BY {order}")]
 
     def select_runs(self, run_ids: Iterable[str] | None = None) -> list[str]:
         """The given runs, each checked to exist (``--run``), or the latest one."""
@@ -272,9 +322,28 @@ class Store:
             sql += f" WHERE run_id IN ({', '.join('?' for _ in run_ids)})"
             params = run_ids
         try:
-            return pd.read_sql_query(sql + " ORDER BY rowid", self.conn, params=params)
+            frame = pd.read_sql_query(sql + " ORDER BY rowid", self.conn, params=params)
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
             raise StoreError(self.field, f"cannot read the {table} table of {trouble(self.path, exc)}") from None
+        return self._numbers(frame, table)
+
+    def _numbers(self, frame, table: str):
+        """Numeric columns as numbers: a column SQLite handed back as objects (nulls, or text
+        some other program wrote) is converted, and text where a number belongs is refused in
+        one line naming the column (readers would fail on it far from here)."""
+        import pandas as pd
+
+        for column, kind in TABLES[table].items():
+            if kind not in ("INTEGER", "REAL") or pd.api.types.is_numeric_dtype(frame[column]):
+                continue
+            values = frame[column]
+            bad = values[values.notna() & ~values.map(lambda x: isinstance(x, (int, float)) and not isinstance(x, bool))]
+            if len(bad):
+                shown = repr(bad.iloc[0])[:40]
+                raise StoreError(self.field, f"{self.path}: {table}.{column} holds {shown} where a number belongs ({len(bad)} row(s)); "
+                                             "the store was changed by something other than batchbench")
+            frame[column] = pd.to_numeric(values)
+        return frame
 
     def close(self) -> None:
         self.conn.close()
@@ -307,6 +376,15 @@ def trouble(path: Path | str, exc: Exception) -> str:
     return f"{path}: {detail} ({advice})"
 
 
+def _is_sqlite(path: Path) -> bool:
+    """The file starts as every SQLite database does."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def _intact(path: Path | str) -> bool:
     """``PRAGMA integrity_check`` on a read-only connection says ok."""
     try:
@@ -333,7 +411,9 @@ def _connect_readonly(path: Path, field: str) -> sqlite3.Connection:
             return conn
         except sqlite3.DatabaseError as exc:  # not SQLite at all, or damaged: no second try helps
             if not isinstance(exc, sqlite3.OperationalError):
-                raise SpecError(field, f"{path} is not a batchbench store: {exc}") from None
+                if _is_sqlite(path):  # a store (or some SQLite file) SQLite cannot read: damaged, a store condition
+                    raise StoreError(field, f"cannot use {trouble(path, exc)}") from None
+                raise SpecError(field, f"{path} is not a batchbench store (not a SQLite file): {exc}") from None
             last = exc
     if not os.access(path, os.R_OK):
         raise SpecError(field, f"cannot read {path}: permission denied")
