@@ -724,6 +724,6 @@ def test_a_report_that_fails_after_the_sweep_is_one_line_naming_what_was_kept(cl
     monkeypatch.setattr(report, "render", broken)
     store = tmp_path / "s.sqlite"
     code, _, err = cli("run", *SMALL[:-1], "--store", store, "--report", tmp_path / "r.html")
-    assert code == 3 and "Traceback" not in err and "is stored in" in err and "Too many open files" in err and "batchbench report --run" in err
+    assert code == 3 and "Traceback" not in err and "is stored in" in err and "Too many open files" in err and f"batchbench report --store {store} --run" in err and "--run " in err
     with sqlite3.connect(store) as conn:
         assert conn.execute("select count(*) from points where status = 'ok'").fetchone()[0] == 2

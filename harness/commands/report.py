@@ -4,6 +4,7 @@ the before/after page of two runs."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -79,4 +80,4 @@ def write_run_report(store_path: str | Path, run_id: str, path: str | None, titl
     except Exception as exc:  # a full disk, too few file handles for the plots, ...: the run itself is safe
         detail = str(exc).split(": ", 1)[-1] if isinstance(exc, SpecError) else f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise StoreError("--report", f"run {run_id} is stored in {store_path}, but its report could not be written: {detail[:300]} "
-                                     f"(`batchbench report --run {run_id}` tries again)") from None
+                                     f"(`batchbench report --store {shlex.quote(str(store_path))} --run {run_id}` tries again)") from None
