@@ -134,3 +134,22 @@ def test_a_resume_does_not_join_a_run_of_the_same_sweep_in_flight(cli, tmp_path)
         proc.communicate(timeout=60)
     with sqlite3.connect(store) as conn:
         assert conn.execute("select count(*) from points").fetchone()[0] == 1
+
+
+def test_sigterm_while_an_export_writes_leaves_no_partial_file(cli, tmp_path, monkeypatch):
+    """An export stopped mid-write left a 56 MB ``.partial``: the stop takes the temporary away,
+    the target stays as it was, and the exit code is SIGTERM's."""
+    from harness import outputs
+    from harness.errors import Stopped
+
+    store = tmp_path / "s.sqlite"
+    assert cli("run", "--devices", "cpu", "--dataset", "blobs", "--dataset-sizes", "100", "--batch-sizes", "4", "--steps", "10",
+               "--quiet", "--no-report", "--store", store)[0] == 0
+
+    def stopped(fd):
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(outputs.os, "fsync", stopped)
+    code, _, err = cli("export", "--store", store, "--table", "steps", "-o", tmp_path / "steps.csv")
+    assert code == 143 and "stopped by SIGTERM" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("s.sqlite")) == []
