@@ -388,8 +388,9 @@ def test_kills_at_random_moments_then_resume_leave_every_point_once(tmp_path):
     _kill_and_resume(tmp_path, kills=3, seed=1)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_many_kills_at_random_moments(tmp_path):
+    """15 kills (BATCHBENCH_LONG=1); CI runs the 3-kill test above."""
     _kill_and_resume(tmp_path, kills=15, seed=2)
 
 

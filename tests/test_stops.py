@@ -73,8 +73,9 @@ def test_stops_at_random_moments_then_resume_leave_every_point_once(tmp_path):
     _stop_and_resume(tmp_path, tries=2, seed=3)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_many_stops_at_random_moments(tmp_path):
+    """10 tries (BATCHBENCH_LONG=1); CI runs the 2-try test above."""
     _stop_and_resume(tmp_path, tries=10, seed=4)
 
 
