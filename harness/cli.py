@@ -27,7 +27,8 @@ REPEATABLE = {"--run", "--log"}
 
 INTERRUPTED = {
     "run": "finished points are stored, and the point in flight as interrupted (rerun with --resume to continue)",
-    "tune": "finished trials are stored (a tune starts afresh when run again)",
+    "tune": "finished trials are stored, and the trial in flight as interrupted (rerun with --resume to continue)",
+    "cbs": "finished points are stored, and those in flight as interrupted (rerun with --resume to continue)",
     "merge": "each source store is merged whole or not at all; run the merge again to finish",
 }
 """What Ctrl-C leaves behind, per command (the others write whole files or nothing)."""

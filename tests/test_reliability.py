@@ -698,7 +698,7 @@ def test_ctrl_c_records_the_point_in_flight_as_interrupted_and_resume_reruns_it(
 
 
 @pytest.mark.parametrize("args, words", [
-    (["tune", "--resume"], "--resume is a flag of another command"),
+    (["overhead", "--resume"], "--resume is a flag of another command"),
     (["run", *SMALL, "--model", plugin("float_loss")], "returns a float, not a scalar tensor"),
 ])
 def test_messages_say_what_is_wrong(cli, tmp_path, args, words):

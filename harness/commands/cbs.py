@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups["output"].add_argument("--ramp-out", metavar="FILE", help="write the measured ramp as a small JSON file, for harness.ramp.load "
                                   "(a batch sampler and a learning-rate multiplier for your own loop)")
     groups["output"].add_argument("--quiet", action="store_true", help="no line per checkpoint")
+    groups["output"].add_argument("--resume", action="store_true", help="continue the latest cbs of the same flags in the store: its "
+                                  "stored points are read back, not trained again")
     executor_flags(parser)
 
 
@@ -70,9 +72,10 @@ def main(args: argparse.Namespace) -> int:
         output_path(args.report, "--report", keep)
     if args.ramp_out:
         output_path(args.ramp_out, "--ramp-out", keep)
-    say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
+    tell = lambda line: print(f"batchbench: {line}", file=sys.stderr)  # noqa: E731
+    say = (lambda line: None) if args.quiet else tell
     with Store(args.store or DEFAULT_STORE) as store:
-        result = measure(the_plan, store, settings, say, executor)
+        result = measure(the_plan, store, settings, say, executor, resume=args.resume, note=tell)
     ramp = of_run(result.measured, the_plan.points[0], own.optimizer if own is not None else the_plan.points[0].optimizer)
     print(to_json({**result.as_dict(), **ramp.settings()}) if args.json else cbs_text(result.measured, result.run_id))
     if args.ramp_out:

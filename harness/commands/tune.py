@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--json", action="store_true",
                         help="print the answer as JSON (batch_size, lr, time_to_target_s, steps_to_target, trials, samples_processed, ...)")
     output.add_argument("--quiet", action="store_true", help="no line per trial")
+    output.add_argument("--resume", action="store_true",
+                        help="continue the latest tune of the same flags in the store: its stored trials are read back, not trained again")
     executor_flags(parser)
 
 
@@ -38,9 +40,10 @@ def main(args: argparse.Namespace) -> int:
     keep = kept_inputs(args.store, args.spec_file, the_plan.spec)
     if args.report and not args.no_report:
         output_path(args.report, "--report", keep)
-    say = (lambda line: None) if args.quiet else (lambda line: print(f"batchbench: {line}", file=sys.stderr))
+    tell = lambda line: print(f"batchbench: {line}", file=sys.stderr)  # noqa: E731
+    say = (lambda line: None) if args.quiet else tell
     with Store(args.store or DEFAULT_STORE) as store:
-        run_id, results = tune(the_plan, store, say=say, executor=executor)
+        run_id, results = tune(the_plan, store, say=say, executor=executor, resume=args.resume, note=tell)
     if args.json:
         groups = [r.as_dict() for r in results]
         print(to_json({"run_id": run_id, "store": str(store.path), **groups[0], "groups": groups}))

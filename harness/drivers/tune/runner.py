@@ -17,11 +17,19 @@ Per device x dataset size (x sampling, ranks, placement) of the plan:
    yet (step time does not depend on the rate or the seed); the others stop at the target.
 5. The answer comes from all the trials, as ``batchbench analyze`` would give it for this run:
    the least steps x step time, and the batch sizes tied with it (``analysis.recommend``).
+
+``--resume`` continues the latest tune of the same flags in the store: the search runs again
+from the start, and every trial it asks for that the store holds (by its point id, which covers
+the batch size, the rate, the seed and the target) is read back instead of trained, its row and
+checks giving the search what they gave it the first time; so the search takes the same path
+and goes on where the stored trials end. An interrupted or lost trial runs again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -39,9 +47,11 @@ from harness.config.axes import BY_NAME
 from harness.errors import SpecError
 from harness.config.execution import Executor
 from harness.drivers.executors import Call, Local, OnRay, executor_for
+from harness.drivers.sweep import _cut_off
 from harness.run.engine import run_point
-from harness.store.sqlite import Store
+from harness.store.sqlite import Kept, Store
 from harness.workload import datasets
+from harness.run.measurement import PointResult
 from harness.store.schema import Status
 
 WARM_UP_STEPS = 50
@@ -124,20 +134,46 @@ def check_tunable(plan: Plan) -> None:
                                              "at every batch size")
 
 
-def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: None,
-         executor: Executor = Executor()) -> tuple[str, list[TuneResult]]:
+def tune(plan: Plan, store: Store, *, say: Callable[[str], None] = lambda line: None, executor: Executor = Executor(),
+         resume: bool = False, note: Callable[[str], None] | None = None) -> tuple[str, list[TuneResult]]:
     """Search every group of the plan; every trial is committed to ``store`` as it ends. On
     Ray (``executor``) the first rates of each batch size run as one round, and the finalists'
-    repeats side by side; the pilot and the noise scale run here."""
+    repeats side by side; the pilot and the noise scale run here. ``resume``: continue the
+    latest tune of these flags in the store, reading back the trials it stored; ``note`` (``say``
+    unless given) gets what it found, in one line."""
     check_tunable(plan)
-    with executor_for(executor, say=say) as where:
-        return _tune(plan, store, say, where)
-
-
-def _tune(plan: Plan, store: Store, say: Callable[[str], None], executor: Local | OnRay) -> tuple[str, list[TuneResult]]:
     plan = resolve_micro_batches(plan, say)
+    spec_hash = HASH_PREFIX + plan.sweep_hash
+    with store.sweep_lock(hashlib.sha1(spec_hash.encode()).hexdigest(), resume=resume):  # a second --resume of it is refused
+        run_id = begin(plan, store, resume, say if note is None else note)
+        with executor_for(executor, say=say) as where:
+            return run_id, _tune(plan, store, run_id, say, where)
+
+
+def begin(plan: Plan, store: Store, resume: bool, note: Callable[[str], None]) -> str:
+    """The run this tune writes: with ``resume``, the latest tune of these flags in the store
+    (its interrupted and lost trials dropped, to run again), unless it started from another
+    ``--lr`` (the first rate, which no trial's id holds); else a new one."""
+    spec_hash, where = HASH_PREFIX + plan.sweep_hash, store.path
+    found = store.find_run(spec_hash) if resume else None
+    if found is not None:
+        run_id, done, finished = found
+        before = json.loads(store.load("runs", [run_id])["spec_json"].iloc[0] or "{}").get("lr")
+        if before is not None and before != json.loads(plan.spec.to_json()).get("lr"):
+            note(f"the latest tune of these flags in {where} (run {run_id}) started from --lr {before:g}; starting a new run")
+            found = None
+        else:
+            note(f"tune run {run_id} already finished: its answer again from its {len(done)} stored trials" if finished else
+                 f"resuming tune run {run_id}: {len(done)} trials stored, read back as the search asks for them; the others run")
+    elif resume:
+        note(f"no earlier tune of these flags in {where}; starting a new run")
     environment = env.environment(list(plan.devices), plan.spec.threads)
-    run_id, _ = store.start_run(plan.spec.to_json(), HASH_PREFIX + plan.sweep_hash, environment, resume=False)
+    run_id, _ = store.start_run(plan.spec.to_json(), spec_hash, environment, resume=found is not None)
+    return run_id
+
+
+def _tune(plan: Plan, store: Store, run_id: str, say: Callable[[str], None], executor: Local | OnRay) -> list[TuneResult]:
+    kept = store.kept(run_id)
     results = []
     groups: dict[tuple, dict[tuple[int, float], PointSpec]] = {}
     for point in plan.points:
@@ -150,16 +186,19 @@ def _tune(plan: Plan, store: Store, say: Callable[[str], None], executor: Local 
     for (device, size, sampling, world, placement), grid in groups.items():
         key = {"device": device, "dataset_size": size, "sampling": sampling, "world_size": world, "data_placement": placement}
         say(f"tuning {plan.spec.dataset} · {size} samples · {device}: {len({b for b, _ in grid})} batch sizes x {len({lr for _, lr in grid})} learning rates")
-        results.append(_Group(plan, store, run_id, grid, say, executor).tune(key))
+        results.append(_Group(plan, store, run_id, grid, say, executor, kept).tune(key))
     store.finish_run(run_id)
-    return run_id, results
+    return results
 
 
 class _Group:
     """One search: its grid of points, the target, and the ids of the points it stored."""
 
-    def __init__(self, plan: Plan, store: Store, run_id: str, grid: dict[tuple[int, float], PointSpec], say, executor: Local | OnRay):
+    def __init__(self, plan: Plan, store: Store, run_id: str, grid: dict[tuple[int, float], PointSpec], say, executor: Local | OnRay,
+                 kept: dict[str, Kept]):
         self.plan, self.store, self.run_id, self.grid, self.say, self.executor = plan, store, run_id, grid, say, executor
+        self.kept = kept
+        """The trials an earlier process of this tune stored (``--resume``), by point id: read back, not trained."""
         self.at_once = isinstance(executor, OnRay)
         spec = plan.spec
         self.goal: dict[str, Any] = {"target_loss": spec.target_loss, "target_accuracy": spec.target_accuracy}
@@ -187,9 +226,14 @@ class _Group:
 
     def _pilot(self, start: int, start_lr: float) -> Trial:
         point = dataclasses.replace(self.grid[(start, start_lr)], stop_at_target=False)
-        self.goal["target_loss"], result, warning = tr.pilot(point, self.plan, self.plan.spec.target.fraction, self.store, self.run_id)
+        fraction, kept = self.plan.spec.target.fraction, self.kept.get(point.point_id)
+        if kept is None:
+            self.goal["target_loss"], result, warning = tr.pilot(point, self.plan, fraction, self.store, self.run_id)
+        else:
+            self.goal["target_loss"], result, warning = tr.kept_pilot(point, kept, fraction)
         self.ids.append(result.row["point_id"])
-        self.say(f"  pilot B={start} lr={start_lr:g}: target loss {self.goal['target_loss']:.4g} (rel:{self.plan.spec.target.fraction:g} of its own curve)")
+        stored = "" if kept is None else ", stored"
+        self.say(f"  pilot B={start} lr={start_lr:g}: target loss {self.goal['target_loss']:.4g} (rel:{fraction:g} of its own curve{stored})")
         if warning:
             self.warnings.append(warning)
             self.say(f"warning: {warning}")
@@ -199,25 +243,43 @@ class _Group:
         return self.run_trials([(batch, lr, budget)], repeat)[0]
 
     def run_trials(self, asked: list[tuple[int, float, Budget]], repeat: int = 0) -> list[Trial]:
-        """Trials (at once where the executor can), each stored as it ends; in the order asked."""
+        """Trials (at once where the executor can), each stored as it ends; in the order asked.
+        A trial the store already holds (``--resume``) is read back instead."""
+        points = [self._point(batch, lr, repeat) for batch, lr, _ in asked]
         calls: list[Call] = []
-        for batch, lr, budget in asked:
-            base = self.grid[(batch, lr)]
-            point = dataclasses.replace(base, stop_at_target=True, seed=base.seed + repeat, repeat=repeat, **self.goal)
-            timed = batch in self.timed  # its step time is measured: stop at the target (a run-on past it is for a step time)
-            calls.append((point, {"prune": tr.prune_for(budget), "measure_after_target": not timed}))
-        trials: dict[int, Trial] = {}
-        for index, result, _ in self.executor.calls(calls, self.plan.workload):
-            self.store.add_point(self.run_id, result)
-            self.ids.append(result.row["point_id"])
-            batch, lr, _ = asked[index]
-            trials[index] = trial = tr.as_trial(batch, lr, result, self.goal)
-            if trial.step_s:
-                self.timed.add(batch)
-            step = f"{trial.step_s * 1e3:8.3g} ms" if trial.step_s else " " * 11
-            rate = f"lr {lr:<8g}" if self.plan.own_recipe is None else f"its lr x {result.point.lr_scale:<5.3g}"
-            self.say(f"  {'trial' if not repeat else f'seed+{repeat}'} {batch:>6} x {rate} {trial.outcome:<8} {trial.steps:>7,} steps {step}")
+        todo: list[int] = []
+        for index, ((batch, _, budget), point) in enumerate(zip(asked, points)):
+            if point.point_id not in self.kept:  # measured before the round: each option as the round started
+                timed = batch in self.timed  # its step time is measured: stop at the target (a run-on past it is for a step time)
+                calls.append((point, {"prune": tr.prune_for(budget), "measure_after_target": not timed}))
+                todo.append(index)
+        trials = {i: self._took(asked[i][:2], point, self.kept[point.point_id], repeat) for i, point in enumerate(points) if point.point_id in self.kept}
+        try:
+            for at, result, _ in self.executor.calls(calls, self.plan.workload):
+                self.store.add_point(self.run_id, result)
+                trials[todo[at]] = self._took(asked[todo[at]][:2], points[todo[at]], result, repeat)
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the trials in flight kept as interrupted (--resume runs them again)
+            for interrupted in _cut_off(stop, self.executor):
+                self.store.add_point(self.run_id, interrupted)
+            raise
         return [trials[i] for i in range(len(asked))]
+
+    def _point(self, batch: int, lr: float, repeat: int) -> PointSpec:
+        base = self.grid[(batch, lr)]
+        return dataclasses.replace(base, stop_at_target=True, seed=base.seed + repeat, repeat=repeat, **self.goal)
+
+    def _took(self, trial_of: tuple, point: PointSpec, result: PointResult | Kept, repeat: int) -> Trial:
+        """A trial run (or read back: ``result`` a ``Kept``): what it tells the search, and its line."""
+        batch, lr = trial_of
+        self.ids.append(result.row["point_id"])
+        trial = tr.as_trial(batch, lr, result, self.goal)
+        if trial.step_s:
+            self.timed.add(batch)
+        step = f"{trial.step_s * 1e3:8.3g} ms" if trial.step_s else " " * 11
+        rate = f"lr {lr:<8g}" if self.plan.own_recipe is None else f"its lr x {point.lr_scale:<5.3g}"
+        stored = " (stored)" if isinstance(result, Kept) else ""
+        self.say(f"  {'trial' if not repeat else f'seed+{repeat}'} {batch:>6} x {rate} {trial.outcome:<8} {trial.steps:>7,} steps {step}{stored}")
+        return trial
 
     def _repeat(self, finalists: tuple[Trial, ...]) -> None:
         """The finalists (the winner alone too) again over more seeds, a round across all of them at

@@ -19,11 +19,12 @@ from harness.drivers import crossings
 from harness.drivers.plan import Plan
 from harness.drivers.tune.policy import Budget, Trial
 from harness.errors import RunError
-from harness.run.engine import run_point
+from harness.run.engine import PointInterrupted, run_point
 from harness.run.parts import make_loss
 from harness.run.prepare import noise_estimator
 from harness.run.measurement import PointResult
 from harness.store.schema import Status
+from harness.store.sqlite import Kept
 
 NOISE_SAMPLES = 512
 """Training samples whose per-example gradients give the noise scale at initialisation."""
@@ -51,8 +52,9 @@ def prune_for(budget: Budget) -> Callable[[dict, float | None], str | None]:
     return prune
 
 
-def as_trial(batch: int, lr: float, result: PointResult, goal: dict[str, Any]) -> Trial:
-    """What a stored point tells the search."""
+def as_trial(batch: int, lr: float, result: PointResult | Kept, goal: dict[str, Any]) -> Trial:
+    """What a stored point tells the search: one just run, or one an earlier process of this
+    tune stored (``--resume``: the same row and checks, read back)."""
     row, checks = result.row, result.checks
     step_s = None if "burn_in_only" in str(row.get("flags") or "") else row.get("step_wall_s")  # a warm-up time is not its step time
     if row["status"] == Status.OK and row.get("steps_to_target") is not None:
@@ -75,22 +77,42 @@ def progress(checks: list[dict], goal: dict[str, Any]) -> float:
 def pilot(point: PointSpec, plan: Plan, fraction: float, store, run_id: str) -> tuple[float, PointResult, str | None]:
     """Run the pilot (its whole budget) and fix the target from its curve: L_ref + F (L_0 -
     L_ref). Returns (target loss, the stored point, a warning where the target is trivial)."""
-    result = run_point(point, plan.workload(point))
+    try:
+        result = run_point(point, plan.workload(point))
+    except PointInterrupted as stop:  # Ctrl-C or SIGTERM: kept as interrupted (--resume runs it again)
+        store.add_point(run_id, stop.result)
+        raise
     losses = [c["eval_loss"] for c in result.checks if c["eval_loss"] is not None and math.isfinite(c["eval_loss"])]
     if not losses:
         store.add_point(run_id, result)
-        raise RunError("--target", f"the pilot trial (B={point.batch_size}, lr {point.lr:g}) ended {result.status} before a loss check; "
-                                   f"give --target-loss instead ({result.row.get('error') or 'no check'})")
+        raise _no_check(point, result.row)
     target = relative_target(losses[0], min(losses), fraction)
     found = {"point_id": point.point_id, "target_loss": target, **to_target(result.checks, point.batch_size, target_loss=target)}
     result = result.settle(**crossings.refine(plan, point, target, result.checks, found))  # the target is known only now: find its step
     store.add_point(run_id, result)
-    hit = result.row.get("steps_to_target")
-    warning = None
-    if hit is not None and hit <= TRIVIAL_SHARE * point.steps:
-        warning = (f"the pilot reached its target (loss {target:.4g}) at step {hit} of {point.steps}: it measures the first plateau, not "
-                   f"training; give --target-loss or a smaller F (--target rel:{fraction / 4:g})")
-    return target, result, warning
+    return target, result, _trivial(point, target, result.row.get("steps_to_target"), fraction)
+
+
+def kept_pilot(point: PointSpec, kept: Kept, fraction: float) -> tuple[float, Kept, str | None]:
+    """The pilot an earlier process of this tune stored (``--resume``): the target its curve
+    fixed (its ``target_loss``), as ``pilot`` returns it, without training it again."""
+    target = kept.row.get("target_loss")
+    if target is None:
+        raise _no_check(point, kept.row)
+    return float(target), kept, _trivial(point, float(target), kept.row.get("steps_to_target"), fraction)
+
+
+def _no_check(point: PointSpec, row: dict[str, Any]) -> RunError:
+    return RunError("--target", f"the pilot trial (B={point.batch_size}, lr {point.lr:g}) ended {row['status']} before a loss check; "
+                                f"give --target-loss instead ({row.get('error') or 'no check'})")
+
+
+def _trivial(point: PointSpec, target: float, hit: int | None, fraction: float) -> str | None:
+    """The warning for a pilot that reached its own target within ``TRIVIAL_SHARE`` of its budget."""
+    if hit is None or hit > TRIVIAL_SHARE * point.steps:
+        return None
+    return (f"the pilot reached its target (loss {target:.4g}) at step {hit} of {point.steps}: it measures the first plateau, not "
+            f"training; give --target-loss or a smaller F (--target rel:{fraction / 4:g})")
 
 
 def initial_noise_scale(point: PointSpec, plan: Plan) -> float | None:
