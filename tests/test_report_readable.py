@@ -315,3 +315,12 @@ def test_a_cbs_report_opens_with_its_verdict(cbs_store, tmp_path):
     shot = load_page(page_path.resolve().as_uri())
     assert shot.failed == [] and shot.console == [] and shot.exceptions == [] and shot.section_ids[0] == "summary"
     (tmp_path / "cbs.png").write_bytes(shot.screenshot_png)
+
+
+def test_cbs_and_analyze_print_the_verdict_the_report_opens_with(cbs_store, cli):
+    store, _ = cbs_store
+    with Store.open_existing(store) as s:
+        data = report.load(s)
+    m = cbs.measured(data.points, data.checks, cbs.tolerance_of(data.runs))
+    code, out, err = cli("analyze", "--store", store)
+    assert code == 0 and out.rstrip().endswith(cbs.verdict(m)), err

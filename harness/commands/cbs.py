@@ -88,7 +88,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cbs_text(m, run_id: str | None = None) -> str:
-    """The curve, the ramp and its verification as tables (``cbs`` and ``analyze``)."""
+    """The curve, the ramp and its verification as tables (``cbs`` and ``analyze``), ending
+    with the verdict the report opens with."""
+    from harness.analysis.cbs import verdict
+
     rows = [["samples seen", "check loss", "critical batch", "fell behind", "B_simple"]]
     noise, losses = dict(m.noise_scale), dict(m.checkpoint_losses)
     for c in m.curve:
@@ -105,5 +108,6 @@ def cbs_text(m, run_id: str | None = None) -> str:
         f"critical batch size against samples seen: rank correlation {corr} ('+': every branch kept up, a lower bound; "
         f"tolerance {m.tolerance:g})",
         f"ramp: {ramp}", "", layout(verification), "",
-        f"branch compute: {m.branch_share:.1f}x the base run's samples" + (f"; run {run_id}" if run_id else ""),
+        f"branch compute: {m.branch_share:.1f}x the base run's samples" + (f"; run {run_id}" if run_id else ""), "",
+        verdict(m),
     ])
