@@ -75,10 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`batchbench analyze --json | head`): what it read is all it wanted
         _quiet_stdout()
         code = 0
-    except Exception:  # a library wrapped the interrupt (an import's class body turns it into a RuntimeError)
-        if not interrupted:
+    except Exception as exc:  # a library wrapped the interrupt (an import's class body turns it into a RuntimeError),
+        # or could not be imported for lack of memory (ulimit -v)
+        short = None if interrupted else short_of_memory(exc)
+        if short is None and not interrupted:
             raise
-        code = 0
+        code = _say(short) if short is not None else 0
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -119,6 +121,41 @@ def _quiet_stdout() -> None:
 def _say(exc: UserError) -> int:
     print(f"batchbench: error: {exc}", file=sys.stderr)
     return exc.exit_code
+
+
+class OutOfMemory(UserError):
+    """A library that could not be loaded for lack of memory (an address-space limit, ``ulimit -v``):
+    the machine's shortage, like a full disk, so the code of a store or file that cannot be written."""
+
+    exit_code = 3
+
+
+def short_of_memory(exc: Exception) -> OutOfMemory | None:
+    """An import that failed for lack of memory, in one line: a MemoryError, or an ImportError or
+    OSError that says so (a library's segment that could not be mapped, an allocation); else None."""
+    import re
+
+    text = " ".join(str(exc).split())
+    lacking = isinstance(exc, MemoryError) or (isinstance(exc, (ImportError, OSError)) and re.search(
+        r"cannot allocate memory|out of memory|not enough memory|failed to map segment", text, re.IGNORECASE) is not None)
+    module = _importing(exc) if lacking else None
+    if module is None:
+        return None
+    detail = re.sub(r"\S*/", "", text)[:300] or type(exc).__name__  # file names without their folders
+    return OutOfMemory("memory", f"importing {module} failed for lack of memory ({detail}); raise the limit (ulimit -v)")
+
+
+def _importing(exc: Exception) -> str | None:
+    """The package whose import raised ``exc``: the first module outside batchbench whose body was
+    running (its import), or an ImportError's own; None if no import was under way."""
+    name, tb = None, exc.__traceback__
+    while name is None and tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if tb.tb_frame.f_code.co_name == "<module>" and module != "__main__" and not module.startswith("harness"):
+            name = module
+        tb = tb.tb_next
+    name = name or getattr(exc, "name", None)
+    return name.partition(".")[0] if name else None
 
 
 def _store_field(args) -> str:

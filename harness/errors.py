@@ -8,7 +8,8 @@ to do; the CLI prints it as ``batchbench: error: FIELD: message`` and exits with
       finish (``RunError``: what ran is stored)
 2     ``SpecError``: bad input, found before anything ran; no store or file was touched
 3     ``StoreError``: a store or an output file could not be read or written (locked by another
-      process, disk full, damaged, no permission); what was committed before is kept
+      process, disk full, damaged, no permission); what was committed before is kept; or a
+      library could not be loaded for lack of memory (``ulimit -v``): nothing ran
 130   interrupted (Ctrl-C); finished points are stored, ``--resume`` continues; 143 (SIGTERM)
       and 129 (SIGHUP) are the same stop
 ====  ==========================================================================================

@@ -127,12 +127,12 @@ def per_run(frame: pd.DataFrame) -> pd.DataFrame:
 def speed_interval(times_a: np.ndarray, times_b: np.ndarray, tests: int) -> tuple[float, float | None, float | None]:
     """(A's over B's geometric mean step time: above 1, B is faster; and its interval at
     ``FAMILY_LEVEL`` over ``tests`` intervals, or None bounds with fewer than ``MIN_RUNS`` a side)."""
-    from scipy import stats as scipy_stats
-
     la, lb = np.log(times_a), np.log(times_b)
     diff = float(la.mean() - lb.mean())
     if min(len(la), len(lb)) < MIN_RUNS:
         return float(np.exp(diff)), None, None
+    from scipy import stats as scipy_stats  # only for an interval: one run a side has none
+
     var_a, var_b = max(la.var(ddof=1), RUN_SPREAD_FLOOR**2) / len(la), max(lb.var(ddof=1), RUN_SPREAD_FLOOR**2) / len(lb)
     df = (var_a + var_b) ** 2 / (var_a**2 / (len(la) - 1) + var_b**2 / (len(lb) - 1))
     half = scipy_stats.t.ppf(1 - (1 - FAMILY_LEVEL) / (2 * max(1, tests)), df) * np.sqrt(var_a + var_b)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.analysis.keys import short_labels, shown_columns
 from harness.commands.flags import DEFAULT_STORE, executor_flags, executor_of, kept_inputs, sweep_flags
@@ -21,6 +19,9 @@ from harness.config.values import parse_int
 from harness.store.logs import LogTarget, parse_logs
 from harness.outputs import output_path, write_output
 from harness.store.schema import display, FAILED, Status
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME = "run"
 HELP = "run a sweep and store its points"
@@ -65,7 +66,7 @@ def request_of(args: argparse.Namespace) -> Request:
     if args.nproc is not None:
         if flags["world_sizes"] is not None:
             raise SpecError("--nproc", "give --nproc or --world-sizes, not both")
-        flags["world_sizes"] = args.nproc
+        flags["world_sizes"] = str(parse_int("nproc", args.nproc, 1))
     return Request(spec_file=args.spec_file, flags=flags, store=args.store or DEFAULT_STORE, resume=args.resume, quiet=args.quiet,
                    logs=parse_logs(args.log), runs=parse_int("runs", args.runs, 1, 1000),
                    executor=executor_of(args), report=args.report, no_report=args.no_report)
@@ -288,6 +289,8 @@ def points_table(points: pd.DataFrame) -> str:
     """Per point: dataset size, batch size, device and every configuration column that varies,
     samples/s, per-step ms of each phase (loss check: ms per check), final eval loss, status and
     trust flags."""
+    import pandas as pd
+
     if len(points) == 0:
         return "(no points)"
     config = varying_columns(points)

@@ -118,6 +118,8 @@ def load_toml(path: str | Path, axes: Sequence[Axis] = AXES) -> dict[str, Any]:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     path = Path(path)
+    if path.is_dir():
+        raise SpecError("spec", f"{path} is a folder, not a spec file; give a .toml file")
     if not path.is_file():
         raise SpecError("spec", f"file not found: {path}")
     try:
@@ -126,6 +128,8 @@ def load_toml(path: str | Path, axes: Sequence[Axis] = AXES) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         detail = " ".join(str(exc).split())
         raise SpecError("spec", f"{path} is not valid TOML: {detail}") from None
+    except RecursionError:  # the reader recurses once a level of nesting
+        raise SpecError("spec", f"{path} nests arrays or tables too deeply to read; a spec holds values and flat lists") from None
     names = [a.name for a in axes]
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -134,8 +138,18 @@ def load_toml(path: str | Path, axes: Sequence[Axis] = AXES) -> dict[str, Any]:
             raise SpecError("spec", f"unknown key {key!r} in {path}; allowed: {', '.join(n.replace('_', '-') for n in names)}")
         if name in values:
             raise SpecError("spec", f"{name} given twice in {path} (as {name.replace('_', '-')} and {name}); give it once")
-        values[name] = value
+        values[name] = _flat(key, value, path)
     return values
+
+
+def _flat(key: str, value: Any, path: Path) -> Any:
+    """A spec file's value as every axis takes it: one value or a flat list of them (a table, or
+    a list inside a list, is no value of any axis, and is refused here before anything walks it)."""
+    if isinstance(value, dict):
+        raise SpecError("spec", f"{key} in {path} is a table; give it a value or a flat list, e.g. {key} = [1, 2]")
+    if isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value):
+        raise SpecError("spec", f"{key} in {path} holds a list or table inside its list; give a flat list, e.g. {key} = [1, 2]")
+    return value
 
 
 def build_spec(file_values: Mapping[str, Any] | None = None, cli_values: Mapping[str, Any] | None = None,

@@ -103,7 +103,7 @@ class Store:
         file system has no hard links, the store is created in place as before."""
         if self.path.exists():
             return
-        part = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        part = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(3)}.new")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(part)
@@ -223,23 +223,77 @@ class Store:
         twice (and failing on the second commit). An advisory lock on a byte of
         a lock file named by the store file's device and inode (so every path to the file,
         through any link, finds the same lock), released by the kernel if the process dies;
-        other sweeps go on."""
-        import fcntl
+        other sweeps go on. The last holder to let go removes the lock file (``_let_go``)."""
         import tempfile
 
         identity = self.path.stat()  # the file, not the path: a symbolic or hard link to it shares its lock
-        handle = open(Path(tempfile.gettempdir()) / f"batchbench-{identity.st_dev}-{identity.st_ino}.lock", "a+b")
-        offset = int(spec_hash[:7], 16)
+        lock_path = Path(tempfile.gettempdir()) / f"batchbench-{identity.st_dev}-{identity.st_ino}.lock"
+        handle = self._take_lock(lock_path, int(spec_hash[:7], 16), exclusive=resume)
+        if handle is None:
+            doing = "already running" if resume else "resuming"
+            raise StoreError("--resume" if resume else "--store", f"another batchbench process is {doing} this sweep into {self.path}; "
+                             "wait for it to finish (then --resume finds what it stored)")
         try:
-            try:
-                fcntl.lockf(handle, (fcntl.LOCK_EX if resume else fcntl.LOCK_SH) | fcntl.LOCK_NB, 1, offset)
-            except OSError:
-                doing = "already running" if resume else "resuming"
-                raise StoreError("--resume" if resume else "--store", f"another batchbench process is {doing} this sweep into {self.path}; "
-                                 "wait for it to finish (then --resume finds what it stored)") from None
             yield
         finally:
+            self._let_go(handle, lock_path)
+
+    LOCK_PATIENCE_S = 1.0
+    """How long a lock is tried again before another holder is believed: long enough for one that
+    lets go to remove the file (``_let_go`` holds the whole file for that moment)."""
+
+    @classmethod
+    def _take_lock(cls, lock_path: Path, offset: int, *, exclusive: bool) -> Any:
+        """The open lock file with its byte ``offset`` locked, or None if another process holds it.
+        A lock taken on a file that a holder letting go removed meanwhile is taken again on the
+        file now at ``lock_path`` (a lock on a removed file excludes no one)."""
+        import fcntl
+        import time
+
+        deadline = time.monotonic() + cls.LOCK_PATIENCE_S
+        while True:
+            handle = open(lock_path, "a+b")
+            try:
+                fcntl.lockf(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB, 1, offset)
+            except OSError:
+                handle.close()
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.02)
+                continue
+            if cls._same_file(handle, lock_path):
+                return handle
             handle.close()
+
+    @staticmethod
+    def _let_go(handle: Any, lock_path: Path) -> None:
+        """Release the lock, removing the lock file if no other process holds any lock in it: only
+        while holding the whole file, so no one can lock it between the test and the removal (one
+        that opened it before finds it removed once it has its lock, and takes the new one)."""
+        import fcntl
+
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another process holds a lock in it: the last one removes it
+            handle.close()
+            return
+        try:
+            if Store._same_file(handle, lock_path):
+                lock_path.unlink(missing_ok=True)
+        except OSError:  # a temporary folder that keeps its files: left, as before
+            pass
+        finally:
+            handle.close()
+
+    @staticmethod
+    def _same_file(handle: Any, path: Path) -> bool:
+        """Whether ``path`` still names the file ``handle`` has open."""
+        try:
+            named = path.stat()
+        except OSError:
+            return False
+        opened = os.fstat(handle.fileno())
+        return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
     def add_point(self, run_id: str, result: Recorded) -> None:
         """Commit a finished point with its checks and steps, all or nothing."""

@@ -150,6 +150,9 @@ def info(name: str, target_column: str | None = None, source: Dataset | Pipeline
         rows = _read_file(name, target_column).n_samples
         return DataInfo(natural_size=rows, max_size=rows)
     allowed = ", ".join(BUILTIN_SIZES)
+    if Path(name).is_dir():
+        raise SpecError("--dataset", f"{name} is a folder, not a data set; give a built-in ({allowed}), a .npz, .csv or .parquet file, "
+                                     "or module:callable / file.py:callable returning a torch Dataset (which may read a folder)")
     if Path(name).suffix:
         raise SpecError("--dataset", f"{name!r} has an unsupported suffix; use a built-in ({allowed}) or a .npz, .csv or .parquet file")
     import difflib
@@ -174,16 +177,55 @@ def load(name: str, size: int, *, data_seed: int = 0, target_column: str | None 
     if source is not None:
         return _subsample(source, size, rng)
     if name in generated.GENERATORS:
+        if name == "blobs":  # scikit-learn's make_blobs
+            _room_for_scipy()
         X, y = generated.GENERATORS[name](size, data_seed)
         if name == "text":  # next-byte ids over a vocabulary of 256, as given
             return Dataset(name, torch.from_numpy(X), torch.from_numpy(y), "classification", 256)
         return _dataset(name, X, y, shaped=name == "cifar-like")
     if name == "digits":
+        _room_for_scipy()
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         return _subsample(_dataset(name, bunch.data / 16.0, bunch.target), size, rng)
     return _subsample(_read_file(name, target_column), size, rng)
+
+
+BLAS_BASE_BYTES = 64 << 20
+BLAS_THREAD_BYTES = 48 << 20
+"""The address space scipy's bundled OpenBLAS takes as it loads: a base, and per thread its
+32 MiB buffer and its stack, with a margin (measured under ``ulimit -v``)."""
+
+
+def _room_for_scipy() -> None:
+    """Refuse to import scipy (scikit-learn's) under an address-space limit (``ulimit -v``) that
+    leaves it too little, as an ImportError for lack of memory (the CLI says it in one line):
+    the OpenBLAS scipy bundles retries a failed allocation forever as it loads, a hang that
+    Ctrl-C cannot end. Nothing to check once scipy is in, without a limit, or off Linux."""
+    import os
+    import sys
+
+    if "scipy" in sys.modules:
+        return
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        with open("/proc/self/status") as status:
+            used = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmSize:"))
+    except (ImportError, OSError, StopIteration, ValueError):
+        return
+    if limit == resource.RLIM_INFINITY:
+        return
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    asked = next((int(v) for v in map(os.environ.get, ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"))
+                  if v and v.strip().isdigit() and int(v) > 0), cpus)
+    threads = max(1, min(asked, cpus, 64))  # as OpenBLAS counts them (its wheels' builds stop at 64)
+    need = BLAS_BASE_BYTES + threads * BLAS_THREAD_BYTES
+    if limit - used < need:
+        raise ImportError(f"not tried, not enough memory: the address-space limit leaves {max(0, limit - used) >> 20} MB, and scipy's "
+                          f"OpenBLAS needs about {need >> 20} MB for its {threads} thread(s), with less waiting for memory forever", name="scipy")
 
 
 def _subsample(full: Dataset, size: int, rng: np.random.Generator) -> Dataset:
@@ -323,6 +365,8 @@ def _with_targets(name: str, features: torch.Tensor, y: np.ndarray) -> Dataset:
 def _read_file(path_text: str, target_column: str | None) -> Dataset:
     """Read a user file once per process (planning and running share it)."""
     path = Path(path_text)
+    if path.is_dir():
+        raise SpecError("--dataset", f"{path} is a folder, not a file; give a .npz, .csv or .parquet file")
     if not path.is_file():
         raise SpecError("--dataset", f"file not found: {path}")
     suffix = path.suffix.lower()
@@ -334,6 +378,7 @@ def _read_file(path_text: str, target_column: str | None) -> Dataset:
 def _read_npz(path: Path, target_column: str | None) -> Dataset:
     if target_column is not None:
         raise SpecError("--target-column", "applies to .csv and .parquet files; a .npz file holds arrays X and y")
+    _refuse_npy(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in ("X", "y") if k not in archive.files]
@@ -346,6 +391,22 @@ def _read_npz(path: Path, target_column: str | None) -> Dataset:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise SpecError("--dataset", f"cannot read {path} as .npz (corrupt or truncated?): {detail}") from None
     return _dataset(str(path), X, y, shaped=True)
+
+
+NPY_MAGIC = b"\x93NUMPY"
+"""How a ``.npy`` file (one array, ``numpy.save``) starts; a ``.npz`` is a zip archive of them."""
+
+
+def _refuse_npy(path: Path) -> None:
+    """A ``.npy`` saved under a ``.npz`` name holds one array, with no X and y to read."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise SpecError("--dataset", f"cannot read {path}: {exc.strerror or exc}") from None
+    if start == NPY_MAGIC:
+        raise SpecError("--dataset", f"{path} is a .npy file (one array, numpy.save), not a .npz archive of arrays X and y; "
+                                     "save it with numpy.savez(path, X=X, y=y)")
 
 
 def _read_table(path: Path, suffix: str, target_column: str | None) -> Dataset:
