@@ -11,7 +11,8 @@ def _stopped_early(signum, frame):
 
 def program() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stopped_early)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup's SIGHUP, a background job's SIGINT: still ignored
+            signal.signal(signum, _stopped_early)
     from harness.cli import console
 
     console()

@@ -18,7 +18,7 @@ from typing import Sequence
 from harness.version import __version__
 from harness.commands import analyze, asv, cbs, compare, export, fit, merge, overhead, report, run, runs, tune
 from harness.commands.flags import Parser
-from harness.errors import SpecError, Stopped, StoreError, UserError
+from harness.errors import OutOfMemory, SpecError, Stopped, StoreError, UserError
 
 COMMANDS = {module.NAME: module for module in (run, tune, cbs, analyze, compare, report, fit, overhead, merge, runs, export, asv)}
 
@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted.append(signum)
         raise Stopped(signum)
 
-    previous = {s: signal.signal(s, on_stop) for s in STOPS} if threading.current_thread() is threading.main_thread() else {}
+    ours = [s for s in STOPS if signal.getsignal(s) is not signal.SIG_IGN]  # a signal nohup (or a shell, for a background job) ignores stays ignored
+    previous = {s: signal.signal(s, on_stop) for s in ours} if threading.current_thread() is threading.main_thread() else {}
     try:
         refuse_repeated_flags(argv)
         code = COMMANDS[args.command].main(args)
@@ -121,13 +122,6 @@ def _quiet_stdout() -> None:
 def _say(exc: UserError) -> int:
     print(f"batchbench: error: {exc}", file=sys.stderr)
     return exc.exit_code
-
-
-class OutOfMemory(UserError):
-    """A library that could not be loaded for lack of memory (an address-space limit, ``ulimit -v``):
-    the machine's shortage, like a full disk, so the code of a store or file that cannot be written."""
-
-    exit_code = 3
 
 
 def short_of_memory(exc: Exception) -> OutOfMemory | None:

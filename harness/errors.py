@@ -44,6 +44,13 @@ class RunError(UserError):
     exit_code = 1
 
 
+class OutOfMemory(UserError):
+    """A library that could not be loaded for lack of memory (an address-space limit, ``ulimit -v``):
+    the machine's shortage, like a full disk, so the code of a store or file that cannot be written."""
+
+    exit_code = 3
+
+
 class Stopped(KeyboardInterrupt):
     """Ctrl-C, SIGTERM or SIGHUP as the CLI raises it: one stop whatever the signal (Slurm,
     Kubernetes and Ray end work with SIGTERM), taken everywhere Ctrl-C is."""

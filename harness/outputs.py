@@ -41,7 +41,8 @@ JOURNALS = {"-wal": "write-ahead log", "-shm": "shared-memory index", "-journal"
 """The files SQLite keeps beside a store, by the suffix of their name."""
 
 LOCK_NAME = re.compile(r"batchbench-\d+-\d+\.lock")
-"""The sweep lock file of a store (``Store.sweep_lock``: named by the store's device and inode)."""
+"""A store's sweep lock file as batchbench 0.7 named it (by the store's device and inode, in the
+temporary folder); now ``.NAME.lock`` beside the store (``Store.lock_path``)."""
 
 TRACEBACKS = ".tracebacks"
 """``runs.sqlite`` keeps failed points' tracebacks in ``runs.tracebacks/`` (``drivers/sweep.py``)."""
@@ -90,8 +91,10 @@ def write_output(path: str | Path, payload: str | bytes, field: str, keep: Keep 
     ``stdout``); an OS error is one line and leaves whatever was at ``path`` as it was."""
     target, kind = _checked(path, field, keep, example, stdout)
     data = payload.encode("utf-8") if isinstance(payload, str) else payload
-    if is_stdout(target):
+    if is_stdout(target) or _descriptor(target) == 1:
         _write_stdout(payload, field)
+    elif _descriptor(target) is not None:
+        _write_descriptor(_descriptor(target), data, field)
     elif kind == DEVICE:
         _write_device(target, data, field)
     else:
@@ -113,7 +116,7 @@ def _checked(path: str | Path, field: str, keep: Keep, example: str, stdout: boo
     for other, what in keep:
         if other is not None and same_file(target, other):
             raise SpecError(field, f"{target} is {what} ({other}); writing there would destroy it: give another path")
-    if kind == DEVICE:
+    if kind == DEVICE or _descriptor(target) is not None:  # /dev/stdout redirected to a file: written there, never replaced
         return target, kind
     real = Path(os.path.realpath(target))
     _refuse_store_files(target, real, field, text=True)
@@ -161,7 +164,9 @@ def store_file(real: Path) -> str | None:
     for suffix, what in JOURNALS.items():
         if real.name.endswith(suffix) and len(real.name) > len(suffix) and _is_store(owner := real.with_name(real.name[: -len(suffix)])):
             return f"the {what} of the store {owner}"
-    if LOCK_NAME.fullmatch(real.name):
+    if real.name.startswith(".") and real.name.endswith(".lock") and _is_store(owner := real.with_name(real.name[1:-len(".lock")])):
+        return f"the sweep lock file of the store {owner}"
+    if LOCK_NAME.fullmatch(real.name):  # where batchbench 0.7 kept them (the temporary folder)
         return "a store's sweep lock file (batchbench-DEVICE-INODE.lock)"
     for folder in (real, *real.parents):
         stem = folder.name[: -len(TRACEBACKS)]
@@ -202,6 +207,29 @@ def _write_stdout(payload: str | bytes, field: str) -> None:
         sys.stdout.flush()
     except OSError as exc:
         raise StoreError(field, f"cannot write to standard output: {exc.strerror or exc}") from None
+
+
+DESCRIPTORS = re.compile(r"/dev/(stdout|stderr|fd/(\d+))|/proc/self/fd/(\d+)")
+"""Names of this process's open files: written through the descriptor, as a shell's ``>&N``."""
+
+
+def _descriptor(target: Path) -> int | None:
+    """The descriptor ``target`` names (``/dev/stdout`` is 1), or None."""
+    found = DESCRIPTORS.fullmatch(str(target))
+    if found is None:
+        return None
+    name, fd, proc_fd = found.groups()
+    return {"stdout": 1, "stderr": 2}.get(name or "", None) if fd is None and proc_fd is None else int(fd or proc_fd)
+
+
+def _write_descriptor(fd: int, data: bytes, field: str) -> None:
+    sys.stderr.flush()
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise StoreError(field, f"cannot write to descriptor {fd}: {exc.strerror or exc}") from None
 
 
 def _write_device(target: Path, data: bytes, field: str) -> None:

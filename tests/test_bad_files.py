@@ -223,13 +223,11 @@ def test_an_import_error_for_lack_of_memory_is_one_line_and_others_are_not(cli, 
 
 
 def _lock_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("batchbench-*.lock"))
+    return sorted(p.name for p in folder.glob(".*.lock"))  # beside the store (Store.lock_path)
 
 
 def test_no_lock_file_is_left_after_a_run_and_a_resume(cli, tmp_path, monkeypatch):
-    locks = tmp_path / "tmp"
-    locks.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(locks))
+    locks = tmp_path  # the store's folder
     store = tmp_path / "s.sqlite"
     assert cli("run", *SMALL, "--store", store)[0] == 0
     assert _lock_files(locks) == []
@@ -249,9 +247,7 @@ HOLDER = textwrap.dedent("""
 
 @pytest.fixture
 def lock_setup(tmp_path, monkeypatch):
-    locks = tmp_path / "tmp"
-    locks.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(locks))
+    locks = tmp_path  # the store's folder
     store = tmp_path / "s.sqlite"
     Store(store).close()
     return locks, store, "abcdef0123456789"

@@ -17,7 +17,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -112,9 +111,7 @@ def test_an_output_into_a_stores_tracebacks_folder_is_refused(cli, tmp_path, sto
 
 @pytest.mark.parametrize("command", ["export", "report", "merge"])
 def test_an_output_onto_a_stores_sweep_lock_file_is_refused(cli, tmp_path, store, command, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    identity = store.stat()
-    lock = tmp_path / f"batchbench-{identity.st_dev}-{identity.st_ino}.lock"  # as Store.sweep_lock names it
+    lock = Store.lock_path(store)
     lock.write_bytes(b"")
     code, _, err = cli(*_command(command, store, lock))
     assert code == 3 and one_line(err, "-o", str(lock), "lock") and lock.read_bytes() == b"", err
@@ -318,3 +315,16 @@ def test_asv_init_force_writes_a_link_in_the_repository_at_its_target(cli, repo)
     code, _, err = cli("asv", "init", "--force")
     assert code == 0 and (repo / "asv.conf.json").is_symlink(), err
     assert json.loads((repo / "conf" / "asv.json").read_text())["benchmark_dir"] == "benchmarks"
+
+
+def test_dev_stdout_redirected_to_a_file_appends_there_and_never_replaces_it(tmp_path, store):
+    """``-o /dev/stdout >> out.txt``: the file was renamed over (its earlier lines lost); a name of
+    this process's open file is written through the descriptor, as a shell's ``>&1``."""
+    out = tmp_path / "out.txt"
+    out.write_text("previous line\n")
+    with open(out, "a") as appended:
+        done = subprocess.run([sys.executable, "-m", "harness", "export", "--store", str(store), "-o", "/dev/stdout"], cwd=ROOT,
+                              stdout=appended, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 0 and "replaced" not in done.stderr, done.stderr
+    text = out.read_text()
+    assert text.startswith("previous line\nrun_id,") and not list(tmp_path.glob(".*.partial"))

@@ -154,3 +154,19 @@ def test_sigterm_while_an_export_writes_leaves_no_partial_file(cli, tmp_path, mo
     code, _, err = cli("export", "--store", store, "--table", "steps", "-o", tmp_path / "steps.csv")
     assert code == 143 and "stopped by SIGTERM" in err, err
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("s.sqlite")) == []
+
+
+def test_a_signal_ignored_as_nohup_ignores_it_stays_ignored(tmp_path):
+    """``nohup batchbench run ... &``: logging out (SIGHUP) must not stop the sweep; batchbench's
+    stop handlers leave a signal the caller ignores ignored."""
+    store = tmp_path / "s.sqlite"
+    args = [sys.executable, "-m", "harness", "run", *SLOW, "--batch-sizes", "1", "--steps", "400", "--store", str(store)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    _started(store, proc)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "stopped by SIGTERM" in err, err

@@ -174,10 +174,13 @@ def _child(process) -> int:
         return process.wait()
     except KeyboardInterrupt as stop:
         signum = getattr(stop, "signum", signal.SIGINT)
-        try:
-            process.wait(timeout=5.0) if signum == signal.SIGINT else None
-        except subprocess.TimeoutExpired:
-            pass
+        if signum == signal.SIGINT:
+            try:
+                process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                pass
+            except KeyboardInterrupt as again:  # a second stop: passed on at once
+                signum = getattr(again, "signum", signal.SIGINT)
         if process.poll() is None:
             process.send_signal(signum)
         _wait_through_stops(process)
@@ -185,13 +188,16 @@ def _child(process) -> int:
 
 
 def _wait_through_stops(process) -> None:
-    """Wait for the child to end, whatever more signals arrive meanwhile."""
+    """Wait for the child to end; each further stop that arrives meanwhile is passed on to it."""
+    import signal
+
     while True:
         try:
             process.wait()
             return
-        except KeyboardInterrupt:
-            continue
+        except KeyboardInterrupt as again:
+            if process.poll() is None:
+                process.send_signal(getattr(again, "signum", signal.SIGINT))
 
 
 def _run_in_processes(request: Request, keep: list) -> int:

@@ -221,14 +221,12 @@ class Store:
         it with other new runs (each writes its own run). So a ``--resume`` while the same sweep
         runs, or a run while it resumes, is refused in one line instead of training points
         twice (and failing on the second commit). An advisory lock on a byte of
-        a lock file named by the store file's device and inode (so every path to the file,
-        through any link, finds the same lock), released by the kernel if the process dies;
-        other sweeps go on. The last holder to let go removes the lock file (``_let_go``)."""
-        import tempfile
-
-        identity = self.path.stat()  # the file, not the path: a symbolic or hard link to it shares its lock
-        lock_path = Path(tempfile.gettempdir()) / f"batchbench-{identity.st_dev}-{identity.st_ino}.lock"
-        handle = self._take_lock(lock_path, int(spec_hash[:7], 16), exclusive=resume)
+        a lock file beside the store (``lock_path``: every process that writes the store finds it,
+        whatever its temporary folder or node, and a symbolic link to the store shares it),
+        released by the kernel if the process dies; other sweeps go on. The last holder to let go
+        removes the lock file (``_let_go``)."""
+        lock_path = self.lock_path(self.path)
+        handle = self._take_lock(lock_path, int(spec_hash[:7], 16), exclusive=resume, field=self.field)
         if handle is None:
             doing = "already running" if resume else "resuming"
             raise StoreError("--resume" if resume else "--store", f"another batchbench process is {doing} this sweep into {self.path}; "
@@ -238,12 +236,18 @@ class Store:
         finally:
             self._let_go(handle, lock_path)
 
+    @staticmethod
+    def lock_path(path: str | Path) -> Path:
+        """The sweep lock file of the store at ``path``: ``.NAME.lock`` beside the file it resolves to."""
+        real = Path(os.path.realpath(path))
+        return real.with_name(f".{real.name}.lock")
+
     LOCK_PATIENCE_S = 1.0
     """How long a lock is tried again before another holder is believed: long enough for one that
     lets go to remove the file (``_let_go`` holds the whole file for that moment)."""
 
     @classmethod
-    def _take_lock(cls, lock_path: Path, offset: int, *, exclusive: bool) -> Any:
+    def _take_lock(cls, lock_path: Path, offset: int, *, exclusive: bool, field: str = "--store") -> Any:
         """The open lock file with its byte ``offset`` locked, or None if another process holds it.
         A lock taken on a file that a holder letting go removed meanwhile is taken again on the
         file now at ``lock_path`` (a lock on a removed file excludes no one)."""
@@ -252,7 +256,10 @@ class Store:
 
         deadline = time.monotonic() + cls.LOCK_PATIENCE_S
         while True:
-            handle = open(lock_path, "a+b")
+            try:
+                handle = open(lock_path, "a+b")
+            except OSError as exc:  # a folder this process may write the store in but not create files in, say
+                raise StoreError(field, f"cannot open the sweep lock file {lock_path}: {exc.strerror or exc}") from None
             try:
                 fcntl.lockf(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB, 1, offset)
             except OSError:
