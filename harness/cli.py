@@ -76,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`batchbench analyze --json | head`): what it read is all it wanted
         _quiet_stdout()
         code = 0
+    except OSError as exc:  # a file the OS refused (a name too long, a path through a file): what and why, in one line
+        if exc.filename is None:
+            raise
+        name = str(exc.filename)
+        code = _say(StoreError(name if len(name) <= 80 else f"{name[:80]}... ({len(name):,} characters)", f"{exc.strerror or exc}"))
     except Exception as exc:  # a library wrapped the interrupt (an import's class body turns it into a RuntimeError),
         # or could not be imported for lack of memory (ulimit -v)
         short = None if interrupted else short_of_memory(exc)

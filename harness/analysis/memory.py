@@ -26,8 +26,8 @@ def parse_bytes(text: str, field: str = "--memory-limit") -> int:
     if not match or unit not in _UNITS:
         raise SpecError(field, f"{text!r} is not a size; use bytes or a unit such as 512MiB, 8GiB, 16GB")
     value = float(match.group(1)) * _UNITS[unit]
-    if value <= 0:
-        raise SpecError(field, f"{text!r} is not allowed; use a positive size")
+    if not 0 < value < 2**63:
+        raise SpecError(field, f"{str(text)[:40]!r} is not allowed; use a positive size below 8 EiB")
     return int(value)
 
 

@@ -135,11 +135,20 @@ def explicit_batch_sizes(value: str, what: str) -> list[int]:
 
 
 def kept_inputs(store: str | None, spec_file: str | None, spec) -> list[tuple[str | None, str]]:
-    """The files a command that runs points reads, which no output of it may be: the store,
-    the spec file and the data file (or a data pipeline's or plug-in model's ``.py``)."""
+    """The files a command that runs points reads, which no output of it may be: the store (and
+    the files SQLite and the sweep lock keep beside it, though it is not there yet), the spec
+    file and the data file (or a data pipeline's or plug-in model's ``.py``). The store itself is
+    checked first: a file a store can be written to, not another store's journal, a device or a
+    path under a file (one line, before anything runs)."""
+    from harness.outputs import store_output_path
+    from harness.store.sqlite import Store
+
     def source(name: str) -> str | None:
         target = name.rpartition(":")[0] if ":" in name and not Path(name).exists() else name
         return target if Path(target).is_file() else None
 
-    return [(store or DEFAULT_STORE, "the store"), (spec_file, "the spec file"),
+    path = store or DEFAULT_STORE
+    store_output_path(path, "--store", example="results.sqlite")
+    beside = [(f"{path}{suffix}", f"the store's {what}") for suffix, what in (("-wal", "write-ahead log"), ("-shm", "shared memory"), ("-journal", "journal"))]
+    return [(path, "the store"), *beside, (str(Store.lock_path(path)), "the store's sweep lock file"), (spec_file, "the spec file"),
             (source(spec.dataset), "the data file"), (source(spec.model), "the model's file")]

@@ -136,6 +136,12 @@ def tokens(field: str, value: Any) -> list[str]:
     return items
 
 
+def _whole(digits: str) -> int:
+    """A run of digits as an int; past 30 digits (beyond every range here, and past Python's
+    4300-digit limit a ValueError) a number larger than any allowed."""
+    return int(digits) if len(digits) <= 30 else 10**31
+
+
 def parse_int(field: str, value: Any, minimum: int, maximum: int | None = MAX_COUNT) -> int:
     allowed = f"an integer >= {minimum}" + (f" and <= {maximum:,}" if maximum is not None else "")
     if isinstance(value, bool):
@@ -243,14 +249,14 @@ def parse_batch_sizes(value: Any) -> tuple[BatchToken, ...]:
         if token == FULL:
             out.append(FULL)
         elif match:
-            low, high = int(match.group(1)), None if match.group(2) == FULL else int(match.group(2))
+            low, high = _whole(match.group(1)), None if match.group(2) == FULL else _whole(match.group(2))
             if low < 1 or (high is not None and high < low):
-                raise SpecError("--batch-sizes", f"range {token!r} is empty; {allowed}")
+                raise SpecError("--batch-sizes", f"range {_shown_value(token)} is empty; {allowed}")
             out.append(BatchRange(low, high))
         elif not token.lstrip("-").isdigit():
             raise SpecError("--batch-sizes", f"{_shown_value(token)} is not a batch size; {allowed}")
-        elif not 1 <= int(token) <= MAX_COUNT:
-            raise SpecError("--batch-sizes", f"{token} is not allowed; {allowed}")
+        elif not 1 <= _whole(token) <= MAX_COUNT:
+            raise SpecError("--batch-sizes", f"{_shown_value(token)} is not allowed; {allowed}")
         else:
             out.append(Size(token))
     return tuple(out)
@@ -301,9 +307,9 @@ def parse_interval(value: Any) -> float:
 
 def parse_shard(value: Any) -> Shard:
     match = re.fullmatch(r"(\d+)/(\d+)", str(value).strip())
-    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
+    if not match or _whole(match.group(2)) < 1 or _whole(match.group(1)) >= _whole(match.group(2)):
         raise SpecError("--shard", f"{_shown_value(value)} is not a shard; use I/N with 0 <= I < N, e.g. 0/4 (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
-    return Shard(int(match.group(1)), int(match.group(2)))
+    return Shard(_whole(match.group(1)), _whole(match.group(2)))
 
 
 def parse_check_every(value: Any) -> CheckEvery:
@@ -315,9 +321,9 @@ def parse_check_every(value: Any) -> CheckEvery:
         return CheckEvery("log", AUTO_LOG_CHECKS)
     if text.startswith("log:"):
         count = text[4:]
-        if not count.isdigit() or not 2 <= int(count) <= 100_000:
+        if not count.isdigit() or not 2 <= _whole(count) <= 100_000:
             raise SpecError("--check-every", f"{_shown_value(value)} is not a schedule; {allowed}")
-        return CheckEvery("log", int(count))
+        return CheckEvery("log", _whole(count))
     if text.endswith("s"):
         try:
             seconds = float(text[:-1])
@@ -326,8 +332,8 @@ def parse_check_every(value: Any) -> CheckEvery:
         if not math.isfinite(seconds) or seconds <= 0:
             raise SpecError("--check-every", f"{_shown_value(value)} is not allowed; {allowed}")
         return CheckEvery("seconds", seconds=seconds)
-    if text.isdigit() and 1 <= int(text) <= MAX_COUNT:
-        return CheckEvery("steps", int(text))
+    if text.isdigit() and 1 <= _whole(text) <= MAX_COUNT:
+        return CheckEvery("steps", _whole(text))
     raise SpecError("--check-every", f"{_shown_value(value)} is not a schedule; {allowed}")
 
 

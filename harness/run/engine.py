@@ -51,6 +51,7 @@ from harness.run import snapshot
 from harness.run.snapshot import Snapshot
 from harness.run.schedule import LOSS_EVERY, CappedChecks, due, first_timed, fit_window, next_check
 from harness.run.step import Step, derivative_of, update_of
+from harness.errors import users_own
 from harness.store.schema import Status
 from harness.workload.workload import Workload
 
@@ -160,8 +161,11 @@ def _attempt(training: "Training", prune: Prune | None, timed_every: int | None,
         status, error = Status.DIVERGED, str(exc)
     except Pruned as exc:
         status, error = Status.PRUNED, str(exc)
-    except KeyboardInterrupt:
-        status, error = Status.INTERRUPTED, f"interrupted (Ctrl-C) after {training.steps_done} steps"
+    except KeyboardInterrupt as exc:
+        if users_own(exc):  # a plug-in's own KeyboardInterrupt, no signal: its point's error, like anything else it raises
+            status, error, trace = Status.ERROR, one_line(exc), traceback.format_exc()
+        else:
+            status, error = Status.INTERRUPTED, f"interrupted after {training.steps_done} steps"
     except BaseException as exc:  # user code (a plug-in) may raise anything, SystemExit too: it becomes the point's status
         status, error, trace = (Status.OOM if out_of_memory(exc) else Status.ERROR), one_line(exc), traceback.format_exc()
     finally:

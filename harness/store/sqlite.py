@@ -327,8 +327,9 @@ class Store:
                 )
 
     def finish_run(self, run_id: str) -> None:
+        """Mark the run finished, once: a ``--resume`` that found nothing to do keeps the time it finished."""
         with self.conn:
-            self.conn.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (_now(), run_id))
+            self.conn.execute("UPDATE runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL", (_now(), run_id))
 
     def insert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         """Insert rows (inside the caller's transaction); an undeclared column is an error."""

@@ -134,7 +134,8 @@ def build_with_loss(name: str, factory: Factory, *, n_features: int, n_outputs: 
     offered = {"n_features": n_features, "input_shape": shape, "n_outputs": n_outputs}
     kwargs = {**_accepted(factory, offered), **_named(factory, knobs)}
     try:
-        made = factory(**kwargs)
+        with plugins.in_place():
+            made = factory(**kwargs)
     except SpecError:
         raise
     except BaseException as exc:  # sys.exit() in a factory too: one line, nothing run

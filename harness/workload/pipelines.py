@@ -70,7 +70,8 @@ def resolve(name: str) -> Pipeline:
     """``--dataset module:callable``: the callable is called with no arguments."""
     make = plugins.load_callable(name, "--dataset")
     try:
-        made = make()
+        with plugins.in_place():
+            made = make()
     except SpecError:
         raise
     except BaseException as exc:  # sys.exit() in a factory too: one line, nothing run

@@ -6,12 +6,14 @@ spell plug-ins the same way and fail the same way: one line naming the flag.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harness.errors import SpecError, users_failure, users_own
 
@@ -32,7 +34,8 @@ def load_callable(name: str, flag: str) -> Callable[..., Any]:
     else:
         _searched(Path.cwd())  # as ``python -m``: a module in the working folder imports, console script or not
         try:
-            module = importlib.import_module(target)
+            with in_place():
+                module = importlib.import_module(target)
         except ImportError as exc:
             raise SpecError(flag, f"cannot import module {target!r}: {exc}") from None
         except BaseException as exc:  # the plug-in's own code failed at import (sys.exit() too)
@@ -63,7 +66,8 @@ def load_file(path_text: str, flag: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[key] = module
     try:
-        spec.loader.exec_module(module)
+        with in_place():
+            spec.loader.exec_module(module)
     except BaseException as exc:  # sys.exit() at import too: one line, nothing run
         del sys.modules[key]
         if not users_own(exc):
@@ -78,3 +82,16 @@ def _searched(folder: Path) -> None:
     on_path = {str(Path(entry or ".").resolve()) for entry in sys.path}
     if str(folder) not in on_path:
         sys.path.insert(0, str(folder))
+
+
+@contextlib.contextmanager
+def in_place() -> Iterator[None]:
+    """Around a user's code at plan time (its import, its factory): the working folder it may
+    change is put back, so paths the command resolves after it (the store, outputs) mean
+    what they meant on the command line."""
+    folder = os.getcwd()
+    try:
+        yield
+    finally:
+        if os.getcwd() != folder:
+            os.chdir(folder)
