@@ -161,11 +161,9 @@ def _attempt(training: "Training", prune: Prune | None, timed_every: int | None,
         status, error = Status.DIVERGED, str(exc)
     except Pruned as exc:
         status, error = Status.PRUNED, str(exc)
-    except KeyboardInterrupt as exc:
-        if users_own(exc):  # a plug-in's own KeyboardInterrupt, no signal: its point's error, like anything else it raises
-            status, error, trace = Status.ERROR, one_line(exc), traceback.format_exc()
-        else:
-            status, error = Status.INTERRUPTED, f"interrupted after {training.steps_done} steps"
+    except KeyboardInterrupt as exc:  # a stop; a plug-in's own (no signal came) is its point's error, like anything it raises
+        own = users_own(exc)
+        status, error, trace = (Status.ERROR, one_line(exc), traceback.format_exc()) if own else (Status.INTERRUPTED, f"interrupted after {training.steps_done} steps", None)
     except BaseException as exc:  # user code (a plug-in) may raise anything, SystemExit too: it becomes the point's status
         status, error, trace = (Status.OOM if out_of_memory(exc) else Status.ERROR), one_line(exc), traceback.format_exc()
     finally:

@@ -17,7 +17,6 @@ Two ways to open one, and only the writing one changes anything:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -25,10 +24,11 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from harness.errors import SpecError, StoreError
 from harness.config.compat import RENAMED, STORE_FORMAT
+from harness.store import locks
 from harness.store.schema import AGAIN, TABLES, Recorded
 
 DEFAULT_STORE = "results/batchbench.sqlite"
@@ -215,92 +215,11 @@ class Store:
             )
         return run_id, set()
 
-    @contextlib.contextmanager
-    def sweep_lock(self, spec_hash: str, *, resume: bool = True) -> Iterator[None]:
-        """Held while a process writes a sweep: a ``--resume`` holds it alone, a new run shares
-        it with other new runs (each writes its own run). So a ``--resume`` while the same sweep
-        runs, or a run while it resumes, is refused in one line instead of training points
-        twice (and failing on the second commit). An advisory lock on a byte of
-        a lock file beside the store (``lock_path``: every process that writes the store finds it,
-        whatever its temporary folder or node, and a symbolic link to the store shares it),
-        released by the kernel if the process dies; other sweeps go on. The last holder to let go
-        removes the lock file (``_let_go``)."""
-        lock_path = self.lock_path(self.path)
-        handle = self._take_lock(lock_path, int(spec_hash[:7], 16), exclusive=resume, field=self.field)
-        if handle is None:
-            doing = "already running" if resume else "resuming"
-            raise StoreError("--resume" if resume else "--store", f"another batchbench process is {doing} this sweep into {self.path}; "
-                             "wait for it to finish (then --resume finds what it stored)")
-        try:
-            yield
-        finally:
-            self._let_go(handle, lock_path)
+    def sweep_lock(self, spec_hash: str, *, resume: bool = True):
+        """Held while this process writes the sweep ``spec_hash`` into the store (``store.locks``)."""
+        return locks.sweep_lock(self.path, spec_hash, resume=resume, field=self.field)
 
-    @staticmethod
-    def lock_path(path: str | Path) -> Path:
-        """The sweep lock file of the store at ``path``: ``.NAME.lock`` beside the file it resolves to."""
-        real = Path(os.path.realpath(path))
-        return real.with_name(f".{real.name}.lock")
-
-    LOCK_PATIENCE_S = 1.0
-    """How long a lock is tried again before another holder is believed: long enough for one that
-    lets go to remove the file (``_let_go`` holds the whole file for that moment)."""
-
-    @classmethod
-    def _take_lock(cls, lock_path: Path, offset: int, *, exclusive: bool, field: str = "--store") -> Any:
-        """The open lock file with its byte ``offset`` locked, or None if another process holds it.
-        A lock taken on a file that a holder letting go removed meanwhile is taken again on the
-        file now at ``lock_path`` (a lock on a removed file excludes no one)."""
-        import fcntl
-        import time
-
-        deadline = time.monotonic() + cls.LOCK_PATIENCE_S
-        while True:
-            try:
-                handle = open(lock_path, "a+b")
-            except OSError as exc:  # a folder this process may write the store in but not create files in, say
-                raise StoreError(field, f"cannot open the sweep lock file {lock_path}: {exc.strerror or exc}") from None
-            try:
-                fcntl.lockf(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB, 1, offset)
-            except OSError:
-                handle.close()
-                if time.monotonic() > deadline:
-                    return None
-                time.sleep(0.02)
-                continue
-            if cls._same_file(handle, lock_path):
-                return handle
-            handle.close()
-
-    @staticmethod
-    def _let_go(handle: Any, lock_path: Path) -> None:
-        """Release the lock, removing the lock file if no other process holds any lock in it: only
-        while holding the whole file, so no one can lock it between the test and the removal (one
-        that opened it before finds it removed once it has its lock, and takes the new one)."""
-        import fcntl
-
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # another process holds a lock in it: the last one removes it
-            handle.close()
-            return
-        try:
-            if Store._same_file(handle, lock_path):
-                lock_path.unlink(missing_ok=True)
-        except OSError:  # a temporary folder that keeps its files: left, as before
-            pass
-        finally:
-            handle.close()
-
-    @staticmethod
-    def _same_file(handle: Any, path: Path) -> bool:
-        """Whether ``path`` still names the file ``handle`` has open."""
-        try:
-            named = path.stat()
-        except OSError:
-            return False
-        opened = os.fstat(handle.fileno())
-        return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+    lock_path = staticmethod(locks.lock_path)
 
     def add_point(self, run_id: str, result: Recorded) -> None:
         """Commit a finished point with its checks and steps, all or nothing."""
