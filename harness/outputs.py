@@ -132,7 +132,7 @@ def _kind(target: Path, field: str, example: str) -> str:
     except OSError:  # not there (or under a file, or a link to nowhere): the folder checks and the write say so
         return MISSING
     if stat.S_ISDIR(mode):
-        raise SpecError(field, f"{target} is a directory; give a file name, e.g. {target / example}")
+        raise SpecError(field, f"{target} is a folder; give a file name, e.g. {target / example}")
     if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
         return DEVICE
     if stat.S_ISREG(mode):
